@@ -1,0 +1,5 @@
+import sys
+
+from autolora.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""The ``autolora`` command: parse flags -> config -> library call. Bad input: one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from autolora import __version__
+from autolora.errors import UserError
+
+# flag -> (section, key) it overrides in the config
+TUNE_FLAGS = {
+    "base_model": ("model", "base_model"),
+    "style_images": ("data", "style_images"),
+    "trigger": ("data", "trigger"),
+    "prompts": ("data", "prompts"),
+    "search_space": ("study", "search_space"),
+    "objective": ("study", "objective"),
+    "trials": ("study", "trials"),
+    "timeout": ("study", "timeout"),
+    "study_name": ("study", "name"),
+    "out": ("study", "out"),
+    "storage": ("study", "storage"),
+    "mlflow_uri": ("study", "mlflow_uri"),
+    "device": ("model", "device"),
+}
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", type=Path, help="run folder of a study (holds config.yaml)")
+    p.add_argument("--storage", help="Optuna storage URL (instead of RUN_DIR)")
+    p.add_argument("--study-name", help="study name in --storage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autolora", description="Find the best LoRA for an artistic style.")
+    parser.add_argument("--version", action="version", version=f"autolora {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "tune",
+        help="run (or resume) a LoRA hyperparameter study",
+        description="Run or resume an Optuna study over LoRA settings; each trial trains briefly, "
+        "samples fixed prompts and is scored with CLIP. Flags override CONFIG.",
+    )
+    t.add_argument("config", nargs="?", type=Path, help="YAML or TOML config file")
+    t.add_argument("--base-model", help="diffusers folder, hub id or builtin:NAME (default builtin:tiny-sd)")
+    t.add_argument("--style-images", help="folder of style images (default: the built-in style set)")
+    t.add_argument("--trigger", help='words that call the style (default "in sks style")')
+    t.add_argument("--prompts", help="text file of content prompts, one per line")
+    t.add_argument("--search-space", help="built-in name (quick, sd15, sdxl, diffusers-default, kohya-like) or file")
+    t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
+    t.add_argument("--trials", type=int, help="trials to run now (default 10)")
+    t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    t.add_argument("--study-name", help="study name (default: the style folder's name)")
+    t.add_argument("--out", help="run folder (default runs/<study-name>)")
+    t.add_argument("--storage", help="Optuna storage URL (default sqlite:///<out>/optuna.db)")
+    t.add_argument("--mlflow-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else MLflow's)")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--seed", type=int, help="seed of the sampler and of training")
+    t.add_argument("--process-per-trial", action="store_true", default=None, help="run each trial in a new process")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config entry, e.g. --set train.eval_every=10 (repeatable)",
+    )
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+
+    s = sub.add_parser("show", help="trial table and best trial (or Pareto set) of a study")
+    _study_args(s)
+
+    e = sub.add_parser("export", help="write a kept adapter as diffusers and kohya .safetensors")
+    _study_args(e)
+    e.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    e.add_argument("--out", required=True, type=Path, help="folder to write the files into")
+    e.add_argument("--name", help="file stem of the kohya file (default <study>-trial<N>)")
+    return parser
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from autolora.config import load_config, parse_override
+
+    overrides: list[tuple[str, str, Any]] = []
+    for flag, (section, key) in TUNE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append((section, key, value))
+    if args.seed is not None:
+        overrides += [("train", "seed", args.seed), ("study", "seed", args.seed)]
+    if args.process_per_trial:
+        overrides.append(("study", "process_per_trial", True))
+    overrides += [parse_override(s) for s in args.set]
+    config = load_config(args.config, overrides)
+    from autolora.study import run_tune
+
+    result = run_tune(config, progress=not args.no_progress)
+    print(f"{result.n_new} new trials; study now has {len(result.study.trials)}.")
+    from autolora.report import print_best
+
+    print_best(result.study)
+    print(f"Open the dashboard: {result.mlflow_ui}")
+    print(f"Export the best adapter: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from autolora.report import find_study, print_table
+
+    study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
+    print_table(study, run_dir)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autolora.report import export_trial, find_study
+
+    study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
+    paths = export_trial(study, run_dir, args.trial, args.out, args.name)
+    for kind, path in paths.items():
+        print(f"{kind:9s} {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"tune": cmd_tune, "show": cmd_show, "export": cmd_export}[args.command]
+    try:
+        return handler(args)
+    except UserError as e:
+        print(f"autolora: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nautolora: interrupted; the study is saved, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""Run configuration: dataclasses that validate themselves, loaded from YAML/TOML plus flags.
+
+Every section is a dataclass whose fields document themselves in place. Unknown keys are errors
+that suggest the closest valid key (the field's complaint about ai-toolkit's ``kwargs.get``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autolora.errors import UserError, closest
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+SWITCHES = ("auto", "on", "off")
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2", "qmc")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def _check(ok: bool, where: str, expected: str, value: object) -> None:
+    if not ok:
+        raise UserError(f"{where}: expected {expected}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Which base model, and where and how it runs."""
+
+    base_model: str = "builtin:tiny-sd"
+    """Local diffusers folder, Hugging Face hub id (from the local cache), or ``builtin:NAME``."""
+    allow_pickle: bool = False
+    """Load ``.bin``/``.ckpt`` weights too. Pickle can run code: only for files you trust."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    mixed_precision: str = "auto"
+    """Base-weight dtype and autocast on CUDA: ``auto`` (bf16 where supported, else fp16), ``no``,
+    ``fp16``, ``bf16``. CPU always runs fp32."""
+    gradient_checkpointing: str = "auto"
+    """``auto`` (on for CUDA, off for CPU), ``on`` or ``off``."""
+
+    def validate(self, where: str) -> None:
+        _check(bool(self.base_model), f"{where}.base_model", "a model folder, hub id or builtin:NAME", self.base_model)
+        dev_ok = self.device in DEVICES or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        _check(dev_ok, f"{where}.device", "auto, cpu, cuda or cuda:N", self.device)
+        _check(
+            self.mixed_precision in PRECISIONS, f"{where}.mixed_precision", "|".join(PRECISIONS), self.mixed_precision
+        )
+        _check(
+            self.gradient_checkpointing in SWITCHES,
+            f"{where}.gradient_checkpointing",
+            "|".join(SWITCHES),
+            self.gradient_checkpointing,
+        )
+
+
+@dataclass
+class DataConfig:
+    """The style to learn and the prompts that evaluate it."""
+
+    style_images: str | None = None
+    """Folder of style images (png/jpg/webp/bmp); ``name.txt`` beside ``name.png`` is its caption.
+    None: the built-in style set of the built-in model."""
+    trigger: str = "in sks style"
+    """Words that call the style; appended to every training caption and evaluation prompt."""
+    prompts: str | None = None
+    """Text file, one content prompt per line (``#`` starts a comment). None: built-in prompts."""
+    prompt_template: str = "{prompt}, {trigger}"
+    """How an evaluation prompt and the trigger combine."""
+    resolution: int | None = None
+    """Training and sampling size in pixels. None: the model's native size."""
+
+    def validate(self, where: str) -> None:
+        _check(bool(self.trigger.strip()), f"{where}.trigger", "a non-empty phrase", self.trigger)
+        _check(
+            "{prompt}" in self.prompt_template,
+            f"{where}.prompt_template",
+            "a template with {prompt}",
+            self.prompt_template,
+        )
+        if self.resolution is not None:
+            _check(
+                self.resolution >= 8 and self.resolution % 8 == 0,
+                f"{where}.resolution",
+                "a multiple of 8, at least 8",
+                self.resolution,
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Training settings shared by every trial (the search space may override some)."""
+
+    batch_size: int = 1
+    """Images per step (a search-space ``batch_size`` overrides it)."""
+    eval_every: int = 0
+    """Sample, score and report to the pruner every N steps; 0: four times per trial."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping; 0 turns it off."""
+    noise_offset: float = 0.0
+    """Offset noise strength (0: off)."""
+    min_snr_gamma: float = 0.0
+    """Min-SNR loss weighting gamma (0: off; 5 is the paper's value)."""
+    seed: int = 0
+    """Seed for training noise and data order; every trial uses it, so trials differ only by params."""
+
+    def validate(self, where: str) -> None:
+        _check(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.eval_every >= 0, f"{where}.eval_every", "an integer >= 0", self.eval_every)
+        _check(self.max_grad_norm >= 0, f"{where}.max_grad_norm", "a number >= 0", self.max_grad_norm)
+        _check(self.noise_offset >= 0, f"{where}.noise_offset", "a number >= 0", self.noise_offset)
+        _check(self.min_snr_gamma >= 0, f"{where}.min_snr_gamma", "a number >= 0", self.min_snr_gamma)
+
+
+@dataclass
+class EvalConfig:
+    """How samples are drawn for scoring: the same prompts x seeds for every trial."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    """Sampling seeds; each prompt is drawn once per seed."""
+    inference_steps: int = 20
+    """Denoising steps per sample."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance scale."""
+    batch_size: int = 4
+    """Images per sampling call (lower it when sampling runs out of memory)."""
+    clip_model: str | None = None
+    """Override the objective's open_clip model name (or ``builtin:NAME``)."""
+    clip_pretrained: str | None = None
+    """Override the objective's open_clip pretrained tag or local checkpoint file."""
+
+    def validate(self, where: str) -> None:
+        _check(len(self.seeds) > 0, f"{where}.seeds", "a non-empty list of integers", self.seeds)
+        _check(self.inference_steps >= 1, f"{where}.inference_steps", "an integer >= 1", self.inference_steps)
+        _check(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.guidance_scale >= 0, f"{where}.guidance_scale", "a number >= 0", self.guidance_scale)
+
+
+@dataclass
+class StudyConfig:
+    """The Optuna study: where it lives, what it searches, how long."""
+
+    name: str | None = None
+    """Study name. None: the style folder's name (``demo`` for the built-in style)."""
+    out: str | None = None
+    """Run folder: resolved config, default storage, kept adapters. None: ``runs/<name>``."""
+    storage: str | None = None
+    """Optuna storage URL. None: ``sqlite:///<out>/optuna.db``."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI. None: ``MLFLOW_TRACKING_URI``, else MLflow's default."""
+    trials: int = 10
+    """Trials to run in this invocation (a resumed study adds this many)."""
+    timeout: float | None = None
+    """Stop starting new trials after this many seconds."""
+    search_space: str = "quick"
+    """Built-in search-space name (``search_spaces/``) or a YAML file."""
+    objective: str = "balanced"
+    """Built-in objective name (``objectives/``) or a YAML file."""
+    sampler: str = "tpe"
+    """tpe, random, cmaes, gp, nsga2 or qmc."""
+    pruner: str = "median"
+    """median, hyperband or none (multi-objective studies never prune)."""
+    pruner_startup_trials: int = 2
+    """Median pruner: complete trials before any pruning."""
+    keep_top_k: int = 3
+    """Adapters kept on disk: the best K (single objective) or the Pareto set, at most K."""
+    seed: int = 0
+    """Sampler seed."""
+    process_per_trial: bool = False
+    """Run every trial in a fresh process (for GPUs whose memory leaks between trials)."""
+
+    def validate(self, where: str) -> None:
+        _check(self.trials >= 0, f"{where}.trials", "an integer >= 0", self.trials)
+        if self.timeout is not None:
+            _check(self.timeout > 0, f"{where}.timeout", "a number of seconds > 0", self.timeout)
+        _check(self.sampler in SAMPLERS, f"{where}.sampler", "|".join(SAMPLERS), self.sampler)
+        _check(self.pruner in PRUNERS, f"{where}.pruner", "|".join(PRUNERS), self.pruner)
+        _check(self.keep_top_k >= 1, f"{where}.keep_top_k", "an integer >= 1", self.keep_top_k)
+        _check(
+            self.pruner_startup_trials >= 0,
+            f"{where}.pruner_startup_trials",
+            "an integer >= 0",
+            self.pruner_startup_trials,
+        )
+        if self.name is not None:
+            ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
+            _check(ok, f"{where}.name", "letters, digits, '-', '_' or '.'", self.name)
+
+
+@dataclass
+class Config:
+    """A whole ``autolora tune`` run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+
+    def validate(self, where: str = "config") -> Config:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f"{where}: {f.name}" if where else f.name)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def study_name(self) -> str:
+        if self.study.name:
+            return self.study.name
+        return Path(self.data.style_images).resolve().name if self.data.style_images else "demo"
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.study.out) if self.study.out else Path("runs") / self.study_name
+
+    @property
+    def storage_url(self) -> str:
+        return self.study.storage or f"sqlite:///{(self.out_dir / 'optuna.db').resolve()}"
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+PATH_KEYS = {("data", "style_images"), ("data", "prompts"), ("study", "out")}
+
+
+def _type_ok(value: object, hint: object) -> tuple[bool, object]:
+    """Check ``value`` against a simple type hint; return (ok, coerced value)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return True, None
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, coerced = _type_ok(value, arg)
+            if ok:
+                return ok, coerced
+        return False, value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return False, value
+        out = []
+        for v in value:
+            ok, c = _type_ok(v, item)
+            if not ok:
+                return False, value
+            out.append(c)
+        return True, out
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value  # type: ignore[arg-type]
+    if hint is str:
+        return isinstance(value, str), value
+    return False, value
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _describe(hint: object) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(parts) + " (or null)"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    return _TYPE_WORDS.get(hint, str(hint))  # type: ignore[call-overload]
+
+
+def _section_from_dict(cls: type, data: object, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise UserError(f"{where}: unknown key '{key}'{closest(str(key), names)}")
+        ok, coerced = _type_ok(value, hints[key])
+        if not ok:
+            raise UserError(f"{where}.{key}: expected {_describe(hints[key])}, got {value!r}")
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> Config:
+    """Build a validated :class:`Config` from a nested mapping; ``where`` prefixes messages."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in sections:
+            raise UserError(f"{where}: unknown section '{key}'{closest(str(key), sections)}")
+        section_cls = typing.get_type_hints(Config)[key]
+        kwargs[key] = _section_from_dict(section_cls, value or {}, f"{where}: {key}")
+    return Config(**kwargs).validate(where)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML or TOML config file; errors name the file and line."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            data: object = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path}: not valid TOML: {e}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise UserError(f"{path}: not valid YAML{line}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of sections (model, data, train, eval, study)")
+    # Paths in a config file are relative to the file, not to where the command runs.
+    for section, key in PATH_KEYS:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str) and not Path(sec[key]).is_absolute():
+            sec[key] = str((path.parent / sec[key]).resolve())
+    return data
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value`` (value in YAML syntax) from ``--set``."""
+    import yaml
+
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--set {text}: expected section.key=value, for example train.batch_size=2")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return section, key, value
+
+
+def load_config(path: Path | None, overrides: list[tuple[str, str, Any]]) -> Config:
+    """Config file (optional) + overrides (section, key, value) -> validated Config."""
+    data: dict[str, Any] = read_config_file(path) if path else {}
+    for section, key, value in overrides:
+        sec = data.setdefault(section, {})
+        if not isinstance(sec, dict):
+            raise UserError(f"{path}: {section}: expected a mapping of keys")
+        sec[key] = value
+    return config_from_dict(data, str(path) if path else "config")

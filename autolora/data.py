@@ -1,0 +1,170 @@
+"""Style folders and prompt files: validated before any model loads.
+
+A style folder holds images (png/jpg/jpeg/webp/bmp) and, optionally, one caption per image in
+``name.txt`` describing the content (the trigger is added by autolora). The built-in style set
+and prompts belong to the built-in model and are drawn procedurally on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autolora.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CAPTION_EXTS = (".txt",)
+
+BUILTIN_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
+
+
+@dataclass
+class StyleSet:
+    """The validated style images (RGB) with their content captions (may be empty)."""
+
+    folder: Path
+    images: list[Image.Image]
+    captions: list[str]
+    names: list[str]
+
+    def fingerprint(self) -> str:
+        """A hash of the pixels and captions: cache keys change when the data changes."""
+        h = hashlib.sha256()
+        for img, cap in zip(self.images, self.captions, strict=True):
+            h.update(img.tobytes())
+            h.update(cap.encode())
+        return h.hexdigest()[:16]
+
+
+def load_style_set(folder: Path) -> StyleSet:
+    """Read and fully decode every image in ``folder``; any bad file is named in one line."""
+    from PIL import Image
+
+    if not folder.is_dir():
+        raise UserError(f"style images {folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images, captions, names = [], [], []
+    for path in files:
+        suffix = path.suffix.lower()
+        if suffix in CAPTION_EXTS:
+            if not any(path.with_suffix(e).exists() or path.with_suffix(e.upper()).exists() for e in IMAGE_EXTS):
+                raise UserError(f"style images {folder}: caption {path.name} has no image beside it")
+            continue
+        if suffix not in IMAGE_EXTS:
+            raise UserError(
+                f"style images {folder}: {path.name} is not an image "
+                f"(expected {', '.join(IMAGE_EXTS)} and .txt captions)"
+            )
+        try:
+            with Image.open(path) as img:
+                img.load()
+                images.append(img.convert("RGB"))
+        except Exception as e:
+            raise UserError(
+                f"style images {folder}: {path.name} is not a readable image ({type(e).__name__})"
+            ) from None
+        caption_file = path.with_suffix(".txt")
+        captions.append(caption_file.read_text(encoding="utf-8").strip() if caption_file.exists() else "")
+        names.append(path.name)
+    if not images:
+        raise UserError(f"style images {folder}: the folder has no images")
+    return StyleSet(folder=folder, images=images, captions=captions, names=names)
+
+
+def load_prompts(path: Path) -> list[str]:
+    """One content prompt per line; blank lines and ``#`` comments are skipped."""
+    if not path.is_file():
+        raise UserError(f"prompts file {path}: no such file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"prompts file {path}: not UTF-8 text") from None
+    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not prompts:
+        raise UserError(f"prompts file {path}: no prompts (one per line; # starts a comment)")
+    return prompts
+
+
+def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """Resize the short side to ``size``, center-crop, and scale to [-1, 1] (C, H, W)."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    w, h = image.size
+    scale = size / min(w, h)
+    resized = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), PILImage.Resampling.BICUBIC)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    crop = resized.crop((left, top, left + size, top + size))
+    arr = np.asarray(crop, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+# -- the built-in style set -----------------------------------------------------------------------
+
+_COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 170, 60), "yellow": (235, 200, 30)}
+_SHAPES = ("circle", "square", "triangle", "star")
+
+
+def _draw_builtin(shape: str, colour: tuple[int, int, int], rng: random.Random, size: int = 64) -> Image.Image:
+    """A shape over diagonal warm stripes: the style the built-in LoRA has to learn."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), (250, 240, 225))
+    draw = ImageDraw.Draw(img)
+    for x in range(-size, size * 2, 8):
+        draw.line([(x, 0), (x + size, size)], fill=(235, 150, 90), width=3)
+    r = rng.randint(size // 5, size // 3)
+    cx, cy = rng.randint(r + 2, size - r - 2), rng.randint(r + 2, size - r - 2)
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif shape == "square":
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    else:
+        pts = []
+        for i in range(10):
+            a = math.pi / 2 + i * math.pi / 5
+            rad = r if i % 2 == 0 else r * 0.45
+            pts.append((cx + rad * math.cos(a), cy - rad * math.sin(a)))
+        draw.polygon(pts, fill=colour)
+    return img
+
+
+def builtin_style_folder() -> Path:
+    """The built-in style set (8 striped images with captions), drawn once into the cache."""
+    from autolora.models.builtin import cache_root
+
+    folder = cache_root() / "styles" / "builtin-stripes-v1"
+    if (folder / ".complete").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".stripes-", dir=folder.parent))
+    try:
+        rng = random.Random(0)
+        for i in range(8):
+            shape = _SHAPES[i % len(_SHAPES)]
+            colour = list(_COLOURS)[(i * 3) % len(_COLOURS)]
+            _draw_builtin(shape, _COLOURS[colour], rng).save(tmp / f"stripes_{i:02d}.png")
+            (tmp / f"stripes_{i:02d}.txt").write_text(f"a {colour} {shape}\n")
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -1,0 +1,166 @@
+"""Loading Stable Diffusion 1.x/2.x and SDXL pipelines: local folder, hub id or built-in.
+
+Validation (``resolve_model``) reads only small JSON files, so bad input is refused before any
+weights load. Loading goes through diffusers ``from_pretrained`` with ``use_safetensors=True``
+unless the user opts in to pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autolora.errors import UserError, closest
+from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
+
+if TYPE_CHECKING:
+    import torch
+
+PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+_PICKLE = (".bin", ".ckpt", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A validated base model: where its files are and what it is, before any weights load."""
+
+    source: str
+    """What the user gave (folder, hub id, builtin:NAME)."""
+    folder: Path
+    pipeline_class: str
+    arch: str
+    """sd1, sd2 or sdxl."""
+    unet_config: dict[str, Any]
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        raise UserError(f"base model '{repo_id}': not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"]))
+    except Exception as e:
+        raise UserError(
+            f"base model '{repo_id}': not in the local Hugging Face cache and the hub could not be reached "
+            f"({type(e).__name__}); download it on a connected machine or pass a local folder"
+        ) from None
+
+
+def _check_weights(folder: Path, components: list[str], allow_pickle: bool) -> None:
+    for comp in components:
+        files = [p for p in (folder / comp).glob("*") if p.is_file()]
+        weights = [p for p in files if p.suffix in _PICKLE or p.suffix == ".safetensors"]
+        if not weights:
+            continue
+        if not any(p.suffix == ".safetensors" for p in weights) and not allow_pickle:
+            raise UserError(
+                f"base model {folder}: {comp}/ has only pickle weights ({weights[0].name}); pickle can run code, "
+                f"so autolora loads safetensors only (set model.allow_pickle: true if you trust the file)"
+            )
+
+
+def resolve_model(source: str, allow_pickle: bool = False) -> ModelRef:
+    """Validate a base model without loading weights; build a built-in one on first use."""
+    if is_builtin(source):
+        name = source.removeprefix(PREFIX)
+        if name not in BUILTINS or BUILTINS[name].kind != "diffusion":
+            names = [PREFIX + n for n, b in BUILTINS.items() if b.kind == "diffusion"]
+            raise UserError(
+                f"base model '{source}': no such built-in model{closest(source, names)}; built-ins: {', '.join(names)}"
+            )
+        folder = builtin_path(source)
+    else:
+        path = Path(source).expanduser()
+        if path.exists():
+            folder = path
+        elif source.count("/") == 1 and not source.startswith((".", "/", "~")):
+            folder = _hub_snapshot(source)
+        else:
+            raise UserError(f"base model {source}: no such folder (and not a hub id of the form org/name)")
+    if folder.is_file():
+        raise UserError(
+            f"base model {source}: a single checkpoint file; autolora needs a diffusers folder "
+            f"(convert it with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py)"
+        )
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"base model {source}: not a diffusers model folder (no model_index.json)")
+    try:
+        meta = json.loads(index.read_text())
+        unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"base model {source}: unreadable model_index.json or unet/config.json ({e})") from None
+    cls = meta.get("_class_name", "")
+    if cls not in PIPELINES:
+        raise UserError(
+            f"base model {source}: a {cls or 'unknown pipeline'}; autolora supports {' and '.join(PIPELINES)}"
+        )
+    components = [k for k, v in meta.items() if not k.startswith("_") and isinstance(v, list) and v[0]]
+    _check_weights(folder, components, allow_pickle)
+    arch = PIPELINES[cls]
+    if arch == "sd":
+        arch = "sd2" if unet_config.get("cross_attention_dim") == 1024 else "sd1"
+    return ModelRef(source=source, folder=folder, pipeline_class=cls, arch=arch, unet_config=unet_config)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available else cpu; refuse CUDA that is not there."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device}: CUDA was requested but torch sees no CUDA device")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
+
+
+def resolve_dtype(mixed_precision: str, device: str) -> torch.dtype:
+    """The dtype of the frozen base weights: fp32 on CPU, half precision on CUDA by default."""
+    import torch
+
+    if not device.startswith("cuda"):
+        if mixed_precision in ("fp16", "bf16"):
+            raise UserError(f"model.mixed_precision {mixed_precision}: needs a CUDA device (device is {device})")
+        return torch.float32
+    if mixed_precision == "no":
+        return torch.float32
+    if mixed_precision == "fp16":
+        return torch.float16
+    if mixed_precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def load_pipeline(ref: ModelRef, device: str, dtype: torch.dtype, allow_pickle: bool = False) -> Any:
+    """Load the pipeline once for the whole process, frozen, on ``device``."""
+    import diffusers
+
+    cls = getattr(diffusers, ref.pipeline_class)
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": None if allow_pickle else True}
+    if ref.arch != "sdxl":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    with warnings.catch_warnings():
+        # diffusers 0.42 renames torch_dtype to dtype; older releases know only torch_dtype
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = cls.from_pretrained(str(ref.folder), **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    for comp in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, comp, None)
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+    return pipe

@@ -1,0 +1,23 @@
+"""Keep library chatter (progress bars of weight loading, INFO logs, experimental warnings) off the terminal."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_libraries() -> None:
+    """Silence what the field's libraries print that says nothing to an autolora user."""
+    import diffusers
+    import optuna
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
+    for name in ("mlflow", "alembic", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)

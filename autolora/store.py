@@ -1,0 +1,68 @@
+"""The run folder: what a study keeps on disk beside its Optuna storage.
+
+::
+
+    runs/<study>/
+      config.yaml          the resolved config (every default filled in)
+      search_space.yaml    the search-space recipe as it was read
+      objective.yaml       the objective recipe as it was read
+      optuna.db            the default storage (sqlite) when --storage is not given
+      cache/               latents, caption embeddings, base samples (once per study)
+      adapters/trial_N/    kept adapters (the best K, or the Pareto set)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def adapter_dir(run_dir: Path, number: int) -> Path:
+    return run_dir / "adapters" / f"trial_{number}"
+
+
+def kept_numbers(run_dir: Path) -> list[int]:
+    folder = run_dir / "adapters"
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        if p.name.startswith("trial_") and p.name[6:].isdigit() and (p / "adapter.json").exists():
+            out.append(int(p.name[6:]))
+    return sorted(out)
+
+
+def best_numbers(study: optuna.Study, k: int) -> list[int]:
+    """The trials worth keeping: the best ``k`` (single objective) or the Pareto set, at most ``k``."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        return []
+    if len(study.directions) == 1:
+        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+        ranked = sorted(done, key=lambda t: (sign * t.values[0], t.number))
+    else:
+        sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+        ranked = sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+    return [t.number for t in ranked[:k]]
+
+
+def prune_kept(run_dir: Path, keep: list[int]) -> None:
+    for n in kept_numbers(run_dir):
+        if n not in keep:
+            shutil.rmtree(adapter_dir(run_dir, n), ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
