@@ -94,7 +94,7 @@ class Tracker:
             for a SQLite store).
 
     Raises:
-        UserError: The store cannot be opened (bad URI, MLflow 3's refused file store, ...).
+        UserError: The store cannot be opened (bad URI, MLflow 3's refused file store, missing database driver).
     """
 
     def __init__(self, uri: str | None, experiment: str, artifact_location: str | None = None) -> None:
@@ -112,8 +112,8 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
-        except MlflowException as e:
-            raise UserError(f"MLflow store {self.uri!r}: {str(e).splitlines()[0]}") from e
+        except (MlflowException, ImportError) as e:  # bad URI, refused file store, missing database driver
+            raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
 
     def ui_command(self) -> str:
         """Return the exact shell line that opens the dashboard for this store."""
