@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")
     t.add_argument("--process-per-trial", action="store_true", default=None, help="run each trial in a new process")
+    t.add_argument("--workers", type=int, help="local worker processes sharing the study (default 0: in-process)")
+    t.add_argument(
+        "--queue-only",
+        action="store_true",
+        default=None,
+        help="create the study and queue --trials trials for 'autolora worker' processes",
+    )
+    t.add_argument("--devices", help="comma-separated devices for the workers, e.g. cuda:0,cuda:1")
     t.add_argument(
         "--set",
         action="append",
@@ -69,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="override any config entry, e.g. --set train.eval_every=10 (repeatable)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+
+    w = sub.add_parser(
+        "worker",
+        help="join a study through its storage and run its trials",
+        description="Join a study made by 'autolora tune' (its config is stored with it) and run "
+        "trials until its budget is spent, or --trials of them.",
+    )
+    w.add_argument("--storage", required=True, help="Optuna storage URL of the study")
+    w.add_argument("--study-name", required=True, help="study name")
+    w.add_argument("--trials", type=int, help="at most this many trials from this worker")
+    w.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    w.add_argument("--device", help="device for this worker (default: the study's model.device)")
+    w.add_argument("--mlflow-uri", help="MLflow tracking URI (default: the one the study was made with)")
+    w.add_argument("--parent-run", help=argparse.SUPPRESS)
+    w.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
     s = sub.add_parser("show", help="trial table and best trial (or Pareto set) of a study")
     _study_args(s)
@@ -93,17 +116,50 @@ def cmd_tune(args: argparse.Namespace) -> int:
         overrides += [("train", "seed", args.seed), ("study", "seed", args.seed)]
     if args.process_per_trial:
         overrides.append(("study", "process_per_trial", True))
+    if args.queue_only:
+        overrides.append(("study", "queue_only", True))
+    if args.workers is not None:
+        overrides.append(("study", "workers", args.workers))
+    if args.devices:
+        overrides.append(("study", "devices", [d.strip() for d in args.devices.split(",") if d.strip()]))
     overrides += [parse_override(s) for s in args.set]
     config = load_config(args.config, overrides)
+    from autolora.launch import WorkersFailed
     from autolora.study import run_tune
 
-    result = run_tune(config, progress=not args.no_progress)
+    try:
+        result = run_tune(config, progress=not args.no_progress)
+    except WorkersFailed as e:
+        print(f"autolora: {e}", file=sys.stderr)
+        return 1
     print(f"{result.n_new} new trials; study now has {len(result.study.trials)}.")
     from autolora.report import print_best
 
     print_best(result.study)
     print(f"Open the dashboard: {result.mlflow_ui}")
     print(f"Export the best adapter: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from autolora.worker import StorageLost, run_worker
+
+    try:
+        n = run_worker(
+            args.storage,
+            args.study_name,
+            trials=args.trials,
+            device=args.device,
+            timeout=args.timeout,
+            mlflow_uri=args.mlflow_uri,
+            parent_run_id=args.parent_run,
+            worker_index=args.worker_index,
+            echo=lambda s: print(s, flush=True),
+        )
+    except StorageLost as e:
+        print(f"autolora: error: {e}", file=sys.stderr)
+        return 3
+    print(f"worker: {n} trials finished", flush=True)
     return 0
 
 
@@ -127,7 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"tune": cmd_tune, "show": cmd_show, "export": cmd_export}[args.command]
+    handler = {"tune": cmd_tune, "worker": cmd_worker, "show": cmd_show, "export": cmd_export}[args.command]
     try:
         return handler(args)
     except UserError as e:

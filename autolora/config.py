@@ -172,6 +172,21 @@ class StudyConfig:
     """Sampler seed."""
     process_per_trial: bool = False
     """Run every trial in a fresh process (for GPUs whose memory leaks between trials)."""
+    queue_only: bool = False
+    """Create the study and queue ``trials`` trials for ``autolora worker`` processes; run none here."""
+    workers: int = 0
+    """Local worker processes sharing the study (0: trials run in this process)."""
+    devices: list[str] = field(default_factory=list)
+    """Devices handed to the workers round-robin (``cuda:0``, ``cuda:1``...); empty: model.device."""
+    heartbeat_interval: int = 60
+    """Seconds between a running trial's heartbeats in the storage; a trial silent for
+    ``grace_period`` is failed by the next worker that starts a trial (0: no heartbeat)."""
+    grace_period: int = 180
+    """Seconds without a heartbeat after which a running trial counts as dead."""
+    retry_failed: int = 1
+    """How often a trial whose worker died is queued again with the same parameters."""
+    storage_retries: int = 5
+    """Reconnection attempts (with exponential backoff) when the storage connection drops."""
 
     def validate(self, where: str) -> None:
         _check(self.trials >= 0, f"{where}.trials", "an integer >= 0", self.trials)
@@ -186,6 +201,19 @@ class StudyConfig:
             "an integer >= 0",
             self.pruner_startup_trials,
         )
+        _check(self.workers >= 0, f"{where}.workers", "an integer >= 0", self.workers)
+        _check(self.heartbeat_interval >= 0, f"{where}.heartbeat_interval", "seconds >= 0", self.heartbeat_interval)
+        _check(
+            self.grace_period > self.heartbeat_interval or self.heartbeat_interval == 0,
+            f"{where}.grace_period",
+            "more seconds than heartbeat_interval",
+            self.grace_period,
+        )
+        _check(self.retry_failed >= 0, f"{where}.retry_failed", "an integer >= 0", self.retry_failed)
+        _check(self.storage_retries >= 0, f"{where}.storage_retries", "an integer >= 0", self.storage_retries)
+        for d in self.devices:
+            ok = d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit())
+            _check(ok, f"{where}.devices", "cpu, cuda or cuda:N entries", d)
         if self.name is not None:
             ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
             _check(ok, f"{where}.name", "letters, digits, '-', '_' or '.'", self.name)

@@ -46,7 +46,7 @@ class Plan:
         return self.config.out_dir.resolve()
 
 
-def check_storage(url: str, default_in: Path) -> None:
+def check_storage(url: str, default_in: Path | None) -> None:
     """Refuse a storage URL that cannot be opened, without creating a study in it."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -70,10 +70,12 @@ def _check_existing(plan: Plan) -> None:
     """A study under this name must have been made with the same search space and objective."""
     import optuna
 
+    from autolora.storage import with_retries
+
     url = plan.config.storage_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return
-    storage = optuna.storages.RDBStorage(url)
+    storage = with_retries(lambda: optuna.storages.RDBStorage(url))
     try:
         try:
             study_id = storage.get_study_id_from_name(plan.config.study_name)

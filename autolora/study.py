@@ -51,48 +51,59 @@ def make_pruner(name: str, startup: int, multi: bool) -> optuna.pruners.BasePrun
     return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
 
 
-def open_study(plan: Plan) -> optuna.Study:
-    """Create or resume the study, recording what it was made with."""
+def open_study(plan: Plan, pop_only: bool = False, seed_salt: int = 0, record: bool = True) -> optuna.Study:
+    """Create or resume the study (``record``: store what it was made with, as ``tune`` does)."""
     import optuna
+
+    from autolora.storage import make_storage
 
     cfg = plan.config
     multi = not plan.objective.is_scalar
+    storage = make_storage(
+        cfg.storage_url, cfg.study.heartbeat_interval, cfg.study.grace_period, cfg.study.retry_failed, pop_only=pop_only
+    )
     # A resumed study must not replay the first trials' random draws: offset the seed by the
     # number of trials already stored, which keeps runs reproducible from the same history.
     try:
-        earlier = len(optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url).trials)
+        earlier = len(optuna.load_study(study_name=cfg.study_name, storage=storage).trials)
     except KeyError:
         earlier = 0
     study = optuna.create_study(
         study_name=cfg.study_name,
-        storage=cfg.storage_url,
-        sampler=make_sampler(cfg.study.sampler, cfg.study.seed + earlier, multi),
+        storage=storage,
+        sampler=make_sampler(cfg.study.sampler, cfg.study.seed + earlier + 7919 * seed_salt, multi),
         pruner=make_pruner(cfg.study.pruner, cfg.study.pruner_startup_trials, multi),
         directions=plan.objective.directions,  # type: ignore[arg-type]
         load_if_exists=True,
     )
-    if ATTR + "search_space_hash" not in study.user_attrs:
-        study.set_user_attr(ATTR + "search_space_hash", plan.compiled.fingerprint())
-        study.set_user_attr(ATTR + "directions", plan.objective.directions)
-        study.set_user_attr(ATTR + "objective_names", plan.objective.names)
-        study.set_user_attr(ATTR + "version", __version__)
-    study.set_user_attr(ATTR + "run_dir", str(plan.run_dir))
-    study.set_user_attr(ATTR + "config", plan.config.to_dict())
-    study.set_metric_names(plan.objective.names)
+    if record:
+        if ATTR + "search_space_hash" not in study.user_attrs:
+            study.set_user_attr(ATTR + "search_space_hash", plan.compiled.fingerprint())
+            study.set_user_attr(ATTR + "directions", plan.objective.directions)
+            study.set_user_attr(ATTR + "objective_names", plan.objective.names)
+            study.set_user_attr(ATTR + "version", __version__)
+        study.set_user_attr(ATTR + "run_dir", str(plan.run_dir))
+        study.set_metric_names(plan.objective.names)
     return study
 
 
-def write_run_files(plan: Plan, mlflow_uri: str) -> list[Path]:
+def resolved_config(plan: Plan, mlflow_uri: str) -> dict[str, Any]:
+    """The config with every default and path made explicit: what workers and resumes run."""
+    resolved = plan.config.to_dict()
+    resolved["study"].update(
+        name=plan.config.study_name, out=str(plan.run_dir), storage=plan.config.storage_url, mlflow_uri=mlflow_uri
+    )
+    for key in ("style_images", "prompts"):
+        if resolved["data"][key]:
+            resolved["data"][key] = str(Path(resolved["data"][key]).resolve())
+    return resolved
+
+
+def write_run_files(plan: Plan, resolved: dict[str, Any]) -> list[Path]:
     import yaml
 
     from autolora.store import write_text_atomic
 
-    run_dir = plan.run_dir
-    resolved = plan.config.to_dict()
-    resolved["study"]["name"] = plan.config.study_name
-    resolved["study"]["out"] = str(run_dir)
-    resolved["study"]["storage"] = plan.config.storage_url
-    resolved["study"]["mlflow_uri"] = mlflow_uri
     files = {
         "config.yaml": yaml.safe_dump(resolved, sort_keys=False),
         "search_space.yaml": plan.space_text,
@@ -100,8 +111,8 @@ def write_run_files(plan: Plan, mlflow_uri: str) -> list[Path]:
     }
     paths = []
     for name, text in files.items():
-        write_text_atomic(run_dir / name, text)
-        paths.append(run_dir / name)
+        write_text_atomic(plan.run_dir / name, text)
+        paths.append(plan.run_dir / name)
     return paths
 
 
@@ -115,9 +126,10 @@ class TuneResult:
 
 
 def run_tune(config: Config, echo: Callable[[str], None] = print, progress: bool = True) -> TuneResult:
-    """``autolora tune``: validate, load, run the trials, summarise."""
-
+    """``autolora tune``: validate, load, run the trials (here or in workers), summarise."""
+    from autolora.launch import run_local_workers
     from autolora.quiet import quiet_libraries
+    from autolora.storage import enqueue_budget
     from autolora.store import best_numbers, prune_kept
     from autolora.tracking import Tracker
 
@@ -129,7 +141,8 @@ def run_tune(config: Config, echo: Callable[[str], None] = print, progress: bool
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(plan)
     tracker = Tracker(cfg.study.mlflow_uri, f"autolora/{cfg.study_name}")
-    inputs = write_run_files(plan, tracker.uri)
+    resolved = resolved_config(plan, tracker.uri)
+    inputs = write_run_files(plan, resolved)
     echo(f"study '{cfg.study_name}' in {plan.run_dir} ({len(study.trials)} earlier trials); storage {cfg.storage_url}")
     echo(f"MLflow: {tracker.ui_command()}")
     parent = tracker.start_parent(
@@ -138,9 +151,13 @@ def run_tune(config: Config, echo: Callable[[str], None] = print, progress: bool
         inputs,
         tags={"autolora.study": cfg.study_name, "autolora.version": __version__},
     )
+    study.set_user_attr(ATTR + "config", resolved)
+    study.set_user_attr(ATTR + "mlflow_uri", tracker.uri)
     study.set_user_attr(ATTR + "mlflow_experiment_id", tracker.experiment_id)
+    study.set_user_attr(ATTR + "mlflow_parent_run_id", parent.run_id)
     status = "FINISHED"
     n_before = len(study.trials)
+    isolated = cfg.study.workers > 0 or cfg.study.process_per_trial or cfg.study.queue_only
     try:
         session.prepare(plan.run_dir / "cache")
         echo(
@@ -162,9 +179,18 @@ def run_tune(config: Config, echo: Callable[[str], None] = print, progress: bool
 
             outer = tqdm(total=cfg.study.trials, desc="trials", unit="trial", disable=None)
         try:
-            if cfg.study.process_per_trial:
+            if isolated:
+                # The budget waits in the storage; workers may only take from it (N trials means N).
                 session.release()
-                _run_isolated(plan, parent.run_id, cfg.study.trials, cfg.study.timeout, echo, outer)
+                study.set_user_attr(ATTR + "budget", True)
+                enqueue_budget(study, cfg.study.trials)
+                if cfg.study.queue_only:
+                    echo(
+                        f"{cfg.study.trials} trials queued; start workers with: autolora worker --storage "
+                        f"{cfg.storage_url} --study-name {cfg.study_name}"
+                    )
+                elif cfg.study.trials > 0:
+                    run_local_workers(plan, parent.run_id, echo=_writer(echo, outer), bar=outer)
                 prune_kept(plan.run_dir, best_numbers(study, keep))
             else:
                 runner = TrialRunner(session, parent, echo=_writer(echo, outer), progress=progress)
@@ -199,24 +225,3 @@ def _writer(echo: Callable[[str], None], bar: Any) -> Callable[[str], None]:
         bar.write(line, file=sys.stdout)
 
     return write
-
-
-def _run_isolated(
-    plan: Plan, parent_run_id: str, n_trials: int, timeout: float | None, echo: Callable[[str], None], bar: Any
-) -> None:
-    """One fresh process per trial; each joins the study through the storage and runs one trial."""
-    import subprocess
-
-    t0 = time.perf_counter()
-    for _ in range(n_trials):
-        if timeout is not None and time.perf_counter() - t0 > timeout:
-            break
-        cmd = [sys.executable, "-m", "autolora.worker", str(plan.run_dir), "--parent-run", parent_run_id]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            _writer(echo, bar)(line)
-        if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-            raise RuntimeError(f"trial process exited with {proc.returncode}: {tail[0]}")
-        if bar is not None:
-            bar.update(1)

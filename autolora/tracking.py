@@ -103,17 +103,30 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri: str = uri or mlflow.get_tracking_uri()  # get_tracking_uri() reads MLFLOW_TRACKING_URI itself
-        try:
-            self.client = MlflowClient(self.uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                self.experiment_id: str = self.client.create_experiment(experiment, artifact_location)
-            else:
-                self.experiment_id = exp.experiment_id
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-        except (MlflowException, ImportError) as e:  # bad URI, refused file store, missing database driver
-            raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
+        for attempt in range(5):
+            try:
+                self.client = MlflowClient(self.uri)
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    self.experiment_id: str = self.client.create_experiment(experiment, artifact_location)
+                else:
+                    self.experiment_id = exp.experiment_id
+                    if exp.lifecycle_stage == "deleted":
+                        self.client.restore_experiment(exp.experiment_id)
+                return
+            except ImportError as e:  # missing database driver
+                raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
+            except Exception as e:  # bad URI, refused file store, or a race with another process
+                # Two workers starting at once race to create the store's tables or the experiment;
+                # the loser succeeds on a second look. A bad URI fails every time.
+                if attempt == 4 or (
+                    isinstance(e, MlflowException)
+                    and "already exists" not in str(e)
+                    and "UNIQUE" not in str(e)
+                    and "locked" not in str(e)
+                ):
+                    raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
+                time.sleep(0.5 + attempt)
 
     def ui_command(self) -> str:
         """Return the exact shell line that opens the dashboard for this store."""

@@ -1,0 +1,97 @@
+"""Optuna storage for one process or many: heartbeats, retries of dead trials, an exact budget.
+
+Many workers share a study through Optuna's RDB storage (SQLite locally, PostgreSQL or MySQL
+for clusters). Two things Optuna leaves to us:
+
+- An exact trial budget across workers. ``autolora tune --workers``/``--trials`` enqueues the
+  budget as WAITING trials; workers then run in *pop-only* mode, where the storage refuses to
+  create a trial that was not enqueued, so ``study.ask`` can only take a waiting one (Optuna's
+  own pop is atomic: a row lock on PostgreSQL, the database lock on SQLite). N trials means N.
+- A dead worker's trial: with a heartbeat, a trial silent for the grace period is failed by the
+  next worker that starts a trial, and ``RetryFailedTrialCallback`` queues it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import optuna
+
+
+T = TypeVar("T")
+
+
+class BudgetSpent(Exception):
+    """A pop-only worker found no waiting trial: the study's budget is used up."""
+
+
+def make_storage(
+    url: str,
+    heartbeat_interval: int = 0,
+    grace_period: int | None = None,
+    retry_failed: int = 0,
+    pop_only: bool = False,
+) -> optuna.storages.RDBStorage:
+    """An ``RDBStorage`` for ``url`` with autolora's heartbeat, retry and budget settings."""
+    import optuna
+    from optuna.storages import RDBStorage
+
+    class _Storage(RDBStorage):
+        # Enqueued trials are created with a template, ask() creates one without. Optuna's
+        # _CachedStorage (which wraps every RDBStorage) calls the private _create_new_trial, so
+        # that is the one place to refuse; tests/test_storage.py fails if Optuna changes it.
+        def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
+            if pop_only and template_trial is None:
+                raise BudgetSpent()
+            return super()._create_new_trial(study_id, template_trial)
+
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # Several local processes on one SQLite file: wait for the lock instead of failing.
+        engine = {"connect_args": {"timeout": 60}}
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval > 0:
+        kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
+        if retry_failed:
+            try:  # Optuna >= 4.9 renamed the callback and its argument
+                from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+                kwargs["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=retry_failed)
+            except ImportError:
+                from optuna.storages import RetryFailedTrialCallback
+
+                kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=retry_failed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return with_retries(lambda: _Storage(url, engine_kwargs=engine, **kwargs))
+
+
+def with_retries(open_storage: Callable[[], T], attempts: int = 5) -> T:
+    """Open a storage, retrying when another process is creating its tables at the same moment.
+
+    Two ``tune`` runs started together on a new database both try to create Optuna's tables
+    and its alembic version row; the loser gets an integrity or lock error and succeeds on a
+    second look. A URL that cannot work fails the same way every time and is re-raised.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return open_storage()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def enqueue_budget(study: optuna.Study, n: int) -> int:
+    """Make sure ``n`` trials wait in the study (leftovers of an interrupted run count); return how many were added."""
+    import optuna
+
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    for _ in range(max(0, n - waiting)):
+        study.enqueue_trial({}, user_attrs={"autolora.budget": True})
+    return max(0, n - waiting)

@@ -1,0 +1,198 @@
+"""Many workers, one study: exact budgets, dead workers, lost databases, Ctrl-C; on SQLite and on
+a real PostgreSQL server started by the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import DATA, FAST
+from postgres import Postgres, available, postgres
+
+from autolora.storage import BudgetSpent, enqueue_budget, make_storage
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Postgres]:
+    if not available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL server binaries not installed")
+    with postgres() as server:
+        yield server
+
+
+def autolora(*args: str, cwd: Path, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "autolora", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )  # type: ignore[call-overload]
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def tune_args(tmp_path: Path, name: str, storage: str, *extra: str) -> list[str]:
+    return ["tune", "--out", str(tmp_path / name), "--study-name", name, "--storage", storage,
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", *FAST, *extra]  # fmt: skip
+
+
+def distinct_params(study: optuna.Study) -> bool:
+    done = [tuple(sorted(t.params.items())) for t in study.trials if t.state in FINISHED]
+    return len(done) == len(set(done))
+
+
+def test_pop_only_storage_refuses_new_trials(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/o.db"
+    study = optuna.create_study(study_name="b", storage=make_storage(url))
+    assert enqueue_budget(study, 3) == 3 and enqueue_budget(study, 3) == 0
+    worker = optuna.load_study(study_name="b", storage=make_storage(url, pop_only=True))
+    with pytest.raises(BudgetSpent):
+        worker.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10)
+    assert [t.state for t in worker.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+def test_local_workers_share_an_exact_budget(tmp_path: Path) -> None:
+    rc, out, err = finish(autolora(*tune_args(tmp_path, "loc", f"sqlite:///{tmp_path}/loc.db"), "--trials", "4",
+                                   "--workers", "2", cwd=tmp_path))  # fmt: skip
+    assert rc == 0, err
+    study = optuna.load_study(study_name="loc", storage=f"sqlite:///{tmp_path}/loc.db")
+    assert len(study.trials) == 4 and all(t.state in FINISHED for t in study.trials)
+    assert distinct_params(study)
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both workers took trials
+    assert out.count("worker: ") == 2
+
+
+def test_postgres_cluster_workers(tmp_path: Path, pg: Postgres) -> None:
+    rc, out, err = finish(autolora(*tune_args(tmp_path, "pgq", pg.url), "--trials", "4", "--queue-only",
+                                   cwd=tmp_path))  # fmt: skip
+    assert rc == 0, err
+    assert f"autolora worker --storage {pg.url} --study-name pgq" in out
+    workers = [autolora("worker", "--storage", pg.url, "--study-name", "pgq", cwd=tmp_path) for _ in range(2)]
+    results = [finish(w) for w in workers]
+    assert all(r[0] == 0 for r in results), [r[2][-500:] for r in results]
+    study = optuna.load_study(study_name="pgq", storage=pg.url)
+    assert len(study.trials) == 4 and all(t.state in FINISHED for t in study.trials)
+    assert distinct_params(study)
+    rc, out, _ = finish(autolora("show", "--storage", pg.url, "--study-name", "pgq", cwd=tmp_path))
+    assert rc == 0 and "study 'pgq': 4 trials" in out
+
+
+def test_worker_refuses_a_study_it_cannot_run(tmp_path: Path, pg: Postgres) -> None:
+    optuna.create_study(study_name="foreign", storage=pg.url)
+    rc, _, err = finish(autolora("worker", "--storage", pg.url, "--study-name", "foreign", cwd=tmp_path))
+    assert rc == 2 and "was not made by autolora tune" in err
+    rc, _, err = finish(autolora("worker", "--storage", pg.url, "--study-name", "nope", cwd=tmp_path))
+    assert rc == 2 and "no study named 'nope'" in err
+
+
+def test_kill_9_costs_one_trial(tmp_path: Path, pg: Postgres) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "60"))
+    args = tune_args(tmp_path, "k9", pg.url, "--trials", "4", "--queue-only", "--search-space", str(space),
+                     "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3")  # fmt: skip
+    rc, _, err = finish(autolora(*args, cwd=tmp_path))
+    assert rc == 0, err
+    victim = autolora("worker", "--storage", pg.url, "--study-name", "k9", cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        running = [t for t in optuna.load_study(study_name="k9", storage=pg.url).trials
+                   if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(
+                       f":{victim.pid}")]  # fmt: skip
+        if running:
+            break
+        time.sleep(0.3)
+    assert running, "the victim never started a trial"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = autolora("worker", "--storage", pg.url, "--study-name", "k9", cwd=tmp_path)
+    rc, _, err = finish(survivor)
+    assert rc == 0, err
+    study = optuna.load_study(study_name="k9", storage=pg.url)
+    states = {t.number: t.state for t in study.trials}
+    killed = running[0].number
+    assert states[killed] == optuna.trial.TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].state in FINISHED  # queued again once, with the same params
+    assert retried[0].params == study.trials[killed].params
+    others = [t for t in study.trials if t.number != killed]
+    assert len(others) == 4 and all(t.state in FINISHED for t in others)
+
+
+def test_lost_database_stops_the_worker_cleanly(tmp_path: Path, pg: Postgres) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "40"))
+    args = tune_args(tmp_path, "lost", pg.url, "--trials", "6", "--queue-only", "--search-space", str(space),
+                     "--set", "study.storage_retries=2")  # fmt: skip
+    rc, _, err = finish(autolora(*args, cwd=tmp_path))
+    assert rc == 0, err
+    worker = autolora("worker", "--storage", pg.url, "--study-name", "lost", cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [t for t in optuna.load_study(study_name="lost", storage=pg.url).trials if t.state in FINISHED]
+        if done:
+            break
+        time.sleep(0.3)
+    pg.stop()
+    try:
+        rc, out, err = finish(worker, timeout=180)
+    finally:
+        pg.start()
+    assert rc == 3, err
+    assert "lost the connection to storage" in err and "restart the worker" in err
+    assert "retry 1/2" in out
+    study = optuna.load_study(study_name="lost", storage=pg.url)
+    assert sum(1 for t in study.trials if t.state in FINISHED) >= len(done)
+
+
+def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "200"))
+    url = f"sqlite:///{tmp_path}/c.db"
+    proc = autolora(*tune_args(tmp_path, "cc", url, "--search-space", str(space)), "--trials", "6", "--workers", "2",
+                    cwd=tmp_path)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            running = [t for t in optuna.load_study(study_name="cc", storage=url).trials
+                       if t.state == optuna.trial.TrialState.RUNNING]  # fmt: skip
+        except Exception:
+            running = []
+        if len(running) == 2:
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc, timeout=120)
+    assert rc == 130, err
+    study = optuna.load_study(study_name="cc", storage=url)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert sum(1 for t in study.trials if t.user_attrs.get("fail_reason") == "interrupted (Ctrl-C)") == 2
+    out = subprocess.run(["pgrep", "-f", "--study-name cc"], capture_output=True, text=True).stdout
+    assert not out.strip(), "a worker outlived Ctrl-C"
+
+
+def test_same_study_launched_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/twice.db"
+    procs = [autolora(*tune_args(tmp_path, "twice", url), "--trials", "2", cwd=tmp_path) for _ in range(2)]
+    results = [finish(p) for p in procs]
+    assert all(r[0] == 0 for r in results), [r[2][-300:] for r in results]
+    study = optuna.load_study(study_name="twice", storage=url)
+    assert len(study.trials) == 4 and all(t.state in FINISHED for t in study.trials)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
