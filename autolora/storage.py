@@ -49,9 +49,11 @@ def make_storage(
             return super()._create_new_trial(study_id, template_trial)
 
     engine: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        # Several local processes on one SQLite file: wait for the lock instead of failing.
-        engine = {"connect_args": {"timeout": 60}}
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        # Several local processes on one SQLite file: wait for the lock instead of failing, and
+        # let SQLAlchemy (not pysqlite) start transactions, so that they can be made IMMEDIATE.
+        engine = {"connect_args": {"timeout": 60, "isolation_level": None}}
     kwargs: dict[str, Any] = {}
     if heartbeat_interval > 0:
         kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
@@ -65,7 +67,24 @@ def make_storage(
 
                 kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=retry_failed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return with_retries(lambda: _Storage(url, engine_kwargs=engine, **kwargs))
+    storage = with_retries(lambda: _Storage(url, engine_kwargs=engine, **kwargs))
+    if sqlite:
+        _immediate_transactions(storage.engine)
+    return storage
+
+
+def _immediate_transactions(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it starts.
+
+    pysqlite runs a SELECT outside any transaction, so two processes can both read a trial as
+    WAITING and both take it (Optuna's pop relies on SELECT ... FOR UPDATE, which SQLite
+    ignores). ``BEGIN IMMEDIATE`` serialises read-check-update: SQLAlchemy's documented recipe
+    for transactional pysqlite.
+    """
+    from sqlalchemy import event
+
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    engine.dispose()
 
 
 def with_retries(open_storage: Callable[[], T], attempts: int = 5) -> T:

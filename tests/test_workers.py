@@ -69,6 +69,33 @@ def test_pop_only_storage_refuses_new_trials(tmp_path: Path) -> None:
     assert [t.state for t in worker.trials] == [optuna.trial.TrialState.COMPLETE] * 3
 
 
+POP = """
+import sys, optuna
+from autolora.storage import BudgetSpent, make_storage
+study = optuna.load_study(study_name="race", storage=make_storage(sys.argv[1], pop_only=True))
+n = 0
+try:
+    while True:
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        n += 1
+except BudgetSpent:
+    print(n)
+"""
+
+
+def test_sqlite_pop_is_atomic_across_processes(tmp_path: Path) -> None:
+    # Plain pysqlite lets two processes take the same waiting trial ("Cannot tell a COMPLETE trial").
+    url = f"sqlite:///{tmp_path}/race.db"
+    enqueue_budget(optuna.create_study(study_name="race", storage=make_storage(url)), 60)
+    procs = [subprocess.Popen([sys.executable, "-c", POP, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-300:] for _, err in results]
+    assert sum(int(out) for out, _ in results) == 60
+    study = optuna.load_study(study_name="race", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 60
+
+
 def test_local_workers_share_an_exact_budget(tmp_path: Path) -> None:
     rc, out, err = finish(autolora(*tune_args(tmp_path, "loc", f"sqlite:///{tmp_path}/loc.db"), "--trials", "4",
                                    "--workers", "2", cwd=tmp_path))  # fmt: skip
