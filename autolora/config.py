@@ -98,7 +98,8 @@ class TrainConfig:
     batch_size: int = 1
     """Images per step (a search-space ``batch_size`` overrides it)."""
     eval_every: int = 0
-    """Sample, score and report to the pruner every N steps; 0: four times per trial."""
+    """Sample, score and report to the pruner every N steps (and at the last step); 0: half the
+    fewest steps the search space allows, so every trial reports at the same steps."""
     max_grad_norm: float = 1.0
     """Gradient clipping; 0 turns it off."""
     noise_offset: float = 0.0

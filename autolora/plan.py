@@ -40,6 +40,8 @@ class Plan:
     device: str
     resolution: int
     clip: tuple[str, str | None]
+    eval_every: int = 1
+    """Steps between evaluations, the same for every trial so the pruner compares like with like."""
 
     @property
     def run_dir(self) -> Path:
@@ -113,7 +115,7 @@ def make_plan(config: Config) -> Plan:
     objective, objective_text = load_objective(config.study.objective)
     device = resolve_device(config.model.device)
     resolve_dtype(config.model.mixed_precision, device)
-    if config.study.pruner != "none" and not objective.is_scalar and config.study.sampler == "cmaes":
+    if not objective.is_scalar and config.study.sampler == "cmaes":
         raise UserError(
             f"study.sampler cmaes: single-objective only; objective {objective.name} has "
             f"{len(objective.targets)} objectives (use tpe, nsga2, random or gp)"
@@ -125,14 +127,35 @@ def make_plan(config: Config) -> Plan:
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
     compiled = space.compile(unet_candidates_from_config(model.unet_config), model.arch)
     sample_size = int(model.unet_config.get("sample_size", 64))
-    factor = 8 if not is_builtin(model.source) else 2
+    factor = 8
     vae_cfg = model.folder / "vae" / "config.json"
     if vae_cfg.is_file():
         factor = 2 ** (len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1)
     resolution = config.data.resolution or sample_size * factor
     clip = objective.resolve_clip(is_builtin(model.source), config.eval.clip_model, config.eval.clip_pretrained)
     plan = Plan(
-        config, model, space, space_text, compiled, objective, objective_text, style, prompts, device, resolution, clip
+        config,
+        model,
+        space,
+        space_text,
+        compiled,
+        objective,
+        objective_text,
+        style,
+        prompts,
+        device,
+        resolution,
+        clip,
+        eval_every=config.train.eval_every or _aligned_eval_every(compiled),
     )
     _check_existing(plan)
     return plan
+
+
+def _aligned_eval_every(compiled: CompiledSpace) -> int:
+    """Half the fewest steps a trial can have: every trial reports at the same steps (2 or more times)."""
+    import math
+
+    dist = compiled.distributions.get("steps")
+    fewest = getattr(dist, "low", None) or compiled.fixed.get("steps") or 100
+    return max(1, math.ceil(int(fewest) / 2))

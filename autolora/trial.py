@@ -136,7 +136,7 @@ class TrialRunner:
                     plan.device,
                     on_step=on_step,
                     on_eval=on_eval,
-                    eval_every=cfg.train.eval_every,
+                    eval_every=plan.eval_every,
                 )
             except torch.OutOfMemoryError as e:
                 raise TrialFailed(f"out of memory: {str(e).splitlines()[0][:160]}") from None
