@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,26 +143,14 @@ def _draw_builtin(shape: str, colour: tuple[int, int, int], rng: random.Random, 
 
 def builtin_style_folder() -> Path:
     """The built-in style set (8 striped images with captions), drawn once into the cache."""
-    from autolora.models.builtin import cache_root
+    from autolora.models.builtin import build_once, cache_root
 
-    folder = cache_root() / "styles" / "builtin-stripes-v1"
-    if (folder / ".complete").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".stripes-", dir=folder.parent))
-    try:
+    def draw(tmp: Path) -> None:
         rng = random.Random(0)
         for i in range(8):
             shape = _SHAPES[i % len(_SHAPES)]
             colour = list(_COLOURS)[(i * 3) % len(_COLOURS)]
             _draw_builtin(shape, _COLOURS[colour], rng).save(tmp / f"stripes_{i:02d}.png")
             (tmp / f"stripes_{i:02d}.txt").write_text(f"a {colour} {shape}\n")
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not (folder / ".complete").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return build_once(cache_root() / "styles" / "builtin-stripes-v1", draw)

@@ -4,6 +4,7 @@ with a real SQLite Optuna storage and a real MLflow store in a temp folder."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def test_tune_writes_the_study(first_run: dict[str, Any]) -> None:
     for name in ("config.yaml", "search_space.yaml", "objective.yaml", "optuna.db"):
         assert (run / name).is_file(), name
     lines = [ln for ln in first_run["out"].splitlines() if ln.startswith("trial ")]
-    assert len(lines) == 3 and all("r=" in ln and "s |" not in ln for ln in lines)
+    pattern = re.compile(r"^trial +\d+ (COMPLETE|PRUNED) +score=[-+][\d.]+ .*\| r=\d+ a=[\d.]+ lr=.* \| [\d.]+s$")
+    assert len(lines) == 3 and all(pattern.match(ln) for ln in lines), lines
     assert "mlflow ui --backend-store-uri sqlite:///" in first_run["out"]
     study = optuna.load_study(study_name="s1", storage=f"sqlite:///{run}/optuna.db")
     assert [t.number for t in study.trials] == [0, 1, 2]

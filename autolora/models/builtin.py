@@ -10,6 +10,7 @@ is one more entry in ``BUILTINS``, with a higher version so caches rebuild.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -167,7 +168,11 @@ def _build_tiny_clip(folder: Path) -> None:
     (folder / "tiny-clip.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
     open_clip.add_model_config(folder / "tiny-clip.json")
     torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip")
+    logging.disable(logging.WARNING)  # open_clip warns that a model without weights is random: that is the point
+    try:
+        model = open_clip.create_model("tiny-clip")
+    finally:
+        logging.disable(logging.NOTSET)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
 
@@ -214,15 +219,21 @@ def builtin_path(name: str) -> Path:
         KeyError: for an unknown built-in name (the caller turns it into a ``UserError``).
     """
     entry = BUILTINS[name.removeprefix(PREFIX)]
-    folder = cache_root() / "models" / f"{entry.name}-v{entry.version}"
+    return build_once(cache_root() / "models" / f"{entry.name}-v{entry.version}", entry.build)
+
+
+def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """Return ``folder``, first filling it with ``build`` if no complete copy exists.
+
+    Builds next to the target and renames, so a crash or a concurrent build never leaves a
+    half-written folder that later runs would trust.
+    """
     if (folder / ".complete").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to the target and rename, so a crash or a concurrent build never leaves a
-    # half-written model that later runs would trust.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        entry.build(tmp)
+        build(tmp)
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(folder)
