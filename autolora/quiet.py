@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 
 def quiet_libraries() -> None:
     """Silence what the field's libraries print that says nothing to an autolora user."""
+    # mlflow configures its own loggers when it is imported (later, lazily): tell it through its env var.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import diffusers
     import optuna
     import transformers
