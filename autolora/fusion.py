@@ -96,27 +96,29 @@ class FusedAdapters:
     Built by ``load_loras``; released by ``unload``.
     """
 
-    pipe: Any
+    pipe: Any = field(repr=False)
     names: list[str]
     files: list[Path]
-    slots: list[_Slot] = field(default_factory=list)
+    slots: list[_Slot] = field(default_factory=list, repr=False)
 
     def group_keys(self, granularity: str) -> list[str]:
-        """Group keys of ``granularity`` that hold at least one module of any loaded LoRA, in model order.
+        """Group keys of ``granularity`` that hold at least one module of any loaded LoRA.
 
         Args:
             granularity: ``global``, ``block`` or ``layer``.
 
         Returns:
-            The keys, e.g. ``["text_encoder", "down.0", "down.1", "mid", "up.0", "up.1"]``.
+            The keys in the order down, mid, up, unet, text encoders (numbers numerically), e.g.
+            ``["down.0", "down.1", "mid", "up.0", "up.1", "text_encoder"]``.
         """
         _check_granularity(granularity)
-        return list(dict.fromkeys(slot.groups[granularity] for slot in self.slots))
+        return sorted({slot.groups[granularity] for slot in self.slots}, key=_key_order)
 
     def lora_group_keys(self, lora: str, granularity: str) -> list[str]:
-        """Group keys of ``granularity`` in which LoRA ``lora`` has modules (the coefficients it needs)."""
+        """Group keys of ``granularity`` in which LoRA ``lora`` has modules (the coefficients it needs), ordered
+        as ``group_keys``."""
         _check_granularity(granularity)
-        return list(dict.fromkeys(s.groups[granularity] for s in self.slots if lora in s.base))
+        return sorted({s.groups[granularity] for s in self.slots if lora in s.base}, key=_key_order)
 
     def param_names(self, granularity: str, prefix: str = "") -> list[str]:
         """Names of the search parameters, ``f"{prefix}{lora}.{group}"``, one per coefficient needed."""
@@ -157,7 +159,7 @@ class FusedAdapters:
             for adapter, base in slot.base.items():
                 _set_scaling(slot.module, adapter, base * coeffs[adapter][slot.groups[granularity[adapter]]])
 
-    def coefficient_of(self, slot: _Slot, adapter: str, coeffs: Mapping[str, Mapping[str, float]]) -> float:
+    def _coefficient_of(self, slot: _Slot, adapter: str, coeffs: Mapping[str, Mapping[str, float]]) -> float:
         """The coefficient ``coeffs`` gives ``adapter`` in ``slot`` (``coeffs`` already checked)."""
         keys = coeffs[adapter]
         granularity = next(g for g in GRANULARITIES if slot.groups[g] in keys)
@@ -265,12 +267,23 @@ class FusedAdapters:
             if lora not in slot.base or slot.component != "unet":
                 continue
             group = slot.groups["block"]
+            if group == "unet":  # diffusers' lookup indexes name parts these names lack and fails
+                raise UserError(f"diffusers' block weights cannot handle {lora} module {slot.name} outside the blocks")
             reached = group in with_attn or slot.name.startswith("mid_block.attentions.")
             if not reached and groups[group] != 1.0:
                 raise UserError(
                     f"diffusers' block weights cannot scale {lora} module {slot.name} (group {group}); "
                     "use set_coefficients or coefficient 1 there"
                 )
+
+
+_HEAD_ORDER = {"all": 0, "down": 1, "mid": 2, "up": 3, "unet": 4, "text_encoder": 5, "text_encoder_2": 6}
+
+
+def _key_order(key: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for group keys: UNet path order first, numbers compared as numbers (``up.10`` after ``up.9``)."""
+    head, *rest = key.split(".")
+    return ((0, _HEAD_ORDER.get(head, 9)), *((0, int(p)) if p.isdigit() else (1, p) for p in rest))
 
 
 def _check_granularity(granularity: str) -> None:
@@ -324,10 +337,8 @@ def base_facts(pipe: Any) -> dict[str, Any]:
     if cls not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
         raise UserError(f"LoRA fusion supports StableDiffusionPipeline and StableDiffusionXLPipeline, not {cls}")
     unet_config = pipe.unet.config
-    if cls == "StableDiffusionXLPipeline":
-        arch = "sdxl"
-    else:  # the rule autolora.models.loading uses
-        arch = "sd2" if unet_config.cross_attention_dim == 1024 else "sd1"
+    sd_arch = "sd2" if unet_config.cross_attention_dim == 1024 else "sd1"  # the rule autolora.models.loading uses
+    arch = "sdxl" if cls == "StableDiffusionXLPipeline" else sd_arch
     return {
         "source": str(pipe.config.get("_name_or_path", "") or ""),
         "arch": arch,
@@ -415,16 +426,16 @@ def load_loras(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> FusedA
     components = _lora_components(pipe)
     for path in files:
         check_lora_file(path, int(pipe.unet.config.cross_attention_dim), components)
-    loaded: list[str] = []
     try:
         for path, name in zip(files, names, strict=True):
             _load_one(pipe, path, name)
-            loaded.append(name)
         pipe.set_adapters(list(names))  # weights 1.0: from now on only the scales change
         fa = FusedAdapters(pipe=pipe, names=list(names), files=files)
         fa.slots = _slots(pipe, list(names))
     except BaseException:
-        _remove(pipe, loaded)
+        # also the adapter that failed half-way (loaded into the UNet but not the text encoder, say)
+        present = {a for adapters in pipe.get_list_adapters().values() for a in adapters}
+        _remove(pipe, [n for n in names if n in present])
         raise
     return fa
 
@@ -575,7 +586,7 @@ def fused_adapter(fa: FusedAdapters, coeffs: Mapping[str, Mapping[str, float]]) 
         for slot in fa.slots:
             downs, ups = [], []
             for adapter, base in slot.base.items():
-                coef = fa.coefficient_of(slot, adapter, coeffs)
+                coef = fa._coefficient_of(slot, adapter, coeffs)
                 if coef == 0.0:
                     continue
                 _check_plain(slot, adapter)
@@ -655,8 +666,6 @@ def reduce_rank(adapter: KeptAdapter, rank: int) -> tuple[KeptAdapter, float]:
     Raises:
         UserError: for a DoRA adapter or a rank below 1.
     """
-    import torch
-
     if rank < 1:
         raise UserError(f"rank {rank}: expected at least 1")
     if any(cfg.get("use_dora") for cfg in adapter.configs.values()):
