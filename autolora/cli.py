@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--parent-run", help=argparse.SUPPRESS)
     w.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
+    m = sub.add_parser("miniworld", help="the procedural miniworld (shapes x colours x styles)")
+    msub = m.add_subparsers(dest="miniworld_command", required=True)
+    mi = msub.add_parser("images", help="write a style folder of miniworld pictures with content captions")
+    mi.add_argument("--style", required=True, help="plain, striped, dotted, outline, pastel, grain or checker")
+    mi.add_argument("--n", type=int, default=16, help="number of pictures (default 16)")
+    mi.add_argument("--out", required=True, type=Path, help="new folder to write")
+    mi.add_argument("--seed", type=int, default=0)
+    mi.add_argument("--size", type=int, default=32, help="pixels (default 32)")
+
     s = sub.add_parser("show", help="trial table and best trial (or Pareto set) of a study")
     _study_args(s)
 
@@ -163,6 +172,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_miniworld(args: argparse.Namespace) -> int:
+    from autolora.miniworld.cli import write_style_folder
+
+    files = write_style_folder(args.style, args.n, args.out, seed=args.seed, size=args.size)
+    print(f"{len(files)} {args.style} pictures in {args.out} (captions in .txt files)")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from autolora.report import find_study, print_table
 
@@ -183,7 +200,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"tune": cmd_tune, "worker": cmd_worker, "show": cmd_show, "export": cmd_export}[args.command]
+    handler = {
+        "tune": cmd_tune,
+        "worker": cmd_worker,
+        "miniworld": cmd_miniworld,
+        "show": cmd_show,
+        "export": cmd_export,
+    }[args.command]
     try:
         return handler(args)
     except UserError as e:
