@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from autolora.locks import sqlite_init_lock
+
 if TYPE_CHECKING:
     import optuna
 
@@ -67,7 +69,8 @@ def make_storage(
 
                 kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=retry_failed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = with_retries(lambda: _Storage(url, engine_kwargs=engine, **kwargs))
+    with sqlite_init_lock(url):
+        storage = with_retries(lambda: _Storage(url, engine_kwargs=engine, **kwargs))
     if sqlite:
         _immediate_transactions(storage.engine)
     return storage

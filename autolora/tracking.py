@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError
+from autolora.locks import sqlite_init_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -105,14 +106,15 @@ class Tracker:
         self.uri: str = uri or mlflow.get_tracking_uri()  # get_tracking_uri() reads MLFLOW_TRACKING_URI itself
         for attempt in range(5):
             try:
-                self.client = MlflowClient(self.uri)
-                exp = self.client.get_experiment_by_name(experiment)
-                if exp is None:
-                    self.experiment_id: str = self.client.create_experiment(experiment, artifact_location)
-                else:
-                    self.experiment_id = exp.experiment_id
-                    if exp.lifecycle_stage == "deleted":
-                        self.client.restore_experiment(exp.experiment_id)
+                with sqlite_init_lock(self.uri):  # another process may be creating the same store
+                    self.client = MlflowClient(self.uri)
+                    exp = self.client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        self.experiment_id: str = self.client.create_experiment(experiment, artifact_location)
+                    else:
+                        self.experiment_id = exp.experiment_id
+                        if exp.lifecycle_stage == "deleted":
+                            self.client.restore_experiment(exp.experiment_id)
                 return
             except ImportError as e:  # missing database driver
                 raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
