@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import generate as _generate
 from peft import LoraConfig
 from safetensors import safe_open
 
@@ -65,18 +66,6 @@ def _load(folder: Path, arch: str) -> Any:
     pipe = cls.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _generate(pipe: Any) -> np.ndarray:
-    out = pipe(
-        "a watercolor fox",
-        num_inference_steps=2,
-        height=32,
-        width=32,
-        output_type="np",
-        generator=torch.Generator().manual_seed(0),
-    )
-    return np.asarray(out.images)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import generate as _generate
 from peft import LoraConfig
 from safetensors.torch import save_file
 
@@ -47,19 +48,6 @@ def _load_pipe() -> Any:
 @pytest.fixture(scope="module")
 def pipe(quiet: None) -> Any:
     return _load_pipe()
-
-
-def _generate(pipe: Any, **kwargs: Any) -> np.ndarray:
-    out = pipe(
-        "a watercolor fox",
-        num_inference_steps=2,
-        height=32,
-        width=32,
-        output_type="np",
-        generator=torch.Generator().manual_seed(0),
-        **kwargs,
-    )
-    return np.asarray(out.images)
 
 
 def _state_hash(pipe: Any) -> str:
