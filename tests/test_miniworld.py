@@ -53,3 +53,24 @@ def test_cli_writes_a_style_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "did you mean 'checker'" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
     assert main(["miniworld", "images", "--style", "checker", "--out", str(tmp_path / "c")]) == 2  # not empty
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_pixel_ground_truth_reads_shape_and_colour(style: str) -> None:
+    from autolora.miniworld.truth import read_content
+
+    for size, shape_floor in ((32, 0.75 if style == "outline" else 0.9), (64, 0.95)):
+        items = sample_items(100, style=style, seed=11, size=size)
+        read = [read_content(image) for image, _ in items]
+        shapes = np.mean([r[0] == item.shape for r, (_, item) in zip(read, items, strict=True)])
+        colours = np.mean([r[1] == item.colour for r, (_, item) in zip(read, items, strict=True)])
+        assert shapes >= shape_floor and colours >= 0.97, (size, shapes, colours)
+
+
+def test_pixel_ground_truth_sees_nothing_in_a_blank_picture() -> None:
+    from PIL import Image
+
+    from autolora.miniworld.truth import read_content
+    from autolora.miniworld.world import BACKGROUND
+
+    assert read_content(Image.new("RGB", (32, 32), BACKGROUND)) == (None, None)
