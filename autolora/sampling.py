@@ -69,8 +69,10 @@ def save_images(path: Path, images: list[Image.Image]) -> None:
     import torch
     from safetensors.torch import save_file
 
+    from autolora.store import temp_beside
+
     arr = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_beside(path)
     save_file({"images": arr.contiguous()}, str(tmp))
     tmp.replace(path)
 

@@ -66,3 +66,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def temp_beside(path: Path) -> Path:
+    """A fresh temporary file next to ``path`` (for write-then-rename): concurrent writers never share one."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)

@@ -75,11 +75,13 @@ class TrainData:
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 
+        from autolora.store import temp_beside
+
         tensors = {"latent_mean": self.latent_mean, "latent_std": self.latent_std, "prompt_embeds": self.prompt_embeds}
         if self.pooled is not None:
             tensors["pooled"] = self.pooled
         meta = {"captions": "\n".join(self.captions), "resolution": str(self.resolution)}
-        tmp = path.with_suffix(".tmp")
+        tmp = temp_beside(path)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         tmp.replace(path)
 
