@@ -210,7 +210,8 @@ def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
     assert rc == 130, err
     study = optuna.load_study(study_name="cc", storage=url)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert sum(1 for t in study.trials if t.user_attrs.get("fail_reason") == "interrupted (Ctrl-C)") == 2
+    # Each worker fails the trial it was running; one caught between two trials has none to fail.
+    assert sum(1 for t in study.trials if t.user_attrs.get("fail_reason") == "interrupted (Ctrl-C)") >= 1
     out = subprocess.run(["pgrep", "-f", "--study-name cc"], capture_output=True, text=True).stdout
     assert not out.strip(), "a worker outlived Ctrl-C"
 
