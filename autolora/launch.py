@@ -23,11 +23,10 @@ class WorkersFailed(RuntimeError):
     """One or more local workers exited with an error."""
 
 
-def _count(plan: Plan) -> tuple[int, int]:
+def _count(study: Any) -> tuple[int, int]:
     """(waiting, finished) trials of the study."""
     import optuna
 
-    study = optuna.load_study(study_name=plan.config.study_name, storage=plan.config.storage_url)
     trials = study.get_trials(deepcopy=False)
     waiting = sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING)
     return waiting, sum(1 for t in trials if t.state.is_finished())
@@ -62,7 +61,10 @@ def run_local_workers(plan: Plan, parent_run_id: str, echo: Callable[[str], None
     slots = max(1, cfg.workers)
     devices = cfg.devices or [plan.device]
     one_trial = cfg.process_per_trial
-    _, finished_before = _count(plan)
+    import optuna
+
+    study = optuna.load_study(study_name=plan.config.study_name, storage=plan.config.storage_url)
+    _, finished_before = _count(study)
     procs: dict[int, subprocess.Popen[str]] = {}
     errors: list[str] = []
     lock = threading.Lock()
@@ -108,10 +110,10 @@ def run_local_workers(plan: Plan, parent_run_id: str, echo: Callable[[str], None
                     errors.append(f"worker {slot} ({devices[slot % len(devices)]}) exited with {code}: {last}")
                     continue
                 timed_out = cfg.timeout is not None and time.perf_counter() - t0 > cfg.timeout
-                if one_trial and not timed_out and _count(plan)[0] > 0:
+                if one_trial and not timed_out and _count(study)[0] > 0:
                     start(slot)  # process per trial: a fresh process for the next waiting trial
             if bar is not None:
-                bar.n = _count(plan)[1] - finished_before
+                bar.n = _count(study)[1] - finished_before
                 bar.refresh()
     except KeyboardInterrupt:
         for proc in procs.values():

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolora.errors import UserError
+from autolora.plan import ATTR
 
 if TYPE_CHECKING:
     import optuna
-
-ATTR = "autolora."
 
 
 def find_study(run_dir: Path | None, storage: str | None, name: str | None) -> tuple[optuna.Study, Path | None]:

@@ -5,10 +5,11 @@ for clusters). Two things Optuna leaves to us:
 
 - An exact trial budget across workers. ``autolora tune --workers``/``--trials`` enqueues the
   budget as WAITING trials; workers then run in *pop-only* mode, where the storage refuses to
-  create a trial that was not enqueued, so ``study.ask`` can only take a waiting one (Optuna's
-  own pop is atomic: a row lock on PostgreSQL, the database lock on SQLite). N trials means N.
+  create a trial that was not enqueued, so ``study.ask`` can only take a waiting one. Optuna's
+  pop is atomic through a row lock on PostgreSQL; on SQLite only with ``BEGIN IMMEDIATE``
+  transactions, which ``make_storage`` sets up. N trials means N.
 - A dead worker's trial: with a heartbeat, a trial silent for the grace period is failed by the
-  next worker that starts a trial, and ``RetryFailedTrialCallback`` queues it again.
+  next worker that starts a trial, and Optuna's retry callback queues it again.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def make_storage(
     class _Storage(RDBStorage):
         # Enqueued trials are created with a template, ask() creates one without. Optuna's
         # _CachedStorage (which wraps every RDBStorage) calls the private _create_new_trial, so
-        # that is the one place to refuse; tests/test_storage.py fails if Optuna changes it.
+        # that is the one place to refuse; tests/test_workers.py fails if Optuna changes it.
         def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
             if pop_only and template_trial is None:
                 raise BudgetSpent()

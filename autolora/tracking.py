@@ -100,7 +100,6 @@ class Tracker:
 
     def __init__(self, uri: str | None, experiment: str, artifact_location: str | None = None) -> None:
         import mlflow
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri: str = uri or mlflow.get_tracking_uri()  # get_tracking_uri() reads MLFLOW_TRACKING_URI itself
@@ -119,14 +118,10 @@ class Tracker:
             except ImportError as e:  # missing database driver
                 raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
             except Exception as e:  # bad URI, refused file store, or a race with another process
-                # Two workers starting at once race to create the store's tables or the experiment;
-                # the loser succeeds on a second look. A bad URI fails every time.
-                if attempt == 4 or (
-                    isinstance(e, MlflowException)
-                    and "already exists" not in str(e)
-                    and "UNIQUE" not in str(e)
-                    and "locked" not in str(e)
-                ):
+                # Two workers starting at once on a server store race to create the experiment; the
+                # loser succeeds on a second look. Anything else (a bad URI) is reported at once.
+                race = any(s in str(e) for s in ("already exists", "UNIQUE", "locked"))
+                if attempt == 4 or not race:
                     raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
                 time.sleep(0.5 + attempt)
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from autolora import __version__
 from autolora.errors import UserError
-
-ATTR = "autolora."
+from autolora.plan import ATTR
 
 
 class StorageLost(Exception):
@@ -91,7 +90,7 @@ def run_worker(
     tracker = Tracker(mlflow_uri or attrs.get(ATTR + "mlflow_uri"), f"autolora/{study_name}")
     parent_id = parent_run_id or attrs.get(ATTR + "mlflow_parent_run_id")
     parent = ParentRun(tracker.client, parent_id, tracker.experiment_id) if parent_id else None
-    runner = TrialRunner(session, parent, echo=lambda s: echo(s), progress=False)
+    runner = TrialRunner(session, parent, echo=echo, progress=False)
     keep = config.study.keep_top_k
     done = 0
 
