@@ -34,6 +34,36 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-name", help="study name in --storage")
 
 
+def study_flags(p: argparse.ArgumentParser, trials_help: str, default_name: str) -> None:
+    """The flags of where a study lives and how long it runs (``tune`` and ``fuse``)."""
+    p.add_argument("--trials", type=int, help=trials_help)
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--study-name", help=f"study name (default: {default_name})")
+    p.add_argument("--out", help="run folder (default runs/<study-name>)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<out>/optuna.db)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else MLflow's)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+
+
+def override_flags(p: argparse.ArgumentParser) -> None:
+    """``--set`` and ``--no-progress``."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config entry, e.g. --set train.eval_every=10 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+
+
+def flag_overrides(args: argparse.Namespace, table: dict[str, tuple[str, str]]) -> list[tuple[str, str, Any]]:
+    """(section, key, value) for every flag of ``table`` given on the command line."""
+    return [
+        (section, key, getattr(args, flag)) for flag, (section, key) in table.items() if getattr(args, flag) is not None
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autolora", description="Find the best LoRA for an artistic style.")
     parser.add_argument("--version", action="version", version=f"autolora {__version__}")
@@ -52,13 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prompts", help="text file of content prompts, one per line")
     t.add_argument("--search-space", help="built-in name (quick, sd15, sdxl, diffusers-default, kohya-like) or file")
     t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
-    t.add_argument("--trials", type=int, help="trials to run now (default 10)")
-    t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    t.add_argument("--study-name", help="study name (default: the style folder's name)")
-    t.add_argument("--out", help="run folder (default runs/<study-name>)")
-    t.add_argument("--storage", help="Optuna storage URL (default sqlite:///<out>/optuna.db)")
-    t.add_argument("--mlflow-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else MLflow's)")
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    study_flags(t, "trials to run now (default 10)", "the style folder's name")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")
     t.add_argument("--process-per-trial", action="store_true", default=None, help="run each trial in a new process")
     t.add_argument("--workers", type=int, help="local worker processes sharing the study (default 0: in-process)")
@@ -69,14 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the study and queue --trials trials for 'autolora worker' processes",
     )
     t.add_argument("--devices", help="comma-separated devices for the workers, e.g. cuda:0,cuda:1")
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override any config entry, e.g. --set train.eval_every=10 (repeatable)",
-    )
-    t.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    override_flags(t)
 
     w = sub.add_parser(
         "worker",
@@ -102,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--seed", type=int, default=0)
     mi.add_argument("--size", type=int, default=32, help="pixels (default 32)")
 
+    from autolora.fusion.cli import add_fuse_parser
+
+    add_fuse_parser(sub)
+
     s = sub.add_parser("show", help="trial table and best trial (or Pareto set) of a study")
     _study_args(s)
 
@@ -110,17 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     e.add_argument("--out", required=True, type=Path, help="folder to write the files into")
     e.add_argument("--name", help="file stem of the kohya file (default <study>-trial<N>)")
+    e.add_argument("--rank", type=int, help="fusion runs: also write an SVD rank-R version (prints its error)")
     return parser
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from autolora.config import load_config, parse_override
 
-    overrides: list[tuple[str, str, Any]] = []
-    for flag, (section, key) in TUNE_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append((section, key, value))
+    overrides = flag_overrides(args, TUNE_FLAGS)
     if args.seed is not None:
         overrides += [("train", "seed", args.seed), ("study", "seed", args.seed)]
     if args.process_per_trial:
@@ -172,6 +190,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from autolora.fusion.cli import cmd_fuse as run
+
+    return run(args)
+
+
 def cmd_miniworld(args: argparse.Namespace) -> int:
     from autolora.miniworld.cli import write_style_folder
 
@@ -181,18 +205,28 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from autolora.fusion.exporting import is_fusion_run, show_run
     from autolora.report import find_study, print_table
 
+    if is_fusion_run(args.run_dir):
+        show_run(args.run_dir)
+        return 0
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
     print_table(study, run_dir)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from autolora.fusion.exporting import export_run, is_fusion_run
     from autolora.report import export_trial, find_study
 
-    study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
-    paths = export_trial(study, run_dir, args.trial, args.out, args.name)
+    if is_fusion_run(args.run_dir):
+        paths = export_run(args.run_dir, args.trial, args.out, args.name, args.rank)
+    elif args.rank is not None:
+        raise UserError("--rank: rank reduction applies to fusion runs (autolora fuse)")
+    else:
+        study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
+        paths = export_trial(study, run_dir, args.trial, args.out, args.name)
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
     return 0
@@ -204,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune": cmd_tune,
         "worker": cmd_worker,
         "miniworld": cmd_miniworld,
+        "fuse": cmd_fuse,
         "show": cmd_show,
         "export": cmd_export,
     }[args.command]

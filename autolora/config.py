@@ -256,6 +256,8 @@ class Config:
 # -- loading ------------------------------------------------------------------------------------
 
 PATH_KEYS = {("data", "style_images"), ("data", "prompts"), ("study", "out")}
+# Lists of ``PATH`` or ``NAME=PATH`` entries (``autolora fuse``).
+PATH_LIST_KEYS = {("fuse", "loras"), ("fuse", "style_images")}
 
 
 def _type_ok(value: object, hint: object) -> tuple[bool, object]:
@@ -324,16 +326,25 @@ def _section_from_dict(cls: type, data: object, where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any], where: str) -> Config:
-    """Build a validated :class:`Config` from a nested mapping; ``where`` prefixes messages."""
-    sections = {f.name: f for f in dataclasses.fields(Config)}
+C = typing.TypeVar("C", bound=Config)
+
+
+@typing.overload
+def config_from_dict(data: dict[str, Any], where: str) -> Config: ...
+@typing.overload
+def config_from_dict(data: dict[str, Any], where: str, cls: type[C]) -> C: ...
+def config_from_dict(data: dict[str, Any], where: str, cls: type[Config] = Config) -> Config:
+    """Build a validated ``cls`` (:class:`Config` or a subclass) from a nested mapping; ``where`` prefixes messages."""
+    sections = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in sections:
             raise UserError(f"{where}: unknown section '{key}'{closest(str(key), sections)}")
-        section_cls = typing.get_type_hints(Config)[key]
+        section_cls = typing.get_type_hints(cls)[key]
         kwargs[key] = _section_from_dict(section_cls, value or {}, f"{where}: {key}")
-    return Config(**kwargs).validate(where)
+    config = cls(**kwargs)
+    config.validate(where)
+    return config
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -367,7 +378,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str) and not Path(sec[key]).is_absolute():
             sec[key] = str((path.parent / sec[key]).resolve())
+    for section, key in PATH_LIST_KEYS:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), list):
+            sec[key] = [_relative_entry(e, path.parent) for e in sec[key]]
     return data
+
+
+def split_named(entry: str) -> tuple[str | None, str]:
+    """``NAME=PATH`` -> (NAME, PATH); a bare ``PATH`` (or one whose ``=`` follows a ``/``) -> (None, PATH)."""
+    name, sep, value = entry.partition("=")
+    if sep and name and "/" not in name and "\\" not in name:
+        return name, value
+    return None, entry
+
+
+def _relative_entry(entry: object, folder: Path) -> object:
+    """``PATH`` or ``NAME=PATH`` with a relative PATH made relative to ``folder``."""
+    if not isinstance(entry, str):
+        return entry
+    name, value = split_named(entry)
+    if Path(value).is_absolute():
+        return entry
+    resolved = str((folder / value).resolve())
+    return f"{name}={resolved}" if name is not None else resolved
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -385,12 +419,20 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: Path | None, overrides: list[tuple[str, str, Any]]) -> Config:
-    """Config file (optional) + overrides (section, key, value) -> validated Config."""
+@typing.overload
+def load_config(path: Path | None, overrides: list[tuple[str, str, Any]]) -> Config: ...
+@typing.overload
+def load_config(path: Path | None, overrides: list[tuple[str, str, Any]], cls: type[C]) -> C: ...
+def load_config(
+    path: Path | None,
+    overrides: list[tuple[str, str, Any]],
+    cls: type[Config] = Config,
+) -> Config:
+    """Config file (optional) + overrides (section, key, value) -> validated ``cls`` (default Config)."""
     data: dict[str, Any] = read_config_file(path) if path else {}
     for section, key, value in overrides:
         sec = data.setdefault(section, {})
         if not isinstance(sec, dict):
             raise UserError(f"{path}: {section}: expected a mapping of keys")
         sec[key] = value
-    return config_from_dict(data, str(path) if path else "config")
+    return config_from_dict(data, str(path) if path else "config", cls)

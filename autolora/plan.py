@@ -70,32 +70,45 @@ def check_storage(url: str, default_in: Path | None) -> None:
 
 def _check_existing(plan: Plan) -> None:
     """A study under this name must have been made with the same search space and objective."""
+    check_existing_study(
+        plan.config.storage_url,
+        plan.config.study_name,
+        plan.compiled.fingerprint(),
+        plan.objective.directions,
+        plan.objective.name,
+        "search space",
+    )
+
+
+def check_existing_study(
+    url: str, name: str, fingerprint: str, directions: list[str], objective: str, what: str
+) -> None:
+    """Refuse to add to study ``name`` in ``url`` if it was made with another ``what`` or other directions."""
     import optuna
 
     from autolora.storage import with_retries
 
-    url = plan.config.storage_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return
     storage = with_retries(lambda: optuna.storages.RDBStorage(url))
     try:
         try:
-            study_id = storage.get_study_id_from_name(plan.config.study_name)
+            study_id = storage.get_study_id_from_name(name)
         except KeyError:
             return
         attrs = storage.get_study_user_attrs(study_id)
         stored = attrs.get(ATTR + "search_space_hash")
-        if stored and stored != plan.compiled.fingerprint():
+        if stored and stored != fingerprint:
             raise UserError(
-                f"study '{plan.config.study_name}' in {url} was made with a different search space "
-                f"(hash {stored}, now {plan.compiled.fingerprint()}); mixing them would corrupt the study: "
-                f"use a new --study-name or the original search space"
+                f"study '{name}' in {url} was made with a different {what} "
+                f"(hash {stored}, now {fingerprint}); mixing them would corrupt the study: "
+                f"use a new --study-name or the original {what}"
             )
-        directions = attrs.get(ATTR + "directions")
-        if directions and directions != plan.objective.directions:
+        stored_directions = attrs.get(ATTR + "directions")
+        if stored_directions and stored_directions != directions:
             raise UserError(
-                f"study '{plan.config.study_name}' optimises {directions}; objective "
-                f"{plan.objective.name} has {plan.objective.directions}: use a new --study-name"
+                f"study '{name}' optimises {stored_directions}; objective "
+                f"{objective} has {directions}: use a new --study-name"
             )
     finally:
         storage.remove_session()
@@ -126,12 +139,7 @@ def make_plan(config: Config) -> Plan:
     check_storage(config.storage_url, config.out_dir.resolve())
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
     compiled = space.compile(unet_candidates_from_config(model.unet_config), model.arch)
-    sample_size = int(model.unet_config.get("sample_size", 64))
-    factor = 8
-    vae_cfg = model.folder / "vae" / "config.json"
-    if vae_cfg.is_file():
-        factor = 2 ** (len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1)
-    resolution = config.data.resolution or sample_size * factor
+    resolution = config.data.resolution or native_resolution(model)
     clip = objective.resolve_clip(is_builtin(model.source), config.eval.clip_model, config.eval.clip_pretrained)
     plan = Plan(
         config,
@@ -150,6 +158,16 @@ def make_plan(config: Config) -> Plan:
     )
     _check_existing(plan)
     return plan
+
+
+def native_resolution(model: ModelRef) -> int:
+    """The model's own sample size in pixels (UNet sample size times the VAE's downscaling), from JSON only."""
+    sample_size = int(model.unet_config.get("sample_size", 64))
+    factor = 8
+    vae_cfg = model.folder / "vae" / "config.json"
+    if vae_cfg.is_file():
+        factor = 2 ** (len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1)
+    return sample_size * factor
 
 
 def _aligned_eval_every(compiled: CompiledSpace) -> int:

@@ -18,11 +18,13 @@ def sample(
     guidance_scale: float,
     resolution: int,
     batch_size: int = 4,
+    callback: Any = None,
 ) -> list[Image.Image]:
     """Draw one image per (prompt, seed), prompt-major, deterministic per pair.
 
     Each image gets its own CPU generator seeded with its seed, so an image does not depend on
-    the batch it falls in, and CPU and CUDA runs start from the same noise.
+    the batch it falls in, and CPU and CUDA runs start from the same noise. ``callback`` is passed
+    to every pipeline call as ``callback_on_step_end`` (e.g. a two-phase fusion schedule).
     """
     import torch
 
@@ -44,6 +46,7 @@ def sample(
                     width=resolution,
                     generator=generators,
                     output_type="pil",
+                    callback_on_step_end=callback,
                 )
             images.extend(out.images)
     finally:

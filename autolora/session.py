@@ -15,10 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError
 from autolora.plan import Plan
+
+if TYPE_CHECKING:
+    from autolora.config import ModelConfig
+    from autolora.models.loading import ModelRef
 
 
 class PhaseTimer:
@@ -34,6 +38,22 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[phase] += time.perf_counter() - t0
+
+
+def load_base(model: ModelRef, settings: ModelConfig, device: str) -> tuple[Any, Any]:
+    """The base pipeline and its dtype; weights that do not load are a ``UserError`` (nothing created yet)."""
+    from autolora.models.loading import load_pipeline, resolve_dtype
+
+    dtype = resolve_dtype(settings.mixed_precision, device)
+    try:
+        pipe = load_pipeline(model, device, dtype, settings.allow_pickle)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(
+            f"base model {model.source}: could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        ) from None
+    return pipe, dtype
 
 
 @dataclass
@@ -52,21 +72,10 @@ class Session:
     @classmethod
     def load(cls, plan: Plan) -> Session:
         """Load the pipeline and the CLIP judge (bad weights are a ``UserError``, nothing created yet)."""
-        from autolora.models.loading import load_pipeline, resolve_dtype
         from autolora.scoring.clip import ClipJudge
 
         t0 = time.perf_counter()
-        cfg = plan.config
-        dtype = resolve_dtype(cfg.model.mixed_precision, plan.device)
-        try:
-            pipe = load_pipeline(plan.model, plan.device, dtype, cfg.model.allow_pickle)
-        except UserError:
-            raise
-        except Exception as e:
-            raise UserError(
-                f"base model {plan.model.source}: could not be loaded ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:160]})"
-            ) from None
+        pipe, dtype = load_base(plan.model, plan.config.model, plan.device)
         judge = ClipJudge(plan.clip[0], plan.clip[1], device=plan.device)
         return cls(plan=plan, pipe=pipe, judge=judge, dtype=dtype, setup_seconds=time.perf_counter() - t0)
 

@@ -51,6 +51,16 @@ def make_pruner(name: str, startup: int, multi: bool) -> optuna.pruners.BasePrun
     return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
 
 
+def stored_trials(name: str, storage: optuna.storages.BaseStorage) -> int:
+    """How many trials study ``name`` already has (0 when it does not exist yet)."""
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=name, storage=storage).trials)
+    except KeyError:
+        return 0
+
+
 def open_study(plan: Plan, pop_only: bool = False, seed_salt: int = 0, record: bool = True) -> optuna.Study:
     """Create or resume the study (``record``: store what it was made with, as ``tune`` does)."""
     import optuna
@@ -64,10 +74,7 @@ def open_study(plan: Plan, pop_only: bool = False, seed_salt: int = 0, record: b
     )
     # A resumed study must not replay the first trials' random draws: offset the seed by the
     # number of trials already stored, which keeps runs reproducible from the same history.
-    try:
-        earlier = len(optuna.load_study(study_name=cfg.study_name, storage=storage).trials)
-    except KeyError:
-        earlier = 0
+    earlier = stored_trials(cfg.study_name, storage)
     study = optuna.create_study(
         study_name=cfg.study_name,
         storage=storage,

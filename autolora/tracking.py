@@ -150,10 +150,16 @@ class Tracker:
 class ParentRun(_Run):
     """The study's run; trials are nested under it. A context manager: an exception ends it FAILED/KILLED."""
 
-    def start_trial(self, number: int, params: Mapping[str, object], tags: Mapping[str, str] | None = None) -> TrialRun:
-        """Start the nested run ``trial-{number}`` and log its flattened ``params``."""
+    def start_trial(
+        self,
+        number: int,
+        params: Mapping[str, object],
+        tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
+    ) -> TrialRun:
+        """Start the nested run ``run_name`` (default ``trial-{number}``) and log its flattened ``params``."""
         base = {PARENT_TAG: self.run_id, "optuna.trial_number": str(number)}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=base)
+        run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number}", tags=base)
         trial = TrialRun(self.client, run.info.run_id, self.experiment_id)
         trial.set_tags(tags or {})
         trial._log_params(params)

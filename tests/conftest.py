@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,17 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own folder: MLflow's default artifact root is ./mlruns of the cwd."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads; on a busy 2-core machine spinning threads slow them down."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +90,31 @@ def generate(pipe: object, **kwargs: object) -> object:
         **kwargs,
     )
     return np.asarray(out.images)
+
+
+def make_lora(pipe: Any, configs: dict[str, Any], seed: int) -> tuple[Any, Any]:
+    """Attach random LoRAs (peft ``LoraConfig`` per component), keep them as a KeptAdapter and the image they
+    give; leaves the pipe clean."""
+    import torch
+
+    from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
+
+    name = f"make{seed}"
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        for comp, config in configs.items():
+            attach(getattr(pipe, comp), config, name)
+            with torch.no_grad():
+                for key, param in getattr(pipe, comp).named_parameters():
+                    if "lora_" in key:
+                        param.add_(torch.randn(param.shape, generator=gen) * 0.3)
+        image = generate(pipe)
+        adapter = KeptAdapter(
+            configs={comp: config_to_dict(cfg) for comp, cfg in configs.items()},
+            state_dicts={comp: adapter_state_dict(getattr(pipe, comp), name) for comp in configs},
+            base={"source": "builtin:tiny-sd", "arch": "sd1", "layers_per_block": 1, "resolution": 32},
+        )
+    finally:
+        for comp in configs:
+            detach(getattr(pipe, comp), name)
+    return adapter, image

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import generate as _generate
+from conftest import make_lora
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
 from autolora.errors import UserError
 from autolora.export import export_all
 from autolora.fusion import FusedAdapters, fused_adapter, load_loras, reduce_rank, unload
@@ -30,13 +30,7 @@ GLOBAL_A = {"a": {"all": 1.0}, "b": {"all": 0.0}}
 HALF = {"a": {"all": 0.5}, "b": {"all": 0.5}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on a busy 2-core machine spinning threads slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load_pipe() -> Any:
@@ -66,29 +60,6 @@ def _no_lora(pipe: Any) -> bool:
     return not any(pipe.get_list_adapters().values()) and not any(isinstance(m, BaseTunerLayer) for m in modules)
 
 
-def _make_lora(pipe: Any, configs: dict[str, LoraConfig], seed: int) -> tuple[KeptAdapter, np.ndarray]:
-    """Attach random LoRAs, keep them as a KeptAdapter and the image they give; leaves the pipe clean."""
-    name = f"make{seed}"
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        for comp, config in configs.items():
-            attach(getattr(pipe, comp), config, name)
-            with torch.no_grad():
-                for key, param in getattr(pipe, comp).named_parameters():
-                    if "lora_" in key:
-                        param.add_(torch.randn(param.shape, generator=gen) * 0.3)
-        image = _generate(pipe)
-        adapter = KeptAdapter(
-            configs={comp: config_to_dict(cfg) for comp, cfg in configs.items()},
-            state_dicts={comp: adapter_state_dict(getattr(pipe, comp), name) for comp in configs},
-            base={"source": "builtin:tiny-sd", "arch": "sd1", "layers_per_block": 1, "resolution": 32},
-        )
-    finally:
-        for comp in configs:
-            detach(getattr(pipe, comp), name)
-    return adapter, image
-
-
 @pytest.fixture(scope="module")
 def plain(pipe: Any) -> np.ndarray:
     return _generate(pipe)
@@ -98,7 +69,7 @@ def plain(pipe: Any) -> np.ndarray:
 def loras(pipe: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """LoRA ``a`` (UNet attention + text encoder, diffusers file) and ``b`` (attention + resnet convs, kohya)."""
     root = tmp_path_factory.mktemp("loras")
-    kept_a, image_a = _make_lora(
+    kept_a, image_a = make_lora(
         pipe,
         {
             "unet": LoraConfig(r=4, lora_alpha=4, target_modules=ATTN),
@@ -106,7 +77,7 @@ def loras(pipe: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
         },
         seed=1,
     )
-    kept_b, _ = _make_lora(pipe, {"unet": LoraConfig(r=2, lora_alpha=1, target_modules=[*ATTN, "conv1", "conv2"])}, 2)
+    kept_b, _ = make_lora(pipe, {"unet": LoraConfig(r=2, lora_alpha=1, target_modules=[*ATTN, "conv1", "conv2"])}, 2)
     file_a = export_all(kept_a, root / "a", "style_a", kohya=False)["diffusers"]
     file_b = export_all(kept_b, root / "b", "style_b", kohya=True)["kohya"]
     return {"files": [file_a, file_b], "image_a": image_a}

@@ -8,7 +8,7 @@ import pytest
 from autolora.errors import UserError
 from autolora.models.layers import unet_candidates_from_config
 from autolora.models.loading import resolve_model
-from autolora.scoring.objective import load_objective, parse_objective
+from autolora.scoring.objective import SCORERS, load_objective, parse_objective
 from autolora.search import builtin_names, load_search_space, parse_search_space
 
 SPACES = builtin_names("autolora.search_spaces")
@@ -118,11 +118,16 @@ def test_wrong_architecture(candidates: dict[str, list[str]]) -> None:
 
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_every_objective_loads(name: str) -> None:
-    obj, _ = load_objective(name)
-    metrics = dict.fromkeys(
-        ("style_fidelity", "style_base", "style_gain", "content_text", "content_text_delta", "content_base"), 0.1
-    )
+    obj, _ = load_objective(name, scorer=None)
+    metrics = dict.fromkeys(SCORERS[obj.scorer], 0.1)
     assert len(obj.values(metrics)) == len(obj.directions) >= 1
+
+
+def test_recipes_are_refused_by_the_other_command() -> None:
+    with pytest.raises(UserError, match="a recipe for autolora fuse .*autolora tune takes balanced"):
+        load_objective("fuse-balanced")
+    with pytest.raises(UserError, match="autolora fuse takes fuse-balanced, fuse-pareto"):
+        load_objective("pareto", scorer="fusion")
 
 
 def test_objective_weights_and_errors(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ A recipe (``objectives/*.yaml``)::
     objectives:                               # one entry: scalar (prunable); several: Pareto front
       - {name: score, direction: maximize, terms: {style_gain: 1.0, content_text_delta: 1.0}}
 
-Each objective value is the weighted sum of its terms.
+Each objective value is the weighted sum of its terms. ``scorer: fusion`` marks a recipe for ``autolora fuse``,
+whose terms are ``autolora.scoring.styles.MultiStyleScorer`` metrics (``style_gain_min``...); the default,
+``style-content``, is ``tune``'s ``ClipStyleContentScorer``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from typing import Any
 
 from autolora.errors import UserError, closest
 from autolora.scoring.clip import ClipStyleContentScorer
+from autolora.scoring.styles import MultiStyleScorer
 
 REAL_DEFAULT_CLIP = ("ViT-L-14", "openai")
+SCORERS = {"style-content": ClipStyleContentScorer.metrics, "fusion": MultiStyleScorer.metrics}
+"""Recipe ``scorer`` -> the metrics its terms may name."""
+_COMMAND = {"style-content": "autolora tune", "fusion": "autolora fuse"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Objective:
     clip_pretrained: str | None
     targets: tuple[Target, ...]
     description: str = ""
+    scorer: str = "style-content"
+    """Which scorer's metrics the terms name (see ``SCORERS``)."""
 
     @property
     def directions(self) -> list[str]:
@@ -70,7 +78,7 @@ class Objective:
 def parse_objective(data: Any, name: str, source: str) -> Objective:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping with 'objectives'")
-    allowed = ("description", "clip", "objectives")
+    allowed = ("description", "clip", "objectives", "scorer")
     for key in data:
         if key not in allowed:
             raise UserError(f"{source}: unknown key '{key}'{closest(str(key), allowed)}")
@@ -80,8 +88,11 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
     entries = data.get("objectives")
     if not isinstance(entries, list) or not entries:
         raise UserError(f"{source}: objectives: expected a non-empty list of {{name, direction, terms}}")
+    scorer = data.get("scorer", "style-content")
+    if scorer not in SCORERS:
+        raise UserError(f"{source}: scorer: expected {' or '.join(SCORERS)}, got {scorer!r}")
     targets = []
-    metrics = ClipStyleContentScorer.metrics
+    metrics = SCORERS[scorer]
     for i, e in enumerate(entries):
         where = f"{source}: objectives[{i}]"
         if not isinstance(e, dict):
@@ -112,12 +123,32 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
         clip_pretrained=clip.get("pretrained"),
         targets=tuple(targets),
         description=str(data.get("description", "")),
+        scorer=scorer,
     )
 
 
-def load_objective(name_or_file: str) -> tuple[Objective, str]:
-    """A built-in recipe by name or a YAML file; returns the recipe and its text."""
-    from autolora.search import read_recipe
+def load_objective(name_or_file: str, scorer: str | None = "style-content") -> tuple[Objective, str]:
+    """A built-in recipe by name or a YAML file; returns the recipe and its text.
+
+    Args:
+        name_or_file: Built-in name (``objectives/``) or YAML file.
+        scorer: The scorer the caller runs; a recipe for another one is refused. None accepts any.
+    """
+    from autolora.search import builtin_names, read_recipe
 
     data, name, source, text = read_recipe(name_or_file, "autolora.objectives", "objective")
-    return parse_objective(data, name, source), text
+    objective = parse_objective(data, name, source)
+    if scorer is not None and objective.scorer != scorer:
+        fitting = [n for n in builtin_names("autolora.objectives") if _scorer_of(n) == scorer]
+        raise UserError(
+            f"{source}: a recipe for {_COMMAND[objective.scorer]} (scorer {objective.scorer}); "
+            f"{_COMMAND[scorer]} takes {', '.join(fitting)} or a file with scorer: {scorer}"
+        )
+    return objective, text
+
+
+def _scorer_of(builtin: str) -> str:
+    from autolora.search import read_recipe
+
+    data = read_recipe(builtin, "autolora.objectives", "objective")[0]
+    return str(data.get("scorer", "style-content")) if isinstance(data, dict) else "style-content"
