@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/autolora tune --trials 4 --out runs/demo
+	$(BIN)/autolora tune --trials 8 --out runs/demo
 	$(BIN)/autolora export runs/demo --out runs/demo/export
 
 lint: $(VENV)/.installed

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "samples fixed prompts and is scored with CLIP. Flags override CONFIG.",
     )
     t.add_argument("config", nargs="?", type=Path, help="YAML or TOML config file")
-    t.add_argument("--base-model", help="diffusers folder, hub id or builtin:NAME (default builtin:tiny-sd)")
+    t.add_argument("--base-model", help="diffusers folder, hub id or builtin:NAME (default builtin:miniworld)")
     t.add_argument("--style-images", help="folder of style images (default: the built-in style set)")
     t.add_argument("--trigger", help='words that call the style (default "in sks style")')
     t.add_argument("--prompts", help="text file of content prompts, one per line")
@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--out", required=True, type=Path, help="new folder to write")
     mi.add_argument("--seed", type=int, default=0)
     mi.add_argument("--size", type=int, default=32, help="pixels (default 32)")
+    mb = msub.add_parser(
+        "build",
+        help="train the miniworld diffusion model and CLIP judge from a seed",
+        description="Train the miniworld VAE, UNet + text encoder and open_clip judge from a seed and write them "
+        "as fp16 safetensors with build.json (timings, losses, judge accuracy). The shipped weights are one such "
+        "build (autolora/miniworld/weights).",
+    )
+    mb.add_argument("--out", required=True, type=Path, help="new folder to write")
+    mb.add_argument("--seed", type=int, default=0)
+    mb.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    mb.add_argument("--scale", type=float, default=1.0, help="multiply every step count (default 1; <1 for a smoke)")
 
     from autolora.fusion.cli import add_fuse_parser
 
@@ -199,6 +210,13 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def cmd_miniworld(args: argparse.Namespace) -> int:
     from autolora.miniworld.cli import write_style_folder
 
+    if args.miniworld_command == "build":
+        from autolora.miniworld.build import BuildConfig, build
+
+        config = BuildConfig(seed=args.seed, device=args.device, scale=args.scale)
+        info = build(config, args.out, log=lambda line: print(line, flush=True))
+        print(f"wrote {args.out} in {info['wall_s']['total']:.0f} s on {info['device']}")
+        return 0
     files = write_style_folder(args.style, args.n, args.out, seed=args.seed, size=args.size)
     print(f"{len(files)} {args.style} pictures in {args.out} (captions in .txt files)")
     return 0

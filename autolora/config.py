@@ -31,7 +31,7 @@ def _check(ok: bool, where: str, expected: str, value: object) -> None:
 class ModelConfig:
     """Which base model, and where and how it runs."""
 
-    base_model: str = "builtin:tiny-sd"
+    base_model: str = "builtin:miniworld"
     """Local diffusers folder, Hugging Face hub id (from the local cache), or ``builtin:NAME``."""
     allow_pickle: bool = False
     """Load ``.bin``/``.ckpt`` weights too. Pickle can run code: only for files you trust."""

@@ -2,7 +2,8 @@
 
 A style folder holds images (png/jpg/jpeg/webp/bmp) and, optionally, one caption per image in
 ``name.txt`` describing the content (the trigger is added by autolora). The built-in style set
-and prompts belong to the built-in model and are drawn procedurally on first use.
+(miniworld's held-out checker style, circles and squares only) and prompts (triangles and stars) belong to
+the built-in model; the pictures are drawn procedurally on first use.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_EXTS = (".txt",)
 
-BUILTIN_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
+BUILTIN_PROMPTS = ["a purple star", "a orange triangle", "a red triangle", "a blue star"]
 
 
 @dataclass
@@ -109,48 +110,23 @@ def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
 
 # -- the built-in style set -----------------------------------------------------------------------
 
-_COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 170, 60), "yellow": (235, 200, 30)}
-_SHAPES = ("circle", "square", "triangle", "star")
-
-
-def _draw_builtin(shape: str, colour: tuple[int, int, int], rng: random.Random, size: int = 64) -> Image.Image:
-    """A shape over diagonal warm stripes: the style the built-in LoRA has to learn."""
-    import math
-
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (size, size), (250, 240, 225))
-    draw = ImageDraw.Draw(img)
-    for x in range(-size, size * 2, 8):
-        draw.line([(x, 0), (x + size, size)], fill=(235, 150, 90), width=3)
-    r = rng.randint(size // 5, size // 3)
-    cx, cy = rng.randint(r + 2, size - r - 2), rng.randint(r + 2, size - r - 2)
-    if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    elif shape == "square":
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
-    else:
-        pts = []
-        for i in range(10):
-            a = math.pi / 2 + i * math.pi / 5
-            rad = r if i % 2 == 0 else r * 0.45
-            pts.append((cx + rad * math.cos(a), cy - rad * math.sin(a)))
-        draw.polygon(pts, fill=colour)
-    return img
+BUILTIN_STYLE = "checker"
+"""A miniworld style the base model never saw (``HELD_OUT_STYLES``)."""
+BUILTIN_STYLE_CONTENT = [(s, c) for s in ("circle", "square") for c in ("red", "green", "blue", "yellow")]
+"""What the built-in style pictures show; ``BUILTIN_PROMPTS`` ask for shapes and colours they never show."""
 
 
 def builtin_style_folder() -> Path:
-    """The built-in style set (8 striped images with captions), drawn once into the cache."""
+    """16 miniworld pictures in the held-out checker style, with content captions, drawn once into the cache."""
+    from autolora.miniworld.world import draw
     from autolora.models.builtin import build_once, cache_root
 
-    def draw(tmp: Path) -> None:
+    def write(tmp: Path) -> None:
         rng = random.Random(0)
-        for i in range(8):
-            shape = _SHAPES[i % len(_SHAPES)]
-            colour = list(_COLOURS)[(i * 3) % len(_COLOURS)]
-            _draw_builtin(shape, _COLOURS[colour], rng).save(tmp / f"stripes_{i:02d}.png")
-            (tmp / f"stripes_{i:02d}.txt").write_text(f"a {colour} {shape}\n")
+        for i in range(16):
+            shape, colour = BUILTIN_STYLE_CONTENT[i % len(BUILTIN_STYLE_CONTENT)]
+            image, item = draw(shape, colour, BUILTIN_STYLE, rng)
+            image.save(tmp / f"{BUILTIN_STYLE}_{i:02d}.png")
+            (tmp / f"{BUILTIN_STYLE}_{i:02d}.txt").write_text(f"a {item.colour} {item.shape}\n")
 
-    return build_once(cache_root() / "styles" / "builtin-stripes-v1", draw)
+    return build_once(cache_root() / "styles" / f"miniworld-{BUILTIN_STYLE}-v1", write)

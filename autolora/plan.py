@@ -118,7 +118,6 @@ def check_existing_study(
 def make_plan(config: Config) -> Plan:
     """Validate every input in order of cost; raise ``UserError`` on the first bad one."""
     from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
-    from autolora.models.builtin import is_builtin
     from autolora.models.layers import unet_candidates_from_config
     from autolora.models.loading import resolve_device, resolve_dtype, resolve_model
     from autolora.scoring.objective import load_objective
@@ -140,7 +139,7 @@ def make_plan(config: Config) -> Plan:
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
     compiled = space.compile(unet_candidates_from_config(model.unet_config), model.arch)
     resolution = config.data.resolution or native_resolution(model)
-    clip = objective.resolve_clip(is_builtin(model.source), config.eval.clip_model, config.eval.clip_pretrained)
+    clip = objective.resolve_clip(model.source, config.eval.clip_model, config.eval.clip_pretrained)
     plan = Plan(
         config,
         model,

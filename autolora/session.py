@@ -136,8 +136,26 @@ class Session:
                 batch_size=ev.batch_size,
             )
             save_images(base_path, self.base_samples)
+        anchors = None
+        if all(plan.style.captions):
+            # The base model's own rendering of each reference's caption: the content-only counterpart
+            # that ``style_direction`` subtracts (see autolora.scoring.clip).
+            anchor_path = cache_dir / f"anchors-{sample_key}.safetensors"
+            if anchor_path.exists():
+                anchors = load_images(anchor_path)
+            else:
+                anchors = sample(
+                    self.pipe,
+                    plan.style.captions,
+                    ev.seeds[:1],
+                    steps=ev.inference_steps,
+                    guidance_scale=ev.guidance_scale,
+                    resolution=plan.resolution,
+                    batch_size=ev.batch_size,
+                )
+                save_images(anchor_path, anchors)
         self.scorer = ClipStyleContentScorer(self.judge)
-        self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples)
+        self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples, anchors)
         torch.set_grad_enabled(True)
         self.setup_seconds += time.perf_counter() - t0
 

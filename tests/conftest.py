@@ -72,7 +72,9 @@ FAST = [
     "--set", "eval.seeds=[0]",
     "--set", "train.eval_every=3",
     "--no-progress",
+    "--base-model", "builtin:tiny-sd",
 ]  # fmt: skip
+"""Study flags for unit tests: the tiny random pipeline (miniworld, the default, has its own tests)."""
 
 
 def generate(pipe: object, **kwargs: object) -> object:

@@ -176,8 +176,8 @@ def test_sdxl_study_with_text_encoders_exports_what_it_scored(tmp_path: Path, ca
         "params:\n  rank: 4\n  steps: 4\n  learning_rate: 0.05\n  init: gaussian\n  text_encoder: true\n"
         "  target_layers: [self_attn, cross_attn, ff, conv]\n"
     )
-    args = ["tune", "--base-model", "builtin:tiny-sdxl", "--trials", "1", "--out", "xl", "--study-name", "xl",
-            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", *FAST, "--search-space", str(space)]  # fmt: skip
+    args = ["tune", "--trials", "1", "--out", "xl", "--study-name", "xl", "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            *FAST, "--search-space", str(space), "--base-model", "builtin:tiny-sdxl"]  # fmt: skip
     rc, out, err = cli(capsys, *args)
     assert rc == 0, err
     rc, out, err = cli(capsys, "export", "xl", "--out", "exp")

@@ -8,7 +8,7 @@ from autolora.errors import UserError
 
 def test_defaults_are_valid_and_derive_paths() -> None:
     c = load_config(None, [])
-    assert c.model.base_model == "builtin:tiny-sd"
+    assert c.model.base_model == "builtin:miniworld"
     assert c.study_name == "demo"
     assert c.out_dir == Path("runs/demo")
     assert c.storage_url.endswith("runs/demo/optuna.db")

@@ -135,8 +135,10 @@ def test_objective_weights_and_errors(tmp_path: Path) -> None:
         {"objectives": [{"name": "s", "terms": {"style_gain": 2.0, "content_base": -1.0}}]}, "o", "o.yaml"
     )
     assert obj.values({"style_gain": 0.5, "content_base": 0.25}) == [0.75]
-    assert obj.is_scalar and obj.resolve_clip(True, None, None) == ("builtin:tiny-clip", None)
-    assert obj.resolve_clip(False, None, None) == ("ViT-L-14", "openai")
+    assert obj.is_scalar and obj.resolve_clip("builtin:tiny-sd", None, None) == ("builtin:tiny-clip", None)
+    assert obj.resolve_clip("builtin:miniworld", None, None) == ("builtin:miniworld-clip", None)
+    assert obj.resolve_clip("/models/sd15", None, None) == ("ViT-L-14", "openai")
+    assert obj.resolve_clip("builtin:miniworld", "builtin:tiny-clip", None) == ("builtin:tiny-clip", None)
     with pytest.raises(UserError, match="unknown metric 'style'"):
         parse_objective({"objectives": [{"terms": {"style": 1}}]}, "o", "o.yaml")
     with pytest.raises(UserError, match="maximize or minimize"):

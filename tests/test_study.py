@@ -34,8 +34,9 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypa
     from autolora.trial import TrialRunner
 
     monkeypatch.chdir(tmp_path)
-    overrides = [parse_override(s) for s in FAST[FAST.index("--set") :: 2][1:] if "=" in s]
+    overrides = [parse_override(FAST[i + 1]) for i, flag in enumerate(FAST) if flag == "--set"]
     overrides += [("study", "search_space", FAST[1]), ("study", "out", str(tmp_path / "run"))]
+    overrides += [("model", "base_model", "builtin:tiny-sd")]
     plan = make_plan(load_config(None, overrides))
     session = Session.load(plan)
     session.prepare(tmp_path / "cache")

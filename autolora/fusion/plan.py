@@ -88,6 +88,6 @@ def make_fuse_plan(config: FuseRunConfig) -> FusePlan:
             raise UserError(f"LoRA {name}: no style images to score it against; add --style-images-for {name}=DIR")
     prompts = load_prompts(Path(config.data.prompts)) if config.data.prompts else list(BUILTIN_PROMPTS)
     check_storage(config.storage_url, config.out_dir.resolve())
-    clip = objective.resolve_clip(is_builtin(model.source), config.eval.clip_model, config.eval.clip_pretrained)
+    clip = objective.resolve_clip(model.source, config.eval.clip_model, config.eval.clip_pretrained)
     resolution = config.data.resolution or native_resolution(model)
     return FusePlan(config, model, loras, styles, prompts, objective, objective_text, device, resolution, clip, sampler)

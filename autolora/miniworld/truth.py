@@ -69,3 +69,39 @@ def _colour_distance(a: object, b: object) -> float:
 
     da, db = 255.0 - np.asarray(a, dtype=float), 255.0 - np.asarray(b, dtype=float)
     return float(1.0 - da @ db / (np.linalg.norm(da) * np.linalg.norm(db) + 1e-6))
+
+
+PATTERNED = ("striped", "dotted", "checker")
+"""Styles whose strength ``style_strength`` can read: a fixed texture that a plain fill lacks."""
+
+
+def style_strength(image: Image.Image, style: str) -> float:
+    """How strongly ``image`` shows ``style``'s texture inside the painted shape, without CLIP.
+
+    The pattern of a patterned style is drawn on a fixed grid (``world._fill``); this is the best correlation,
+    over the grid's phases, between the template and the luminance inside the silhouette. A flat fill scores
+    ~0, the drawn style ~1; a sample that shows the texture faintly lands between.
+    """
+    import numpy as np
+
+    from autolora.miniworld.world import pattern, pattern_period
+
+    if style not in PATTERNED:
+        raise ValueError(f"style_strength reads {', '.join(PATTERNED)}; not {style!r}")
+    arr = np.asarray(image.convert("RGB"), dtype=float)
+    size = arr.shape[0]
+    painted = np.abs(arr - np.array(BACKGROUND)).sum(-1) > 60
+    if painted.sum() < 12:
+        return 0.0
+    lum = arr.mean(-1)[painted]
+    lum = lum - lum.mean()
+    best = 0.0
+    repeat = pattern_period(style, size)
+    for dy in range(repeat):
+        for dx in range(repeat):
+            t = pattern(style, size, dx, dy)[painted].astype(float)
+            t = t - t.mean()
+            denom = float(np.sqrt((lum**2).sum() * (t**2).sum()))
+            if denom > 0:
+                best = max(best, abs(float((lum * t).sum())) / denom)
+    return best

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -77,22 +77,42 @@ def _mix(c: tuple[int, int, int], other: tuple[int, int, int], t: float) -> tupl
     )
 
 
+def pattern_period(style: str, size: int) -> int:
+    """Pixels after which a patterned style's texture repeats (in x and y) at image size ``size``."""
+    period = max(4, size // 6)
+    return period if style == "dotted" else 2 * (period // 2)
+
+
+def pattern(style: str, size: int, dx: int = 0, dy: int = 0) -> Any:
+    """Where a patterned style (striped, dotted, checker) paints the full colour, as a (size, size) bool array.
+
+    The grid is fixed to the image, so every picture of a style shares it; ``dx``/``dy`` shift it (to compare a
+    picture with every phase). None for styles without a pattern.
+    """
+    import numpy as np
+
+    yy, xx = np.mgrid[dy : dy + size, dx : dx + size]
+    period = max(4, size // 6)
+    if style == "striped":
+        return ((xx + yy) // (period // 2)) % 2 == 0
+    if style == "dotted":
+        cx, cy = (xx % period) - period / 2, (yy % period) - period / 2
+        return cx**2 + cy**2 < (period / 3) ** 2
+    if style == "checker":
+        return ((xx // (period // 2)) + (yy // (period // 2))) % 2 == 0
+    return None
+
+
 def _fill(style: str, rgb: tuple[int, int, int], size: int, rng: random.Random) -> Image.Image:
     """The paint inside the silhouette, as a full-size image."""
     import numpy as np
     from PIL import Image as PILImage
 
     light, dark = _mix(rgb, (255, 255, 255), 0.6), _mix(rgb, (0, 0, 0), 0.35)
-    yy, xx = np.mgrid[0:size, 0:size]
-    period = max(4, size // 6)
-    if style == "striped":
-        pick = ((xx + yy) // (period // 2)) % 2 == 0
+    pick = pattern(style, size)
+    if style in ("striped", "dotted"):
         arr = np.where(pick[..., None], rgb, light)
-    elif style == "dotted":
-        cx, cy = (xx % period) - period / 2, (yy % period) - period / 2
-        arr = np.where((cx**2 + cy**2 < (period / 3) ** 2)[..., None], rgb, light)
     elif style == "checker":
-        pick = ((xx // (period // 2)) + (yy // (period // 2))) % 2 == 0
         arr = np.where(pick[..., None], rgb, dark)
     elif style == "pastel":
         arr = np.broadcast_to(np.array(_mix(rgb, (255, 255, 255), 0.5)), (size, size, 3))

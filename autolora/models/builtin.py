@@ -31,6 +31,14 @@ class Builtin:
     version: int
     build: Callable[[Path], None]
     description: str
+    judge: str | None = None
+    """For a diffusion model: the built-in CLIP that ``objective.clip: auto`` picks for it."""
+    stamp: Callable[[], str] | None = None
+    """A fingerprint of shipped inputs (weights): a new one gives a new cache folder."""
+
+    def folder_name(self) -> str:
+        suffix = f"-{self.stamp()}" if self.stamp else ""
+        return f"{self.name}-v{self.version}{suffix}"
 
 
 def cache_root() -> Path:
@@ -99,31 +107,14 @@ def _build_tiny_pipeline(folder: Path, sdxl: bool) -> None:
         latent_channels=4,
         sample_size=32,
     )
-    text_cfg = CLIPTextConfig(
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-05,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=49408,
-        max_position_embeddings=77,
-        projection_dim=32,
-        hidden_act="gelu",
-    )
+    from autolora.miniworld.nets import SCHEDULER, TEXT_ENCODER
+
+    # miniworld's text-encoder shape, narrower (the seeded weights are those of the first tiny builds)
+    narrow = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "hidden_act": "gelu"}
+    text_cfg = CLIPTextConfig(**{**TEXT_ENCODER, **narrow})
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(text_cfg)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    scheduler = DDIMScheduler(**SCHEDULER)
     pipe: Any
     if sdxl:
         torch.manual_seed(0)
@@ -177,22 +168,63 @@ def _build_tiny_clip(folder: Path) -> None:
     save_file(state, str(folder / "open_clip_model.safetensors"))
 
 
+def _miniworld_stamp() -> str:
+    """The shipped build's fingerprint (its build.json names the seed, steps and timings of the weights)."""
+    import hashlib
+
+    from autolora.miniworld.build import WEIGHTS
+
+    path = WEIGHTS / "build.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:10] if path.exists() else "missing"
+
+
+def _assemble_miniworld(folder: Path) -> None:
+    from autolora.miniworld.build import assemble_pipeline
+
+    assemble_pipeline(folder)
+
+
+def _assemble_miniworld_clip(folder: Path) -> None:
+    from autolora.miniworld.build import assemble_judge
+
+    assemble_judge(folder)
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
+        Builtin(
+            "miniworld",
+            "diffusion",
+            1,
+            _assemble_miniworld,
+            "SD 1.x-architecture pipeline trained on miniworld shapes (32 px; autolora miniworld build)",
+            judge="miniworld-clip",
+            stamp=_miniworld_stamp,
+        ),
+        Builtin(
+            "miniworld-clip",
+            "clip",
+            1,
+            _assemble_miniworld_clip,
+            "open_clip judge trained on miniworld pictures and captions, every style (32 px)",
+            stamp=_miniworld_stamp,
+        ),
         Builtin(
             "tiny-sd",
             "diffusion",
             1,
             lambda f: _build_tiny_pipeline(f, sdxl=False),
-            "tiny SD 1.x-architecture pipeline with seeded random weights (32 px)",
+            "tiny SD 1.x-architecture pipeline with seeded random weights (32 px; for unit tests)",
+            judge="tiny-clip",
         ),
         Builtin(
             "tiny-sdxl",
             "diffusion",
             1,
             lambda f: _build_tiny_pipeline(f, sdxl=True),
-            "tiny SDXL-architecture pipeline with seeded random weights (32 px)",
+            "tiny SDXL-architecture pipeline with seeded random weights (32 px; for unit tests)",
+            judge="tiny-clip",
         ),
         Builtin(
             "tiny-clip",
@@ -204,8 +236,13 @@ BUILTINS: dict[str, Builtin] = {
     )
 }
 
-DEFAULT_DIFFUSION = PREFIX + "tiny-sd"
-DEFAULT_CLIP = PREFIX + "tiny-clip"
+DEFAULT_DIFFUSION = PREFIX + "miniworld"
+
+
+def judge_for(model: str) -> str | None:
+    """The built-in CLIP judge that goes with built-in diffusion model ``model`` (None: not a built-in)."""
+    entry = BUILTINS.get(model.removeprefix(PREFIX)) if is_builtin(model) else None
+    return PREFIX + entry.judge if entry and entry.judge else None
 
 
 def is_builtin(name: str) -> bool:
@@ -219,7 +256,7 @@ def builtin_path(name: str) -> Path:
         KeyError: for an unknown built-in name (the caller turns it into a ``UserError``).
     """
     entry = BUILTINS[name.removeprefix(PREFIX)]
-    return build_once(cache_root() / "models" / f"{entry.name}-v{entry.version}", entry.build)
+    return build_once(cache_root() / "models" / entry.folder_name(), entry.build)
 
 
 def build_once(folder: Path, build: Callable[[Path], None]) -> Path:

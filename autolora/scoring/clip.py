@@ -13,6 +13,12 @@ Metrics (all cosine similarities of L2-normalised CLIP embeddings, so in [-1, 1]
   agreement the LoRA cost (usually <= 0).
 - ``content_base``: mean cos(sample, base sample of the same prompt and seed): 1 means the LoRA
   changed nothing.
+- ``style_direction``: directional CLIP similarity (as in StyleGAN-NADA): mean over samples of
+  cos(sample - base sample of the same prompt and seed, style direction), where the style direction is
+  the mean of (reference - base model's rendering of that reference's caption). Both differences hold
+  the content fixed, so a LoRA that paints the references' subjects instead of their style gains
+  nothing here, while ``style_fidelity`` (plain similarity to the centroid) rewards it. Without
+  captions the anchors are the base samples of the evaluation prompts.
 """
 
 from __future__ import annotations
@@ -88,43 +94,77 @@ class ClipJudge:
 class ClipStyleContentScorer(Scorer):
     """Style fidelity and content preservation from one CLIP judge (see the module docstring)."""
 
-    metrics = ("style_fidelity", "style_base", "style_gain", "content_text", "content_text_delta", "content_base")
+    metrics = (
+        "style_fidelity",
+        "style_base",
+        "style_gain",
+        "style_direction",
+        "content_text",
+        "content_text_delta",
+        "content_base",
+    )
 
     def __init__(self, judge: ClipJudge) -> None:
         self.judge = judge
         self._ready: dict[str, Any] = {}
 
     def prepare(
-        self, references: list[Image.Image], prompts: list[str], n_seeds: int, base_samples: list[Image.Image]
+        self,
+        references: list[Image.Image],
+        prompts: list[str],
+        n_seeds: int,
+        base_samples: list[Image.Image],
+        anchors: list[Image.Image] | None = None,
     ) -> None:
+        """``anchors``: the base model's rendering of each reference's caption (same order), if captioned."""
         import torch
 
         ref = self.judge.embed_images(references)
         centroid = torch.nn.functional.normalize(ref.mean(0), dim=-1)
         text = self.judge.embed_texts(prompts).repeat_interleave(n_seeds, dim=0)
         base = self.judge.embed_images(base_samples)
+        if anchors is not None:
+            if len(anchors) != len(references):
+                raise ValueError(f"expected one anchor per reference ({len(references)}), got {len(anchors)}")
+            direction = (ref - self.judge.embed_images(anchors)).mean(0)
+        else:
+            direction = ref.mean(0) - base.mean(0)
         self._ready = {
             "centroid": centroid,
             "text": text,
             "base": base,
+            "direction": torch.nn.functional.normalize(direction, dim=-1),
             "style_base": float((base @ centroid).mean()),
             "content_text_base": float((base * text).sum(-1).mean()),
         }
 
     def score(self, samples: list[Image.Image]) -> dict[str, float]:
+        """The metrics, averaged over the samples (``score_each`` gives them per sample)."""
+        return {k: sum(v) / len(v) for k, v in self.score_each(samples).items()}
+
+    def score_each(self, samples: list[Image.Image]) -> dict[str, list[float]]:
+        """Every metric for every sample (prompt-major, in the order of the base samples)."""
+        import torch
+
         if not self._ready:
             raise RuntimeError("ClipStyleContentScorer.score called before prepare")
         r = self._ready
         emb = self.judge.embed_images(samples)
         if emb.shape != r["base"].shape:
             raise ValueError(f"expected {r['base'].shape[0]} samples, got {emb.shape[0]}")
-        style = float((emb @ r["centroid"]).mean())
-        content_text = float((emb * r["text"]).sum(-1).mean())
+        style = emb @ r["centroid"]
+        content_text = (emb * r["text"]).sum(-1)
+        moved = emb - r["base"]
+        norm = moved.norm(dim=-1)
+        # An unchanged sample has no direction: it contributes 0, not noise.
+        direction = torch.where(norm > 1e-6, (moved @ r["direction"]) / norm.clamp_min(1e-6), torch.zeros_like(norm))
+        n = len(samples)
         return {
-            "style_fidelity": style,
-            "style_base": r["style_base"],
-            "style_gain": style - r["style_base"],
-            "content_text": content_text,
-            "content_text_delta": content_text - r["content_text_base"],
-            "content_base": float((emb * r["base"]).sum(-1).mean()),
+            "style_fidelity": style.tolist(),
+            "style_base": [r["style_base"]] * n,
+            "style_gain": (style - r["style_base"]).tolist(),
+            "style_direction": direction.tolist(),
+            "content_text": content_text.tolist(),
+            "content_text_delta": (content_text - r["content_text_base"]).tolist(),
+            "content_base": (emb * r["base"]).sum(-1).tolist(),
         }

@@ -64,14 +64,19 @@ class Objective:
     def values(self, metrics: dict[str, float]) -> list[float]:
         return [t.value(metrics) for t in self.targets]
 
-    def resolve_clip(self, base_is_builtin: bool, model: str | None, pretrained: str | None) -> tuple[str, str | None]:
-        """The judge to load: config overrides, else the recipe, with ``auto`` resolved."""
-        from autolora.models.builtin import DEFAULT_CLIP
+    def resolve_clip(self, base_model: str, model: str | None, pretrained: str | None) -> tuple[str, str | None]:
+        """The judge to load: config overrides, else the recipe, with ``auto`` resolved.
+
+        ``auto`` is the built-in judge that goes with a built-in base model (``builtin:miniworld`` ->
+        ``builtin:miniworld-clip``), else OpenAI's ViT-L/14, the CLIP that SD 1.x was trained with.
+        """
+        from autolora.models.builtin import judge_for
 
         m = model or self.clip_model
         p = pretrained if model or pretrained else self.clip_pretrained
         if m == "auto":
-            return (DEFAULT_CLIP, None) if base_is_builtin else REAL_DEFAULT_CLIP
+            judge = judge_for(base_model)
+            return (judge, None) if judge else REAL_DEFAULT_CLIP
         return m, p
 
 

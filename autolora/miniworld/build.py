@@ -1,0 +1,265 @@
+"""``autolora miniworld build``: train the miniworld diffusion model and judge from a seed, and ship them.
+
+The output folder holds fp16 safetensors (``vae``, ``unet``, ``text_encoder``, ``judge``) and ``build.json``
+(seed, steps, device, threads, wall time per phase, loss curves' ends, the VAE scaling factor and the judge's
+zero-shot accuracy on fresh draws). The repository ships one such folder in ``autolora/miniworld/weights``;
+``builtin:miniworld`` and ``builtin:miniworld-clip`` assemble it into a diffusers folder and an open_clip
+checkpoint (``assemble_pipeline``/``assemble_judge``) that load like a user's model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from autolora.errors import UserError
+
+WEIGHTS = Path(__file__).parent / "weights"
+"""The shipped build."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Step counts and batch sizes of one build (``scale`` multiplies every step count and the latent pool)."""
+
+    seed: int = 0
+    device: str = "cpu"
+    scale: float = 1.0
+    vae_steps: int = 400
+    judge_steps: int = 1000
+    unet_steps: int = 2400
+    batch_size: int = 48
+    judge_batch_size: int = 128
+    pool_size: int = 12000
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise UserError(f"--scale {self.scale}: expected a number > 0")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise UserError(f"--device {self.device}: expected cpu or cuda[:N]")
+
+    def steps(self, n: int) -> int:
+        return max(1, round(n * self.scale))
+
+
+def build(config: BuildConfig, out: Path, log: Any = print) -> dict[str, Any]:
+    """Train everything into ``out`` (created atomically; must not exist or be empty). Returns the manifest."""
+    import torch
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty; choose a new folder")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {config.device}: CUDA is not available here")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        manifest = _train(config, tmp, log)
+        (tmp / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
+    import open_clip
+    import torch
+
+    from autolora.miniworld import diffusion, judge, nets
+
+    device, seed = config.device, config.seed
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def progress(name: str) -> Any:
+        def report(step: int, total: int, loss: float) -> None:
+            if step % max(1, total // 10) == 0 or step == total:
+                log(f"miniworld build: {name} step {step}/{total} loss {loss:.4f}")
+
+        return report
+
+    def phase(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 1)
+        log(f"miniworld build: {name} done in {timings[name]:.0f} s")
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    vae = nets.make_vae()
+    vae_losses = diffusion.train_vae(
+        vae, config.steps(config.vae_steps), config.batch_size, seed, device, progress("vae")
+    )
+    pool = diffusion.encode_pool(vae, max(256, config.steps(config.pool_size)), seed + 1, device)
+    scaling = float(1.0 / pool.mean.std())
+    vae.register_to_config(scaling_factor=scaling)
+    phase("vae", t0)
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    clip = nets.make_judge(folder / "_config")
+    _, _, preprocess = open_clip.create_model_and_transforms(nets.JUDGE_NAME)
+    tokenizer = open_clip.get_tokenizer(nets.JUDGE_NAME)
+    judge_losses = judge.train_judge(
+        clip,
+        preprocess,
+        tokenizer,
+        config.steps(config.judge_steps),
+        config.judge_batch_size,
+        seed + 2,
+        device,
+        progress("judge"),
+    )
+    phase("judge", t0)
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    unet, text_encoder = nets.make_unet(), nets.make_text_encoder()
+    token_ids = _token_ids(pool.captions, folder / "_tokenizer")
+    unet, text_encoder, unet_losses = diffusion.train_unet(
+        unet,
+        text_encoder,
+        token_ids,
+        pool,
+        scaling,
+        config.steps(config.unet_steps),
+        config.batch_size,
+        seed + 3,
+        device,
+        progress("unet"),
+    )
+    phase("unet", t0)
+
+    for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder), ("judge", clip)):
+        _save_fp16(module, folder / f"{name}.safetensors")
+    shutil.rmtree(folder / "_config")
+    shutil.rmtree(folder / "_tokenizer")
+    accuracy = _judge_accuracy(clip, preprocess, tokenizer, device, seed + 4)
+    total = round(time.perf_counter() - start, 1)
+    log(f"miniworld build: finished in {total:.0f} s; judge accuracy on fresh draws {accuracy}")
+    return {
+        "config": asdict(config),
+        "scaling_factor": scaling,
+        "wall_s": {**timings, "total": total},
+        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "final_loss": {
+            "vae": _tail(vae_losses),
+            "judge": _tail(judge_losses),
+            "unet": _tail(unet_losses),
+        },
+        "judge_accuracy_fresh_draws": accuracy,
+    }
+
+
+def _tail(losses: list[float], n: int = 50) -> float:
+    last = losses[-n:]
+    return round(sum(last) / len(last), 5)
+
+
+def _token_ids(captions: list[str], tmp: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    from autolora.models.tokenizer import write_clip_tokenizer_files
+
+    write_clip_tokenizer_files(tmp)
+    tok = CLIPTokenizer.from_pretrained(tmp)
+    return tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+
+def _save_fp16(module: Any, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {
+        k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in module.state_dict().items()
+    }
+    save_file(state, str(path))
+
+
+def _judge_accuracy(model: Any, preprocess: Any, tokenizer: Any, device: str, seed: int) -> dict[str, float]:
+    """Zero-shot accuracy of the just-trained judge on 280 fresh draws (the benchmark does it at scale)."""
+    import torch
+
+    from autolora.miniworld.judge import classify
+    from autolora.miniworld.world import STYLES, sample_items
+
+    items = sample_items(280, seed=10_000 + seed, styles=STYLES)
+
+    def embed_images(images: list[Any]) -> torch.Tensor:
+        with torch.no_grad():
+            x = torch.stack([preprocess(im) for im in images]).to(device)
+            return torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1).cpu()
+
+    def embed_texts(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.nn.functional.normalize(model.encode_text(tokenizer(texts).to(device)).float(), dim=-1).cpu()
+
+    got = classify(embed_images, embed_texts, [im for im, _ in items])
+    truth = [(it.shape, it.colour, it.style) for _, it in items]
+    return {
+        what: round(sum(g[k] == t[k] for g, t in zip(got, truth, strict=True)) / len(truth), 3)
+        for k, what in enumerate(("shape", "colour", "style"))
+    }
+
+
+# -- loading the shipped build -------------------------------------------------------------------------
+
+
+def manifest(weights: Path = WEIGHTS) -> dict[str, Any]:
+    path = weights / "build.json"
+    if not path.is_file():
+        raise UserError(f"miniworld weights {weights}: no build.json (run autolora miniworld build --out {weights})")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _load(module: Any, path: Path) -> Any:
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(path)))
+    return module
+
+
+def assemble_pipeline(folder: Path, weights: Path = WEIGHTS) -> None:
+    """Write a diffusers Stable Diffusion folder from the shipped weights (loaded later by ``from_pretrained``)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    from autolora.miniworld import nets
+    from autolora.models.tokenizer import write_clip_tokenizer_files
+
+    info = manifest(weights)
+    write_clip_tokenizer_files(folder / "_tokenizer_src")
+    pipe: Any = StableDiffusionPipeline(
+        vae=_load(nets.make_vae(info["scaling_factor"]), weights / "vae.safetensors"),
+        text_encoder=_load(nets.make_text_encoder(), weights / "text_encoder.safetensors"),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "_tokenizer_src"),
+        unet=_load(nets.make_unet(), weights / "unet.safetensors"),
+        scheduler=DDIMScheduler(**nets.SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(folder / "_tokenizer_src")
+
+
+def assemble_judge(folder: Path, weights: Path = WEIGHTS) -> None:
+    """Write the judge's open_clip config and checkpoint (``create_model_and_transforms(pretrained=FILE)``)."""
+    from autolora.miniworld import nets
+
+    manifest(weights)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{nets.JUDGE_NAME}.json").write_text(json.dumps(nets.JUDGE, indent=2))
+    shutil.copyfile(weights / "judge.safetensors", folder / "open_clip_model.safetensors")

@@ -1,0 +1,155 @@
+"""Training the miniworld diffusion model: first the VAE, then the UNet and text encoder together.
+
+The VAE is trained on every style (like Stable Diffusion's general-purpose VAE, it knows nothing of captions);
+the UNet and text encoder only on ``BASE_STYLES``, so ``HELD_OUT_STYLES`` are new to the base model and a style
+LoRA has something real to learn. The UNet learns epsilon prediction on SD 1.x's noise schedule with min-SNR
+weighting, 10% of captions dropped for classifier-free guidance, and an EMA of its weights is what ships.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autolora.miniworld.nets import Progress
+from autolora.miniworld.world import COLOURS, HELD_OUT_STYLES, SHAPES, STYLES, caption, draw
+
+if TYPE_CHECKING:
+    import torch
+
+BASE_STYLES = tuple(s for s in STYLES if s not in HELD_OUT_STYLES)
+
+
+def draw_batch(rng: random.Random, n: int, styles: tuple[str, ...]) -> tuple[torch.Tensor, list[str]]:
+    """``n`` fresh pictures as a (n, 3, H, W) tensor in [-1, 1], with their captions."""
+    import numpy as np
+    import torch
+
+    from autolora.miniworld.nets import SIZE
+
+    arrays, captions = [], []
+    for _ in range(n):
+        image, item = draw(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(styles), rng, SIZE)
+        arrays.append(np.asarray(image, dtype=np.float32))
+        captions.append(item.caption)
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return x.contiguous(), captions
+
+
+def train_vae(
+    vae: Any, steps: int, batch_size: int, seed: int, device: str, progress: Progress | None = None
+) -> list[float]:
+    """Reconstruction (MSE) plus a light KL term, on every style."""
+    import torch
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(steps, 1), pct_start=0.1)
+    losses = []
+    for _ in range(steps):
+        x, _ = draw_batch(rng, batch_size, STYLES)
+        x = x.to(device)
+        dist = vae.encode(x).latent_dist
+        recon = vae.decode(dist.sample()).sample
+        loss = torch.nn.functional.mse_loss(recon, x) + 1e-5 * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress:
+            progress(len(losses), steps, losses[-1])
+    vae.eval()
+    return losses
+
+
+@dataclass
+class LatentPool:
+    """A fixed pool of encoded base-style pictures: latent mean and std, and caption indices."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    caption_index: torch.Tensor
+    captions: list[str]  # index 0 is "" (the unconditional caption)
+
+
+def encode_pool(vae: Any, n: int, seed: int, device: str) -> LatentPool:
+    import torch
+
+    rng = random.Random(seed)
+    captions = [""] + sorted({caption(s, c, y) for s in SHAPES for c in COLOURS for y in BASE_STYLES})
+    index = {c: i for i, c in enumerate(captions)}
+    means, stds, idx = [], [], []  # type: list[torch.Tensor], list[torch.Tensor], list[int]
+    with torch.no_grad():
+        for start in range(0, n, 256):
+            x, caps = draw_batch(rng, min(256, n - start), BASE_STYLES)
+            dist = vae.encode(x.to(device)).latent_dist
+            means.append(dist.mean.cpu())
+            stds.append(dist.std.cpu())
+            idx.extend(index[c] for c in caps)
+    return LatentPool(torch.cat(means), torch.cat(stds), torch.tensor(idx), captions)
+
+
+def train_unet(
+    unet: Any,
+    text_encoder: Any,
+    token_ids: torch.Tensor,
+    pool: LatentPool,
+    scaling_factor: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    progress: Progress | None = None,
+) -> tuple[Any, Any, list[float]]:
+    """Epsilon prediction with min-SNR-5 weighting; returns the EMA UNet and text encoder and the loss curve.
+
+    ``token_ids[i]`` are the padded token ids of ``pool.captions[i]``.
+    """
+    import torch
+    from diffusers import DDPMScheduler
+
+    from autolora.miniworld.nets import SCHEDULER
+
+    torch.manual_seed(seed)
+    noise_sched: Any = DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if k != "set_alpha_to_one"})
+    alphas = noise_sched.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    unet.to(device).train()
+    text_encoder.to(device).train()
+    ema = [copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()]
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(steps, 1), pct_start=0.05)
+    token_ids = token_ids.to(device)
+    losses = []
+    for step in range(steps):
+        pick = torch.randint(0, len(pool.mean), (batch_size,))
+        latents = (pool.mean[pick] + pool.std[pick] * torch.randn_like(pool.mean[pick])).to(device) * scaling_factor
+        cap = pool.caption_index[pick].clone()
+        cap[torch.rand(batch_size) < 0.1] = 0
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), device=device)
+        noisy = noise_sched.add_noise(latents, noise, t)
+        hidden = text_encoder(token_ids[cap.to(device)])[0]
+        pred = unet(noisy, t, hidden).sample
+        weight = torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(0.998, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for model, avg in zip((unet, text_encoder), ema, strict=True):
+                for p, q in zip(model.parameters(), avg.parameters(), strict=True):
+                    q.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        if progress:
+            progress(len(losses), steps, losses[-1])
+    return ema[0], ema[1], losses

@@ -1,0 +1,110 @@
+"""The miniworld models' architectures: a Stable-Diffusion-shaped pipeline and an open_clip judge, both tiny.
+
+One place for the shapes, so that ``autolora miniworld build`` (which trains them) and the ``builtin:miniworld``
+loader (which assembles the shipped weights into a diffusers folder) cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Progress = Callable[[int, int, float], None]
+"""Training progress callback: (step, total steps, loss)."""
+
+SIZE = 32
+"""Image size in pixels; the VAE halves it, so the UNet works on 16 x 16 x 4 latents."""
+
+VAE: dict[str, Any] = dict(
+    block_out_channels=(32, 64),
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    latent_channels=4,
+    layers_per_block=1,
+    sample_size=SIZE,
+)
+
+UNET: dict[str, Any] = dict(
+    sample_size=SIZE // 2,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=64,
+    attention_head_dim=8,
+)
+
+TEXT_ENCODER: dict[str, Any] = dict(
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    hidden_size=64,
+    intermediate_size=128,
+    layer_norm_eps=1e-05,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    vocab_size=49408,
+    max_position_embeddings=77,
+    projection_dim=64,
+    hidden_act="quick_gelu",
+)
+
+# Stable Diffusion 1.x's noise schedule, so LoRA training and sampling behave as on a real checkpoint.
+SCHEDULER: dict[str, Any] = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+JUDGE_NAME = "miniworld-clip"
+JUDGE: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": SIZE, "layers": 3, "width": 96, "head_width": 32, "patch_size": 4},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+def make_vae(scaling_factor: float = 1.0) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**VAE, scaling_factor=scaling_factor)
+
+
+def make_unet() -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**UNET)
+
+
+def make_text_encoder() -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER))
+
+
+def make_judge(config_dir: Any) -> Any:
+    """A randomly initialised judge; registers its config (written into ``config_dir``) with open_clip."""
+    import json
+    import logging
+    from pathlib import Path
+
+    import open_clip
+
+    path = Path(config_dir) / f"{JUDGE_NAME}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(JUDGE, indent=2))
+    open_clip.add_model_config(path)
+    logging.disable(logging.WARNING)  # "no pretrained weights loaded": we are about to train them
+    try:
+        return open_clip.create_model(JUDGE_NAME)
+    finally:
+        logging.disable(logging.NOTSET)

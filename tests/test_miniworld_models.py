@@ -1,0 +1,119 @@
+"""The shipped miniworld models: they load like a user's model, and the quality figures hold on small samples.
+
+Thresholds are loose (the benchmark measures at scale): they catch a broken trainer, scorer or weights, not a
+percentage point.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autolora.cli import main
+from autolora.miniworld.build import WEIGHTS, assemble_pipeline
+from autolora.miniworld.world import COLOURS, SHAPES, caption, draw
+
+
+@pytest.fixture(scope="module")
+def pipe(quiet: None) -> Any:
+    import torch
+
+    from autolora.models.loading import load_pipeline, resolve_model
+
+    return load_pipeline(resolve_model("builtin:miniworld"), "cpu", torch.float32)
+
+
+@pytest.fixture(scope="module")
+def judge(quiet: None) -> Any:
+    from autolora.scoring.clip import ClipJudge
+
+    return ClipJudge("builtin:miniworld-clip", None)
+
+
+def test_shipped_weights_are_small_and_their_build_is_recorded() -> None:
+    files = sorted(WEIGHTS.glob("*.safetensors"))
+    assert {f.stem for f in files} == {"vae", "unet", "text_encoder", "judge"}
+    assert sum(f.stat().st_size for f in files) < 30 * 2**20
+    info = json.loads((WEIGHTS / "build.json").read_text())
+    assert info["wall_s"]["total"] < 3600 and info["device"] and info["config"]["seed"] == 0
+
+
+def test_judge_names_shape_colour_and_style_of_fresh_draws(judge: Any) -> None:
+    from autolora.miniworld.quality import judge_accuracy
+
+    acc = judge_accuracy(judge, 140, seed=7)
+    assert min(acc.values()) >= 0.85, acc
+
+
+def test_base_model_draws_the_prompted_shape_and_colour(pipe: Any, judge: Any) -> None:
+    from autolora.miniworld.quality import content_truth
+    from autolora.sampling import sample
+
+    prompts = [caption(s, c) for s in SHAPES for c in list(COLOURS)[:3]]
+    images = sample(pipe, prompts, [0], steps=20, guidance_scale=7.5, resolution=32, batch_size=12)
+    truth = content_truth(judge, images, prompts)
+    share = {k: sum(v) / len(v) for k, v in truth.items()}
+    assert share["pixels.both"] >= 0.6 and share["judge.both"] >= 0.6, share
+
+
+def test_scores_follow_the_truth_on_drawn_pictures(judge: Any) -> None:
+    """Style direction sees the style and ignores content; content similarity sees content."""
+    from autolora.scoring.clip import ClipStyleContentScorer
+
+    rng = random.Random(0)
+    refs = [draw(s, c, "checker", rng)[0] for s in ("circle", "square") for c in ("red", "blue", "green")]
+    anchors = [draw(s, c, "plain", rng)[0] for s in ("circle", "square") for c in ("red", "blue", "green")]
+    prompts = ["a purple star", "a orange triangle"]
+    content = [("star", "purple"), ("triangle", "orange")]
+    base = [draw(s, c, "plain", random.Random(i))[0] for i, (s, c) in enumerate(content)]
+    styled = [draw(s, c, "checker", random.Random(i))[0] for i, (s, c) in enumerate(content)]
+    wrong = [draw("circle", "red", "plain", random.Random(i))[0] for i in range(2)]
+    scorer = ClipStyleContentScorer(judge)
+    scorer.prepare(refs, prompts, 1, base, anchors)
+    s_styled, s_base, s_wrong = scorer.score(styled), scorer.score(base), scorer.score(wrong)
+    assert s_styled["style_direction"] > 0.3 and s_base["style_direction"] == 0.0
+    assert s_styled["style_direction"] > s_wrong["style_direction"] + 0.2  # painting the refs' subject is not style
+    assert s_styled["content_text"] > s_wrong["content_text"] + 0.05
+
+
+def test_default_tune_learns_the_held_out_style(tmp_path: Path, capsys: Any) -> None:
+    """No --base-model: miniworld and its checker style; a trained LoRA shows the texture the base lacks."""
+    from autolora.adapter import KeptAdapter
+    from autolora.miniworld.truth import style_strength
+    from autolora.sampling import load_images
+
+    space = tmp_path / "fixed.yaml"
+    space.write_text(
+        "params: {rank: 8, alpha_ratio: 1.0, learning_rate: 5.0e-3, steps: 200, batch_size: 4, init: gaussian,\n"
+        "         target_blocks: [down, mid, up], target_layers: [self_attn, cross_attn]}\n"
+    )
+    args = ["tune", "--trials", "1", "--out", "run", "--search-space", str(space), "--no-progress",
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--set", "eval.seeds=[0, 1]"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    kept = KeptAdapter.load(tmp_path / "run" / "adapters" / "trial_0")
+    base = load_images(next((tmp_path / "run" / "cache").glob("base-samples-*.safetensors")))
+    lora_strength = sum(style_strength(im, "checker") for im in kept.samples) / len(kept.samples)
+    base_strength = sum(style_strength(im, "checker") for im in base) / len(base)
+    assert lora_strength > base_strength + 0.1, (lora_strength, base_strength)
+    assert kept.info["metrics"]["style_direction"] > 0.1, kept.info["metrics"]
+
+
+def test_build_is_reproducible_from_its_seed(tmp_path: Path, capsys: Any, quiet: None) -> None:
+    """A miniature build, twice: identical weights; the folder assembles into a loadable pipeline."""
+    import torch
+
+    from autolora.models.loading import load_pipeline, resolve_model
+
+    for name in ("a", "b"):
+        assert main(["miniworld", "build", "--scale", "0.001", "--out", str(tmp_path / name)]) == 0
+    for f in ("vae", "unet", "text_encoder", "judge"):
+        assert (tmp_path / "a" / f"{f}.safetensors").read_bytes() == (tmp_path / "b" / f"{f}.safetensors").read_bytes()
+    assemble_pipeline(tmp_path / "pipe", tmp_path / "a")
+    pipe = load_pipeline(resolve_model(str(tmp_path / "pipe")), "cpu", torch.float32)
+    assert pipe.vae.config.scaling_factor == json.loads((tmp_path / "a" / "build.json").read_text())["scaling_factor"]
+    assert main(["miniworld", "build", "--out", str(tmp_path / "a")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
