@@ -14,6 +14,7 @@ import pytest
 from conftest import DATA, FAST
 
 from autolora.cli import main
+from autolora.data import BUILTIN_PROMPTS
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -112,7 +113,7 @@ def test_export_reloads_to_the_trial_output(first_run: dict[str, Any], tmp_path:
     )
     kept = KeptAdapter.load(run / "adapters" / f"trial_{best}")
     expected = np.stack([np.asarray(im, dtype=np.int16) for im in kept.samples])
-    prompts = [f"{p}, in sks style" for p in ("a red circle", "a blue square", "a green triangle", "a yellow star")]
+    prompts = [f"{p}, in sks style" for p in BUILTIN_PROMPTS]
     base_images = None
     for weight_name in ("pytorch_lora_weights.safetensors", f"s1-trial{best}.safetensors"):
         pipe = StableDiffusionPipeline.from_pretrained(builtin_path("builtin:tiny-sd"), safety_checker=None)
@@ -191,7 +192,7 @@ def test_sdxl_study_with_text_encoders_exports_what_it_scored(tmp_path: Path, ca
     assert any(k.startswith("lora_unet_input_blocks_") for k in keys)
     assert any(k.startswith("lora_te1_") for k in keys) and any(k.startswith("lora_te2_") for k in keys)
     expected = np.stack([np.asarray(im, dtype=np.int16) for im in kept.samples])
-    prompts = [f"{p}, in sks style" for p in ("a red circle", "a blue square", "a green triangle", "a yellow star")]
+    prompts = [f"{p}, in sks style" for p in BUILTIN_PROMPTS]
     for weight_name in ("pytorch_lora_weights.safetensors", "xl-trial0.safetensors"):
         pipe = StableDiffusionXLPipeline.from_pretrained(builtin_path("builtin:tiny-sdxl"))
         pipe.set_progress_bar_config(disable=True)
