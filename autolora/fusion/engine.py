@@ -286,11 +286,19 @@ def _check_names(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> None
 
 
 def _load_one(pipe: Any, path: Path, name: str) -> None:
+    import logging
+
+    # diffusers logs the whole traceback at ERROR before it raises; the user gets our one line instead.
+    diffusers_log = logging.getLogger("diffusers")
+    level = diffusers_log.level
+    diffusers_log.setLevel(logging.CRITICAL)
     try:
         pipe.load_lora_weights(str(path), adapter_name=name)
     except Exception as e:  # diffusers raises ValueError/KeyError/RuntimeError for files it cannot map
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"LoRA file {path}: diffusers could not load it into this model ({reason})") from None
+    finally:
+        diffusers_log.setLevel(level)
     if not any(name in a for a in pipe.get_list_adapters().values()):
         # diffusers only warns when no key matches a module of the model
         raise UserError(f"LoRA file {path}: none of its modules exists in the base model (made for another model?)")
