@@ -62,9 +62,9 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypa
 def test_ctrl_c_leaves_a_resumable_study(tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(
-        "params:\n  rank: 4\n  steps: 80\n  init: gaussian\n  learning_rate: {low: 1.0e-4, high: 1.0e-3}\n"
+        "params:\n  rank: 4\n  steps: 4000\n  init: gaussian\n  learning_rate: {low: 1.0e-4, high: 1.0e-3}\n"
     )
-    args = [*config_args(tmp_path, "ctrlc"), "--set", "train.eval_every=80"]
+    args = [*config_args(tmp_path, "ctrlc"), "--set", "train.eval_every=4000"]
     args[args.index(FAST[1])] = str(space)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "autolora", *args, "--trials", "5"], cwd=tmp_path, env=env,

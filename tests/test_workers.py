@@ -191,7 +191,8 @@ def test_lost_database_stops_the_worker_cleanly(tmp_path: Path, pg: Postgres) ->
 
 def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
-    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "200"))
+    # Long trials: whenever the signal comes, it lands mid-trial.
+    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "4000"))
     url = f"sqlite:///{tmp_path}/c.db"
     proc = autolora(*tune_args(tmp_path, "cc", url, "--search-space", str(space)), "--trials", "6", "--workers", "2",
                     cwd=tmp_path)  # fmt: skip
