@@ -189,14 +189,13 @@ def test_lost_database_stops_the_worker_cleanly(tmp_path: Path, pg: Postgres) ->
     assert sum(1 for t in study.trials if t.state in FINISHED) >= len(done)
 
 
-@pytest.mark.slow  # passes alone; in the full suite the tune process exits 0 before the signal (cause not found yet)
 def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
-    # Long trials: whenever the signal comes, it lands mid-trial.
-    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "4000"))
+    # Long trials (40 steps of 256 pictures): whenever the signal comes, it lands mid-trial.
+    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", "40"))
     url = f"sqlite:///{tmp_path}/c.db"
-    proc = autolora(*tune_args(tmp_path, "cc", url, "--search-space", str(space)), "--trials", "6", "--workers", "2",
-                    cwd=tmp_path)  # fmt: skip
+    args = tune_args(tmp_path, "cc", url, "--search-space", str(space), "--set", "train.batch_size=256")
+    proc = autolora(*args, "--trials", "6", "--workers", "2", cwd=tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -207,6 +206,7 @@ def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
         if len(running) == 2:
             break
         time.sleep(0.3)
+    assert proc.poll() is None, f"the study ended before the signal: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
     rc, _, err = finish(proc, timeout=120)
     assert rc == 130, err
