@@ -129,4 +129,4 @@ def builtin_style_folder() -> Path:
             image.save(tmp / f"{BUILTIN_STYLE}_{i:02d}.png")
             (tmp / f"{BUILTIN_STYLE}_{i:02d}.txt").write_text(f"a {item.colour} {item.shape}\n")
 
-    return build_once(cache_root() / "styles" / f"miniworld-{BUILTIN_STYLE}-v1", write)
+    return build_once(cache_root() / "styles" / f"miniworld-{BUILTIN_STYLE}-v2", write)

@@ -12,7 +12,7 @@ granularity with the same trial budget over several seeds.
 4. saves ``fuse_miniworld.png``: the sample grid of each granularity's best trial of the first seed.
 
     python benchmarks/fuse_miniworld.py [--base-model builtin:miniworld] [--styles checker dotted]
-        [--trials 30] [--seeds 0 1 2] [--train-steps 200] [--out runs/fuse-miniworld]
+        [--trials 16] [--seeds 0 1 2] [--train-steps 300] [--out runs/fuse-miniworld]
 
 Smoke (minutes on 2 CPU cores): ``--base-model builtin:tiny-sd --trials 3 --seeds 0 1 2 --train-steps 4
 --steps 2``.
@@ -29,7 +29,8 @@ FIXED_SPACE = """description: one fixed LoRA per style (fuse_miniworld benchmark
 params:
   rank: 8
   alpha_ratio: 1.0
-  learning_rate: 1.0e-3
+  learning_rate: 4.0e-3
+  batch_size: 4
   steps: {steps}
   target_blocks: [down, mid, up]
   target_layers: [self_attn, cross_attn, ff]
@@ -147,9 +148,9 @@ def main() -> None:
     parser.add_argument("--base-model", default=default_base())
     parser.add_argument("--styles", nargs=2, default=["checker", "dotted"])
     parser.add_argument("--granularities", nargs="+", default=["global", "layer"])
-    parser.add_argument("--trials", type=int, default=30, help="trials per fusion study")
+    parser.add_argument("--trials", type=int, default=16, help="trials per fusion study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=20, help="denoising steps per sample")
     parser.add_argument("--images", type=int, default=16, help="style images per style")
     parser.add_argument("--size", type=int, default=32)

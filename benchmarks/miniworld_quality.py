@@ -137,11 +137,12 @@ def _space(work: Path, name: str, params: dict[str, Any]) -> str:
 
 def _truth_of(images: list[Any], prompts: list[str], seeds: int, judge: Any, style: str) -> dict[str, float]:
     from autolora.miniworld.quality import content_truth
-    from autolora.miniworld.truth import style_strength
+    from autolora.miniworld.truth import style_strength, tone_shift
 
     truth = content_truth(judge, images, [p for p in prompts for _ in range(seeds)])
     return {
         "style_strength": mean([style_strength(im, style) for im in images]),
+        "tone_shift": mean([tone_shift(im, style) for im in images]),
         "content_pixels": mean(truth["pixels.both"]),
         "content_judge": mean(truth["judge.both"]),
     }
@@ -152,7 +153,7 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
     from autolora.data import BUILTIN_STYLE
     from autolora.export import export_all
     from autolora.miniworld.quality import content_truth, spearman
-    from autolora.miniworld.truth import style_strength
+    from autolora.miniworld.truth import style_strength, tone_shift
     from autolora.sampling import grid, sample
     from autolora.store import adapter_dir
 
@@ -178,34 +179,37 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
         each = session.scorer.score_each(images)
         truth = content_truth(session.judge, images, [p for p in plan.prompts for _ in seeds])
         strength = [style_strength(im, BUILTIN_STYLE) for im in images]
+        tone = [tone_shift(im, BUILTIN_STYLE) for im in images]
         row = {"scale": scale, **{k: mean(v) for k, v in each.items()}}
-        row.update(style_strength=mean(strength), content_pixels=mean(truth["pixels.both"]))
+        row.update(style_strength=mean(strength), tone_shift=mean(tone), content_pixels=mean(truth["pixels.both"]))
         rows.append(row)
         for k, v in each.items():
             per_sample.setdefault(k, []).extend(v)
-        per_sample.setdefault("strength", []).extend(strength)
+        per_sample.setdefault("style_strength", []).extend(strength)
+        per_sample.setdefault("tone_shift", []).extend(tone)
         per_sample.setdefault("content_ok", []).extend(float(x) for x in truth["pixels.both"])
         pictures.append(images[:: len(seeds)])
         print(
             f"  scale {scale:4.2f}: style_fidelity {row['style_fidelity']:.4f} style_direction "
-            f"{row['style_direction']:+.4f} content_text {row['content_text']:.4f} | pixels: style strength "
-            f"{row['style_strength']:.3f}, content right {row['content_pixels']:.0%}"
+            f"{row['style_direction']:+.4f} content_text {row['content_text']:.4f} | pixels: texture "
+            f"{row['style_strength']:.3f}, tone {row['tone_shift']:+.3f}, content right {row['content_pixels']:.0%}"
         )
     pipe.delete_adapters(["checker"])
     corr = {}
     for metric in ("style_fidelity", "style_gain", "style_direction"):
-        corr[metric] = {
-            "over_scales": spearman([r[metric] for r in rows], [r["style_strength"] for r in rows]),
-            "per_sample": spearman(per_sample[metric], per_sample["strength"]),
-        }
+        for truth_key in ("style_strength", "tone_shift"):
+            corr[f"{metric} ~ {truth_key}"] = {
+                "over_scales": spearman([r[metric] for r in rows], [r[truth_key] for r in rows]),
+                "per_sample": spearman(per_sample[metric], per_sample[truth_key]),
+            }
     for metric in ("content_text", "content_base"):
-        corr[metric] = {
+        corr[f"{metric} ~ content_right"] = {
             "over_scales": spearman([r[metric] for r in rows], [r["content_pixels"] for r in rows]),
             "per_sample": spearman(per_sample[metric], per_sample["content_ok"]),
         }
-    print("  Spearman with the pixel truth (style metrics vs style strength, content metrics vs content right):")
+    print("  Spearman with the pixel truth (texture: style_strength, tone: tone_shift, content right):")
     for metric, c in corr.items():
-        print(f"    {metric:16s} over scales {c['over_scales']:+.2f}   per sample {c['per_sample']:+.2f}")
+        print(f"    {metric:32s} over scales {c['over_scales']:+.2f}   per sample {c['per_sample']:+.2f}")
     upscale(grid([im for col in zip(*pictures, strict=True) for im in col], rows=len(prompts))).save(
         out / "scale-sweep.png"
     )
@@ -244,16 +248,16 @@ def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
     base_truth = _truth_of(grids["base"], prompts, len(seeds), judge, BUILTIN_STYLE)
     results["base"] = base_truth
     print(
-        f"    {'base model':18s} objective    n/a   style strength {base_truth['style_strength']:.3f}  "
-        f"content right {base_truth['content_pixels']:.0%}"
+        f"    {'base model':18s} objective    n/a   texture {base_truth['style_strength']:.3f}  "
+        f"tone {base_truth['tone_shift']:+.3f}  content right {base_truth['content_pixels']:.0%}"
     )
     for name, (value, kept) in runs.items():
         truth = _truth_of(kept.samples, prompts, len(seeds), judge, BUILTIN_STYLE)
         results[name] = {"objective": value, **truth, "params": kept.info.get("params")}
         grids[name] = kept.samples
         print(
-            f"    {name:18s} objective {value:+.4f}  style strength {truth['style_strength']:.3f}  "
-            f"content right {truth['content_pixels']:.0%}"
+            f"    {name:18s} objective {value:+.4f}  texture {truth['style_strength']:.3f}  "
+            f"tone {truth['tone_shift']:+.3f}  content right {truth['content_pixels']:.0%}"
         )
     columns = [[ims[i * len(seeds)] for i in range(len(prompts))] for ims in grids.values()]
     upscale(grid([im for row in zip(*columns, strict=True) for im in row], rows=len(prompts))).save(

@@ -74,3 +74,33 @@ def test_pixel_ground_truth_sees_nothing_in_a_blank_picture() -> None:
     from autolora.miniworld.world import BACKGROUND
 
     assert read_content(Image.new("RGB", (32, 32), BACKGROUND)) == (None, None)
+
+
+@pytest.mark.parametrize("style", ["striped", "dotted", "checker"])
+def test_pixel_style_readings_tell_texture_from_tone(style: str) -> None:
+    """Texture (style_strength) and tone (tone_shift): ~0 on a plain fill, ~1 on the drawn style; a flat fill
+    in the style's mean tone has the tone but not the texture."""
+    from PIL import Image
+
+    from autolora.miniworld.truth import _style_tone, style_strength, tone_shift
+    from autolora.miniworld.world import BACKGROUND
+
+    styled = [image for image, _ in sample_items(12, style=style, seed=3)]
+    plain = [image for image, _ in sample_items(12, style="plain", seed=3)]
+    assert min(style_strength(im, style) for im in styled) > 0.9
+    assert max(style_strength(im, style) for im in plain) < 0.1
+    assert np.mean([tone_shift(im, style) for im in styled]) == pytest.approx(1.0, abs=0.1)
+    assert max(abs(tone_shift(im, style)) for im in plain) < 0.05
+    # Plain pictures repainted in the style's mean tone: the whole tone, none of the texture.
+    flat = []
+    for image in plain:
+        arr = np.asarray(image, dtype=float)
+        inside = np.abs(arr - np.array(BACKGROUND)).sum(-1) > 60
+        ref = arr[inside].mean(0)
+        t = _style_tone(style, 32)
+        arr[inside] = ref + t * ((255.0 - ref) if t > 0 else ref)
+        flat.append(Image.fromarray(arr.clip(0, 255).astype(np.uint8)))
+    assert np.mean([tone_shift(im, style) for im in flat]) == pytest.approx(1.0, abs=0.15)
+    assert max(style_strength(im, style) for im in flat) < 0.1
+    with pytest.raises(ValueError, match="outline"):
+        tone_shift(styled[0], "outline")

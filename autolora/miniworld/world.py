@@ -77,10 +77,16 @@ def _mix(c: tuple[int, int, int], other: tuple[int, int, int], t: float) -> tupl
     )
 
 
+def _period(size: int) -> int:
+    # 8 px at 32 px: cells and stripes of 4 px are 2 latent pixels wide behind the factor-2 VAE. Finer textures
+    # (2 px cells, the first build) were beyond the 16x16-latent UNet: the base never drew its trained stripes
+    # and no LoRA learnt the held-out checker's texture, only its darker paint.
+    return max(4, 2 * (size // 8))
+
+
 def pattern_period(style: str, size: int) -> int:
     """Pixels after which a patterned style's texture repeats (in x and y) at image size ``size``."""
-    period = max(4, size // 6)
-    return period if style == "dotted" else 2 * (period // 2)
+    return _period(size)
 
 
 def pattern(style: str, size: int, dx: int = 0, dy: int = 0) -> Any:
@@ -92,7 +98,7 @@ def pattern(style: str, size: int, dx: int = 0, dy: int = 0) -> Any:
     import numpy as np
 
     yy, xx = np.mgrid[dy : dy + size, dx : dx + size]
-    period = max(4, size // 6)
+    period = _period(size)
     if style == "striped":
         return ((xx + yy) // (period // 2)) % 2 == 0
     if style == "dotted":
