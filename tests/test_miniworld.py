@@ -104,3 +104,18 @@ def test_pixel_style_readings_tell_texture_from_tone(style: str) -> None:
     assert max(style_strength(im, style) for im in flat) < 0.1
     with pytest.raises(ValueError, match="outline"):
         tone_shift(styled[0], "outline")
+
+
+@pytest.mark.parametrize("pct_start", [0.05, 0.1])
+def test_one_cycle_runs_at_any_step_count(pct_start: float) -> None:
+    """Smoke builds (``--scale 0.01``) train for a handful of steps; torch's schedule must not divide by zero."""
+    import torch
+
+    from autolora.miniworld.optim import OneCycle
+
+    for steps in range(1, 31):
+        w = torch.nn.Parameter(torch.ones(2))
+        fit = OneCycle([w], steps, weight_decay=0.0, pct_start=pct_start)
+        for _ in range(steps):
+            fit.step((w**2).sum())
+        assert len(fit.losses) == steps and fit.losses[-1] < fit.losses[0] or steps == 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autolora.miniworld.nets import Progress
+from autolora.miniworld.optim import OneCycle
 from autolora.miniworld.world import COLOURS, HELD_OUT_STYLES, SHAPES, STYLES, caption, draw
 
 if TYPE_CHECKING:
@@ -47,24 +48,15 @@ def train_vae(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(steps, 1), pct_start=0.1)
-    losses = []
+    fit = OneCycle(vae.parameters(), steps, weight_decay=0.0, progress=progress)
     for _ in range(steps):
         x, _ = draw_batch(rng, batch_size, STYLES)
         x = x.to(device)
         dist = vae.encode(x).latent_dist
         recon = vae.decode(dist.sample()).sample
-        loss = torch.nn.functional.mse_loss(recon, x) + 1e-5 * dist.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if progress:
-            progress(len(losses), steps, losses[-1])
+        fit.step(torch.nn.functional.mse_loss(recon, x) + 1e-5 * dist.kl().mean())
     vae.eval()
-    return losses
+    return fit.losses
 
 
 @dataclass
@@ -123,10 +115,8 @@ def train_unet(
     text_encoder.to(device).train()
     ema = [copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()]
     params = [*unet.parameters(), *text_encoder.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(steps, 1), pct_start=0.05)
+    fit = OneCycle(params, steps, weight_decay=0.01, pct_start=0.05, clip=1.0, progress=progress)
     token_ids = token_ids.to(device)
-    losses = []
     for step in range(steps):
         pick = torch.randint(0, len(pool.mean), (batch_size,))
         latents = (pool.mean[pick] + pool.std[pick] * torch.randn_like(pool.mean[pick])).to(device) * scaling_factor
@@ -138,18 +128,10 @@ def train_unet(
         hidden = text_encoder(token_ids[cap.to(device)])[0]
         pred = unet(noisy, t, hidden).sample
         weight = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        fit.step((weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean())
         decay = min(0.998, (1 + step) / (10 + step))
         with torch.no_grad():
             for model, avg in zip((unet, text_encoder), ema, strict=True):
                 for p, q in zip(model.parameters(), avg.parameters(), strict=True):
                     q.lerp_(p, 1 - decay)
-        losses.append(loss.item())
-        if progress:
-            progress(len(losses), steps, losses[-1])
-    return ema[0], ema[1], losses
+    return ema[0], ema[1], fit.losses

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from autolora.miniworld.nets import Progress
+from autolora.miniworld.optim import OneCycle
 from autolora.miniworld.world import COLOURS, SHAPES, STYLES, Item, draw
 
 if TYPE_CHECKING:
@@ -79,9 +80,7 @@ def train_judge(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(steps, 1), pct_start=0.1)
-    losses = []
+    fit = OneCycle(model.parameters(), steps, weight_decay=0.05, progress=progress)
     for _ in range(steps):
         items, images, texts = [], [], []
         for _ in range(batch_size):
@@ -95,18 +94,11 @@ def train_judge(
         img = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
         txt = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
-        loss = 0.5 * (_soft_ce(logits, fits) + _soft_ce(logits.T, fits.T))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        fit.step(0.5 * (_soft_ce(logits, fits) + _soft_ce(logits.T, fits.T)))
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
-        losses.append(loss.item())
-        if progress:
-            progress(len(losses), steps, losses[-1])
     model.eval()
-    return losses
+    return fit.losses
 
 
 def _soft_ce(logits: torch.Tensor, fits: torch.Tensor) -> torch.Tensor:

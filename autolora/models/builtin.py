@@ -98,16 +98,9 @@ def _build_tiny_pipeline(folder: Path, sdxl: bool) -> None:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**_tiny_unet_kwargs(sdxl))  # type: ignore[arg-type]
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=32,
-    )
-    from autolora.miniworld.nets import SCHEDULER, TEXT_ENCODER
+    from autolora.miniworld.nets import SCHEDULER, TEXT_ENCODER, VAE
+
+    vae = AutoencoderKL(**VAE)  # miniworld's VAE shape, with seeded random weights
 
     # miniworld's text-encoder shape, narrower (the seeded weights are those of the first tiny builds)
     narrow = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "hidden_act": "gelu"}
