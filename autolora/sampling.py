@@ -72,7 +72,7 @@ def save_images(path: Path, images: list[Image.Image]) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from autolora.store import temp_beside
+    from autolora.core.rundir import temp_beside
 
     arr = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
     tmp = temp_beside(path)

@@ -48,8 +48,8 @@ def train_lora(style: str, args: argparse.Namespace, work: Path, uri: str) -> tu
     """(style folder, exported diffusers LoRA file) of ``style``, trained by ``autolora tune``."""
     from autolora.config import load_config
     from autolora.miniworld.cli import write_style_folder
-    from autolora.report import export_trial
-    from autolora.study import run_tune
+    from autolora.tune.export import export_trial
+    from autolora.tune.job import run_tune
 
     folder = work / "styles" / style
     if not folder.exists():
@@ -77,8 +77,8 @@ def train_lora(style: str, args: argparse.Namespace, work: Path, uri: str) -> tu
 def fuse(granularity: str, seed: int, loras: dict[str, tuple[Path, Path]], args: argparse.Namespace, work: Path,
          uri: str) -> Any:  # fmt: skip
     from autolora.config import load_config
-    from autolora.fusion.config import FuseRunConfig
-    from autolora.fusion.study import run_fuse
+    from autolora.fuse.config import FuseRunConfig
+    from autolora.fuse.job import run_fuse
 
     name = f"{granularity}-s{seed}"
     overrides = [
@@ -100,7 +100,7 @@ def fuse(granularity: str, seed: int, loras: dict[str, tuple[Path, Path]], args:
 
 def points(study: Any) -> list[tuple[float, float]]:
     """(style_gain_min, content) of every complete trial, content as the fuse-pareto recipe defines it."""
-    from autolora.fusion.summary import complete
+    from autolora.fuse.summary import complete
 
     out = []
     for t in complete(study):
@@ -112,7 +112,7 @@ def points(study: Any) -> list[tuple[float, float]]:
 def hypervolumes(sets: list[list[tuple[float, float]]]) -> list[float]:
     import numpy as np
 
-    from autolora.fusion.summary import _hypervolume
+    from autolora.fuse.summary import _hypervolume
 
     losses = [-np.array(s, dtype=float).reshape(-1, 2) for s in sets]
     reference = np.concatenate(losses).max(0) + 1e-9

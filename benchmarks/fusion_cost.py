@@ -29,7 +29,7 @@ def random_loras(folder: Path, pipe: Any) -> list[str]:
 
     from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
     from autolora.export import export_all
-    from autolora.fusion import base_facts
+    from autolora.fuse import base_facts
 
     attn = ["to_q", "to_k", "to_v", "to_out.0"]
     specs = {
@@ -70,15 +70,15 @@ def main() -> None:
     import torch
 
     from autolora.config import load_config
-    from autolora.fusion.config import FuseRunConfig
-    from autolora.fusion.plan import make_fuse_plan
-    from autolora.fusion.session import FuseSession
-    from autolora.fusion.space import CoefficientSpace
-    from autolora.fusion.trial import FuseTrialRunner
+    from autolora.core.tracking import Tracker
+    from autolora.fuse.config import FuseRunConfig
+    from autolora.fuse.plan import make_fuse_plan
+    from autolora.fuse.session import FuseSession
+    from autolora.fuse.space import CoefficientSpace
+    from autolora.fuse.trial import FuseTrialRunner
     from autolora.models.loading import load_pipeline, resolve_model
     from autolora.quiet import quiet_libraries
     from autolora.sampling import sample
-    from autolora.tracking import Tracker
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

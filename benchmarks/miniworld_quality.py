@@ -106,7 +106,7 @@ def part_base(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _tune(work: Path, name: str, overrides: list[tuple[str, str, Any]]) -> Any:
     from autolora.config import load_config
-    from autolora.study import run_tune
+    from autolora.tune.job import run_tune
 
     base = [
         ("study", "name", name),
@@ -119,8 +119,8 @@ def _tune(work: Path, name: str, overrides: list[tuple[str, str, Any]]) -> Any:
 
 def _session(config: Any) -> Any:
     """The study's pipeline, judge, scorer and base samples (read back from the study's cache)."""
-    from autolora.plan import make_plan
-    from autolora.session import Session
+    from autolora.tune.plan import make_plan
+    from autolora.tune.session import Session
 
     session = Session.load(make_plan(config))
     session.prepare(session.plan.run_dir / "cache")
@@ -150,12 +150,12 @@ def _truth_of(images: list[Any], prompts: list[str], seeds: int, judge: Any, sty
 
 def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     from autolora.adapter import KeptAdapter
+    from autolora.core.rundir import adapter_dir
     from autolora.data import BUILTIN_STYLE
     from autolora.export import export_all
     from autolora.miniworld.quality import content_truth, spearman
     from autolora.miniworld.truth import style_strength, tone_shift
     from autolora.sampling import grid, sample
-    from autolora.store import adapter_dir
 
     seeds = list(range(args.validity_seeds))
     _, config = _tune(
@@ -218,10 +218,10 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
 
 def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     from autolora.adapter import KeptAdapter
+    from autolora.core.rundir import adapter_dir
     from autolora.data import BUILTIN_STYLE
+    from autolora.recipes import read_recipe
     from autolora.sampling import grid
-    from autolora.search import read_recipe
-    from autolora.store import adapter_dir
 
     seeds = list(range(args.tuning_seeds))
     common = [("eval", "seeds", seeds), ("study", "workers", args.workers)]

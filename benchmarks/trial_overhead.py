@@ -27,7 +27,7 @@ PHASES = ("adapter", "train", "sample", "score", "log", "keep")
 
 def run(mode: str, args: argparse.Namespace, work: Path) -> tuple[float, list[dict[str, float]], float]:
     from autolora.config import load_config
-    from autolora.study import run_tune
+    from autolora.tune.job import run_tune
 
     overrides = [
         ("study", "trials", args.trials),

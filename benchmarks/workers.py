@@ -19,7 +19,7 @@ from pathlib import Path
 
 def tune(work: Path, k: int, trials: int, space: str) -> tuple[float, int]:
     from autolora.config import load_config
-    from autolora.study import run_tune
+    from autolora.tune.job import run_tune
 
     overrides = [
         ("study", "trials", trials),
@@ -40,7 +40,7 @@ def tune(work: Path, k: int, trials: int, space: str) -> tuple[float, int]:
 def storage_overhead(work: Path, n: int = 60) -> tuple[float, float]:
     import optuna
 
-    from autolora.storage import make_storage
+    from autolora.core.storage import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -164,8 +164,8 @@ def _load_pipe() -> Any:
 def test_export_reloads_the_in_memory_fusion(
     run: dict[str, Any], work: dict[str, Any], tiny_sd: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from autolora.fusion import load_loras, unload
-    from autolora.fusion.space import Fusion
+    from autolora.fuse import load_loras, unload
+    from autolora.fuse.space import Fusion
 
     out = work["root"] / "export"
     rc, printed, err = _cli(capsys, "export", str(run["dir"]), "--out", str(out), "--trial", "1", "--rank", "1")
@@ -238,7 +238,7 @@ def test_two_phase_pareto_run_and_export(work: dict[str, Any], capsys: pytest.Ca
 
 
 def test_hypervolume() -> None:
-    from autolora.fusion.summary import _hypervolume
+    from autolora.fuse.summary import _hypervolume
 
     assert _hypervolume(np.array([[-1.0, -1.0]]), np.array([0.0, 0.0])) == pytest.approx(1.0)
     assert _hypervolume(np.array([[-2.0, -1.0], [-1.0, -2.0]]), np.array([0.0, 0.0])) == pytest.approx(3.0)

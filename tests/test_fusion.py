@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from autolora.errors import UserError
 from autolora.export import export_all
-from autolora.fusion import FusedAdapters, fused_adapter, load_loras, reduce_rank, unload
+from autolora.fuse import FusedAdapters, fused_adapter, load_loras, reduce_rank, unload
 
 ATTN = ["to_q", "to_k", "to_v", "to_out.0"]
 TE = ["q_proj", "k_proj", "v_proj", "out_proj"]

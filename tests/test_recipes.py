@@ -8,8 +8,9 @@ import pytest
 from autolora.errors import UserError
 from autolora.models.layers import unet_candidates_from_config
 from autolora.models.loading import resolve_model
+from autolora.recipes import builtin_names
 from autolora.scoring.objective import SCORERS, load_objective, parse_objective
-from autolora.search import builtin_names, load_search_space, parse_search_space
+from autolora.tune.search import load_search_space, parse_search_space
 
 SPACES = builtin_names("autolora.search_spaces")
 OBJECTIVES = builtin_names("autolora.objectives")

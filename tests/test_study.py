@@ -27,11 +27,12 @@ def config_args(tmp_path: Path, name: str) -> list[str]:
 def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
 
-    from autolora.plan import make_plan
-    from autolora.session import Session
-    from autolora.study import open_study
-    from autolora.tracking import Tracker
-    from autolora.trial import TrialRunner
+    from autolora.core.storage import make_storage
+    from autolora.core.study import open_study
+    from autolora.core.tracking import Tracker
+    from autolora.tune.plan import make_plan, study_spec
+    from autolora.tune.session import Session
+    from autolora.tune.trial import TrialRunner
 
     monkeypatch.chdir(tmp_path)
     overrides = [parse_override(FAST[i + 1]) for i, flag in enumerate(FAST) if flag == "--set"]
@@ -41,7 +42,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypa
     session = Session.load(plan)
     session.prepare(tmp_path / "cache")
     plan.run_dir.mkdir(parents=True)
-    study = open_study(plan)
+    study = open_study(study_spec(plan), make_storage(plan.config.storage_url), plan.config.study, record={})
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "nan-test")
     parent = tracker.start_parent("p", {}, [])
     good = session.train_data

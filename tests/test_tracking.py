@@ -1,4 +1,4 @@
-"""autolora.tracking against a real SQLite-backed MLflow store and real Optuna studies (no mocks)."""
+"""autolora.core.tracking against a real SQLite-backed MLflow store and real Optuna studies (no mocks)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from autolora.core.tracking import PARENT_TAG, ParentRun, Tracker, flatten
 from autolora.errors import UserError
-from autolora.tracking import PARENT_TAG, ParentRun, Tracker, flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -250,7 +250,9 @@ def test_flatten() -> None:
 
 
 def test_import_does_not_load_heavy_modules() -> None:
-    code = "import autolora.tracking, sys; print([m for m in ('mlflow', 'optuna', 'matplotlib') if m in sys.modules])"
+    code = (
+        "import autolora.core.tracking, sys; print([m for m in ('mlflow', 'optuna', 'matplotlib') if m in sys.modules])"
+    )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,8 +12,8 @@ from autolora.adapter import adapter_state_dict, attach, detach
 from autolora.data import builtin_style_folder, load_style_set
 from autolora.errors import TrialFailed
 from autolora.models.layers import lora_candidates
-from autolora.search import parse_search_space
-from autolora.train import TrainData, TrainSettings, train_lora
+from autolora.tune.search import parse_search_space
+from autolora.tune.train import TrainData, TrainSettings, train_lora
 
 
 def weights_hash(*modules: torch.nn.Module) -> str:

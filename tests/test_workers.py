@@ -16,7 +16,7 @@ import pytest
 from conftest import DATA, FAST
 from postgres import Postgres, available, postgres
 
-from autolora.storage import BudgetSpent, enqueue_budget, make_storage
+from autolora.core.storage import BudgetSpent, enqueue_budget, make_storage
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -71,7 +71,7 @@ def test_pop_only_storage_refuses_new_trials(tmp_path: Path) -> None:
 
 POP = """
 import sys, optuna
-from autolora.storage import BudgetSpent, make_storage
+from autolora.core.storage import BudgetSpent, make_storage
 study = optuna.load_study(study_name="race", storage=make_storage(sys.argv[1], pop_only=True))
 n = 0
 try:

@@ -1,13 +1,52 @@
-"""``autolora miniworld images``: write a miniworld style folder that ``autolora tune --style-images`` reads."""
+"""``autolora miniworld images|build``: write a miniworld style folder that ``autolora tune --style-images`` reads,
+or train the miniworld models from a seed."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from autolora.errors import UserError, closest
+
+
+def register(sub: Any) -> None:
+    m = sub.add_parser("miniworld", help="the procedural miniworld (shapes x colours x styles)")
+    msub = m.add_subparsers(dest="miniworld_command", required=True)
+    mi = msub.add_parser("images", help="write a style folder of miniworld pictures with content captions")
+    mi.add_argument("--style", required=True, help="plain, striped, dotted, outline, pastel, grain or checker")
+    mi.add_argument("--n", type=int, default=16, help="number of pictures (default 16)")
+    mi.add_argument("--out", required=True, type=Path, help="new folder to write")
+    mi.add_argument("--seed", type=int, default=0)
+    mi.add_argument("--size", type=int, default=32, help="pixels (default 32)")
+    mb = msub.add_parser(
+        "build",
+        help="train the miniworld diffusion model and CLIP judge from a seed",
+        description="Train the miniworld VAE, UNet + text encoder and open_clip judge from a seed and write them "
+        "as fp16 safetensors with build.json (timings, losses, judge accuracy). The shipped weights are one such "
+        "build (autolora/miniworld/weights).",
+    )
+    mb.add_argument("--out", required=True, type=Path, help="new folder to write")
+    mb.add_argument("--seed", type=int, default=0)
+    mb.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    mb.add_argument("--scale", type=float, default=1.0, help="multiply every step count (default 1; <1 for a smoke)")
+    m.set_defaults(handler=cmd_miniworld)
+
+
+def cmd_miniworld(args: argparse.Namespace) -> int:
+    if args.miniworld_command == "build":
+        from autolora.miniworld.build import BuildConfig, build
+
+        config = BuildConfig(seed=args.seed, device=args.device, scale=args.scale)
+        info = build(config, args.out, log=lambda line: print(line, flush=True))
+        print(f"wrote {args.out} in {info['wall_s']['total']:.0f} s on {info['device']}")
+        return 0
+    files = write_style_folder(args.style, args.n, args.out, seed=args.seed, size=args.size)
+    print(f"{len(files)} {args.style} pictures in {args.out} (captions in .txt files)")
+    return 0
 
 
 def write_style_folder(style: str, n: int, out: Path, seed: int = 0, size: int = 32) -> list[Path]:

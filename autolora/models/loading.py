@@ -20,6 +20,8 @@ from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
 if TYPE_CHECKING:
     import torch
 
+    from autolora.config import ModelConfig
+
 PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
 _PICKLE = (".bin", ".ckpt", ".pt", ".pth")
 
@@ -164,3 +166,27 @@ def load_pipeline(ref: ModelRef, device: str, dtype: torch.dtype, allow_pickle: 
             module.requires_grad_(False)
             module.eval()
     return pipe
+
+
+def native_resolution(model: ModelRef) -> int:
+    """The model's own sample size in pixels (UNet sample size times the VAE's downscaling), from JSON only."""
+    sample_size = int(model.unet_config.get("sample_size", 64))
+    factor = 8
+    vae_cfg = model.folder / "vae" / "config.json"
+    if vae_cfg.is_file():
+        factor = 2 ** (len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1)
+    return sample_size * factor
+
+
+def load_base(model: ModelRef, settings: ModelConfig, device: str) -> tuple[Any, Any]:
+    """The base pipeline and its dtype; weights that do not load are a ``UserError`` (nothing created yet)."""
+    dtype = resolve_dtype(settings.mixed_precision, device)
+    try:
+        pipe = load_pipeline(model, device, dtype, settings.allow_pickle)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(
+            f"base model {model.source}: could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        ) from None
+    return pipe, dtype

@@ -139,7 +139,7 @@ def load_objective(name_or_file: str, scorer: str | None = "style-content") -> t
         name_or_file: Built-in name (``objectives/``) or YAML file.
         scorer: The scorer the caller runs; a recipe for another one is refused. None accepts any.
     """
-    from autolora.search import builtin_names, read_recipe
+    from autolora.recipes import builtin_names, read_recipe
 
     data, name, source, text = read_recipe(name_or_file, "autolora.objectives", "objective")
     objective = parse_objective(data, name, source)
@@ -153,7 +153,7 @@ def load_objective(name_or_file: str, scorer: str | None = "style-content") -> t
 
 
 def _scorer_of(builtin: str) -> str:
-    from autolora.search import read_recipe
+    from autolora.recipes import read_recipe
 
     data = read_recipe(builtin, "autolora.objectives", "objective")[0]
     return str(data.get("scorer", "style-content")) if isinstance(data, dict) else "style-content"

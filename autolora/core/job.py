@@ -1,0 +1,131 @@
+"""The interface a job (``tune``, ``fuse``) implements to run on the study core.
+
+The core owns the run folder, the storage, opening and resuming studies, MLflow, local workers,
+``autolora worker``, Ctrl-C and finding studies for ``show``/``export``; it knows nothing of LoRA
+training or fusion. A job supplies its plan (validated inputs), its session (what is loaded once),
+its trial function and its summary. The core calls, in this order::
+
+    job = JobClass.plan(config)        validate every input; create and load nothing
+    job.load()                         load models once (bad weights: UserError, still nothing created)
+    job.studies()                      the studies to run (their fingerprints may need what load() loaded)
+        -- the core checks stored studies, creates the run folder, the studies and the MLflow parent run --
+    job.prepare(cache_dir)             per-study caches (latents, base samples); returns the setup line
+    job.objective(spec, parent, ...)   once per study: the Optuna objective of its trials
+    job.after_trial(study, trial)      after every finished trial (keep the best adapters...)
+    job.summary(studies, parent)       after the trials: lines for the terminal
+    job.close()                        always, at the end
+
+A worker (``autolora worker``) rebuilds the job from the config stored with the study
+(``JobClass.config_class``) and goes through the same steps, then takes trials from the storage.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.config import Config
+    from autolora.core.study import StudySpec
+    from autolora.core.tracking import ParentRun
+
+Objective = Callable[["optuna.Trial"], "float | list[float]"]
+
+
+class Job(ABC):
+    """One kind of study run. Subclasses set ``kind`` and ``config_class`` and implement the abstract methods."""
+
+    kind: ClassVar[str]
+    """Stored with every study the job makes (``autolora.job``); ``autolora worker`` finds the job by it."""
+    config_class: ClassVar[type[Config]]
+    """The config dataclass the job runs from (``Config`` or a subclass)."""
+    setup_seconds: float = 0.0
+    """Seconds ``load`` and ``prepare`` took (stored with the studies as ``autolora.setup_seconds``)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def plan(cls, config: Config) -> Job:
+        """Validate every input in order of cost and return the job; raise ``UserError`` on the first bad one.
+
+        Nothing is created or loaded here (``JSON`` configs and file headers only).
+        """
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (absolute)."""
+        return self.config.out_dir.resolve()
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load what every trial of this process reuses (base model, judge...). Called once per process."""
+
+    @abstractmethod
+    def studies(self) -> list[StudySpec]:
+        """The studies of this run, in the order they run. Called after ``load``."""
+
+    @abstractmethod
+    def resolved_config(self) -> dict[str, Any]:
+        """The config with every default and path made explicit: what workers and resumes run."""
+
+    def run_files(self) -> dict[str, str]:
+        """Extra files (name -> text) written into the run folder beside ``config.yaml`` (recipes as read)."""
+        return {}
+
+    @abstractmethod
+    def prepare(self, cache_dir: Path) -> str:
+        """Compute what every trial of the study shares (cached in ``cache_dir``); return the setup line."""
+
+    @abstractmethod
+    def objective(
+        self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
+    ) -> Objective:
+        """The Optuna objective for the trials of study ``spec`` (one call runs one trial)."""
+
+    def catch(self) -> tuple[type[Exception], ...]:
+        """Exceptions that fail one trial (recorded as FAIL) and let the study go on."""
+        return ()
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Called after every finished trial, in the process that ran it."""
+        return None
+
+    def release(self) -> None:
+        """Free the loaded models (the trials run in worker processes instead)."""
+        return None
+
+    def close(self) -> None:
+        """Called once at the end, whatever happened (undo what ``load`` attached)."""
+        return None
+
+    def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
+        """Lines printed after the trials (and logged to the parent run by the job if it wants)."""
+        return []
+
+    # -- reading a finished run: ``autolora show`` and ``autolora export`` --------------------------
+
+    @classmethod
+    def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
+        """Print the run of ``study`` (its trial table by default)."""
+        from autolora.core.report import print_table
+
+        print_table(study, run_dir)
+
+    @classmethod
+    @abstractmethod
+    def export(
+        cls,
+        study: optuna.Study,
+        run_dir: Path | None,
+        number: int | None,
+        out: Path,
+        name: str | None,
+        rank: int | None,
+    ) -> dict[str, Path]:
+        """Write trial ``number`` (None: the best) of the run into ``out``; return kind -> path."""

@@ -1,0 +1,141 @@
+"""Reading a finished (or running) study: find it, print its trials, choose the one to export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autolora.core.study import ATTR
+from autolora.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def find_study(run_dir: Path | None, storage: str | None, name: str | None) -> tuple[optuna.Study, Path | None]:
+    """A study from its run folder, or from a storage URL and a study name."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if run_dir is not None:
+        cfg_file = run_dir / "config.yaml"
+        if not cfg_file.is_file():
+            raise UserError(f"{run_dir}: not an autolora run folder (no config.yaml)")
+        import yaml
+
+        cfg = yaml.safe_load(cfg_file.read_text()) or {}
+        study_cfg = cfg.get("study") or {}
+        storage = storage or study_cfg.get("storage")
+        name = name or study_cfg.get("name")
+    if not storage or not name:
+        raise UserError("give a RUN_DIR, or both --storage and --study-name")
+    from autolora.core.checks import check_storage
+    from autolora.core.storage import make_storage
+
+    check_storage(storage, must_exist=True)
+    store = make_storage(storage, pool_size=1)
+    try:
+        study = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in store.get_all_studies()]
+        raise UserError(f"storage {storage}: no study named '{name}' (studies: {', '.join(names) or 'none'})") from None
+    stored_dir = study.user_attrs.get(ATTR + "run_dir")
+    return study, run_dir or (Path(stored_dir) if stored_dir else None)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def print_table(study: optuna.Study, run_dir: Path | None) -> None:
+    from autolora.core.rundir import kept_numbers
+
+    kept = set(kept_numbers(run_dir)) if run_dir else set()
+    stale = stale_trials(study)
+    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    print(
+        f"study '{study.study_name}': {len(study.trials)} trials, directions "
+        f"{[d.name.lower() for d in study.directions]}"
+    )
+    header = f"{'#':>4} {'state':9s} " + " ".join(f"{n:>10s}" for n in names) + f" {'secs':>7s} kept  params"
+    print(header)
+    for t in study.trials:
+        values = (
+            t.values
+            if t.values
+            else ([t.intermediate_values[max(t.intermediate_values)]] if t.intermediate_values else [])
+        )
+        shown = (
+            " ".join(f"{v:>+10.4f}" for v in values).ljust(11 * len(names) - 1)
+            if values
+            else " ".join(f"{'-':>10s}" for _ in names)
+        )
+        secs = f"{t.duration.total_seconds():7.1f}" if t.duration else f"{'-':>7s}"
+        params = t.user_attrs.get("spec") or " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+        reason = t.user_attrs.get("fail_reason")
+        if t.number in stale:
+            reason = f"stale: no heartbeat for {stale[t.number]:.0f}s, its worker is probably dead"
+        tail = f" [{reason}]" if reason else ""
+        state = "STALE" if t.number in stale else t.state.name
+        print(f"{t.number:>4} {state:9s} {shown} {secs} {'yes ' if t.number in kept else '    '}  {params}{tail}")
+    print_best(study)
+
+
+def stale_trials(study: optuna.Study) -> dict[int, float]:
+    """RUNNING trials whose heartbeat is older than the study's grace period (trial number -> seconds silent).
+
+    Such a trial's worker has died; the next worker to start a trial (or the last to leave) fails it.
+    """
+    from optuna.storages import RDBStorage
+
+    storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps RDBStorage in _CachedStorage
+    if not isinstance(storage, RDBStorage):
+        return {}
+    from autolora.core.storage import heartbeat_ages
+
+    config = study.user_attrs.get(ATTR + "config") or {}
+    grace = float((config.get("study") or {}).get("grace_period") or 180)
+    ages = heartbeat_ages(storage, storage.get_study_id_from_name(study.study_name))
+    by_id = {t._trial_id: t.number for t in study.get_trials(deepcopy=False)}
+    return {by_id[tid]: age for tid, age in ages.items() if age > grace and tid in by_id}
+
+
+def print_best(study: optuna.Study) -> None:
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        print("no complete trial yet")
+        return
+    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    if len(study.directions) == 1:
+        best = study.best_trial
+        print(f"best: trial {best.number} {names[0]}={best.value:+.4f} | {best.user_attrs.get('spec') or best.params}")
+    else:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        print(f"Pareto set ({len(front)} trials):")
+        for t in front:
+            vals = " ".join(f"{n}={v:+.4f}" for n, v in zip(names, t.values, strict=True))
+            print(f"  trial {t.number}: {vals} | {t.user_attrs.get('spec') or t.params}")
+
+
+def choose_trial(study: optuna.Study, number: int | None) -> int:
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if number is not None:
+        if number not in {t.number for t in study.trials}:
+            raise UserError(f"--trial {number}: study '{study.study_name}' has trials 0..{len(study.trials) - 1}")
+        return number
+    if not done:
+        raise UserError(f"study '{study.study_name}' has no complete trial to export")
+    if len(study.directions) == 1:
+        return study.best_trial.number
+    front = sorted(t.number for t in study.best_trials)
+    if len(front) == 1:
+        return front[0]
+    raise UserError(
+        f"study '{study.study_name}' has {len(front)} Pareto-optimal trials ({front}); choose one with --trial N"
+    )

@@ -1,0 +1,201 @@
+"""Running a job's studies: validate -> load -> run folder, studies, MLflow parent run -> trials -> summary.
+
+The trials run in this process (``study.optimize``), or in local worker processes (``--workers N``,
+``--process-per-trial``), or are only queued for ``autolora worker`` processes elsewhere (``--queue-only``);
+in the last two cases the budget is queued in the storage first, so N trials means N.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autolora import __version__
+from autolora.core.job import Job
+from autolora.core.study import ATTR, StudySpec
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.core.tracking import ParentRun
+
+
+@dataclass
+class RunResult:
+    """What a run left: its studies (label -> study), where, and how to look at it."""
+
+    studies: dict[str, Any]
+    specs: list[StudySpec]
+    run_dir: Path
+    mlflow_ui: str
+    parent_run_id: str | None
+    n_new: int
+    """Trials added by this run, over all its studies."""
+    lines: list[str] = field(default_factory=list)
+    """The job's summary."""
+
+    @property
+    def study(self) -> Any:
+        """The run's first (main) study."""
+        return self.studies[self.specs[0].label]
+
+
+def resolved_study_section(job: Job, mlflow_uri: str) -> dict[str, Any]:
+    """The job's resolved config with the ``study`` section's name, folder, storage and MLflow URI made explicit."""
+    resolved = job.resolved_config()
+    cfg = job.config
+    resolved["study"].update(name=cfg.study_name, out=str(job.run_dir), storage=cfg.storage_url, mlflow_uri=mlflow_uri)
+    return resolved
+
+
+def write_run_files(job: Job, resolved: dict[str, Any]) -> list[Path]:
+    """``config.yaml`` (resolved) and the job's recipe files, written atomically into the run folder."""
+    import yaml
+
+    from autolora.core.rundir import write_text_atomic
+
+    files = {"config.yaml": yaml.safe_dump(resolved, sort_keys=False), **job.run_files()}
+    for name, text in files.items():
+        write_text_atomic(job.run_dir / name, text)
+    return [job.run_dir / name for name in files]
+
+
+def run_job(job: Job, echo: Callable[[str], None] = print, progress: bool = True) -> RunResult:
+    """Run a planned job: see the module docstring. ``job`` comes from ``JobClass.plan(config)``."""
+    from autolora.core.checks import check_existing_study
+    from autolora.core.tracking import Tracker
+    from autolora.quiet import quiet_libraries
+
+    quiet_libraries()
+    cfg = job.config
+    try:
+        job.load()
+        specs = job.studies()
+        for spec in specs:
+            check_existing_study(cfg.storage_url, spec)
+        # Inputs are valid and the models load: from here on we create things.
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        tracker = Tracker(cfg.study.mlflow_uri, f"autolora/{cfg.study_name}")
+        resolved = resolved_study_section(job, tracker.uri)
+        inputs = write_run_files(job, resolved)
+        parent = tracker.start_parent(
+            f"{job.kind}-{time.strftime('%Y%m%d-%H%M%S')}",
+            cfg.to_dict(),
+            inputs,
+            tags={"autolora.study": cfg.study_name, "autolora.version": __version__, "autolora.kind": job.kind},
+        )
+        with parent:
+            return _run(job, specs, resolved, tracker, parent, echo, progress)
+    finally:
+        job.close()
+
+
+def _run(
+    job: Job,
+    specs: list[StudySpec],
+    resolved: dict[str, Any],
+    tracker: Any,
+    parent: ParentRun,
+    echo: Callable[[str], None],
+    progress: bool,
+) -> RunResult:
+    from autolora.core.storage import enqueue_budget, make_storage
+
+    cfg = job.config
+    settings = cfg.study
+    storage = make_storage(
+        cfg.storage_url, settings.heartbeat_interval, settings.grace_period, settings.retry_failed, pool_size=2
+    )
+    record = {
+        "job": job.kind,
+        "config": resolved,
+        "run_dir": str(job.run_dir),
+        "run_studies": [s.name for s in specs],
+        "mlflow_uri": tracker.uri,
+        "mlflow_experiment_id": tracker.experiment_id,
+        "mlflow_parent_run_id": parent.run_id,
+    }
+    from autolora.core.study import open_study
+
+    studies = {s.label: open_study(s, storage, settings, record={**record, "label": s.label}) for s in specs}
+    before = sum(len(st.trials) for st in studies.values())
+    names = ", ".join(f"'{s.name}' ({len(studies[s.label].trials)} earlier trials)" for s in specs)
+    kind = "study" if len(specs) == 1 else "studies"
+    echo(f"{job.kind} run in {job.run_dir}: {kind} {names}; storage {cfg.storage_url}")
+    echo(f"MLflow: {tracker.ui_command()}")
+    echo(job.prepare(job.run_dir / "cache"))
+    for study in studies.values():
+        study.set_user_attr(ATTR + "setup_seconds", job.setup_seconds)
+    isolated = settings.workers > 0 or settings.process_per_trial or settings.queue_only
+    if isolated:
+        # The budget waits in the storage; workers may only take from it (N trials means N).
+        job.release()
+        for spec in specs:
+            studies[spec.label].set_user_attr(ATTR + "budget", True)
+            enqueue_budget(studies[spec.label], settings.trials)
+        if settings.queue_only:
+            echo(
+                f"{settings.trials} trials queued per study; start workers with: autolora worker --storage "
+                f"{cfg.storage_url} --study-name {specs[0].name}"
+            )
+        elif settings.trials > 0:
+            from autolora.core.launch import run_local_workers
+
+            run_local_workers(job, specs, storage, parent.run_id, echo=echo, progress=progress)
+    else:
+        for spec in specs:
+            _optimize(job, spec, studies[spec.label], parent, echo, progress, len(specs) > 1)
+    lines = job.summary(studies, parent)
+    n_new = sum(len(st.trials) for st in studies.values()) - before
+    return RunResult(studies, specs, job.run_dir, tracker.ui_command(), parent.run_id, n_new, lines)
+
+
+def _optimize(
+    job: Job,
+    spec: StudySpec,
+    study: optuna.Study,
+    parent: ParentRun,
+    echo: Callable[[str], None],
+    progress: bool,
+    several: bool,
+) -> None:
+    settings = job.config.study
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        desc = f"{spec.label} trials" if several else "trials"
+        bar = tqdm(total=settings.trials, desc=desc, unit="trial", disable=None)
+
+    def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        job.after_trial(study, trial)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        study.optimize(
+            job.objective(spec, parent, _writer(echo, bar), progress),
+            n_trials=settings.trials,
+            timeout=settings.timeout,
+            catch=job.catch(),
+            callbacks=[after],
+            gc_after_trial=False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _writer(echo: Callable[[str], None], bar: Any) -> Callable[[str], None]:
+    """Lines printed above a progress bar, not through it."""
+    if bar is None:
+        return echo
+
+    def write(line: str) -> None:
+        bar.write(line, file=sys.stdout)
+
+    return write

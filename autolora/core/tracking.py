@@ -1,0 +1,274 @@
+"""A thin MLflow layer: one experiment per study, a parent run per study, a nested run per trial.
+
+Uses ``MlflowClient`` only (no fluent active-run state), so several studies or threads can log at once.
+mlflow, optuna and matplotlib are imported lazily: importing this module stays instant.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autolora.core.locks import sqlite_init_lock
+from autolora.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+PARENT_TAG = "mlflow.parentRunId"
+_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+_MAX_KEY, _MAX_PARAM, _MAX_TAG, _MAX_BATCH, _MAX_PARAMS_BATCH = 250, 6000, 8000, 1000, 100  # mlflow.utils.validation
+
+
+def _key(key: str) -> str:
+    """Make ``key`` a valid MLflow param/metric/tag name (alphanumerics, ``_ - . / space``)."""
+    return re.sub(r"[^\w./\- ]", "_", key).strip("/")[:_MAX_KEY]
+
+
+def flatten(params: Mapping[str, object], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to dotted keys (``{"study": {"trials": 5}}`` -> ``{"study.trials": "5"}``)."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[_key(f"{prefix}{k}")] = str(v)[:_MAX_PARAM]
+    return out
+
+
+def _objective(i: int, sign: float = 1.0) -> Callable[[optuna.trial.FrozenTrial], float]:
+    return lambda t: sign * t.values[i]
+
+
+def _trial_info(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, object]:
+    values = dict(zip(names, t.values, strict=True))
+    return {"number": t.number, "values": values, "params": t.params, "user_attrs": t.user_attrs}
+
+
+class _Run:
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str) -> None:
+        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+
+    def _log_params(self, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(items), _MAX_PARAMS_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_BATCH])
+
+    def _log_metrics(self, pairs: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_key(k), float(v), now, step) for k, v, step in pairs]
+        for i in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_BATCH])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the run (values truncated to MLflow's 8000-character limit)."""
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(_key(k), str(v)[:_MAX_TAG]) for k, v in tags.items()])
+
+    def log_dict(self, data: Mapping[str, object], name: str) -> None:
+        """Log ``data`` as a JSON artifact at ``name`` (MLflow stringifies objects JSON cannot encode)."""
+        self.client.log_dict(self.run_id, dict(data), name)
+
+
+class Tracker:
+    """Connects to an MLflow store and owns one experiment (one per study).
+
+    Args:
+        uri: Tracking URI. None: ``MLFLOW_TRACKING_URI``, else MLflow's default (``sqlite:///mlflow.db`` in the cwd).
+        experiment: Experiment name; got or created.
+        artifact_location: Where a *new* experiment stores artifacts. None: MLflow's choice (``./mlruns`` in the cwd
+            for a SQLite store).
+
+    Raises:
+        UserError: The store cannot be opened (bad URI, MLflow 3's refused file store, missing database driver).
+    """
+
+    def __init__(self, uri: str | None, experiment: str, artifact_location: str | None = None) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri: str = uri or mlflow.get_tracking_uri()  # get_tracking_uri() reads MLFLOW_TRACKING_URI itself
+        for attempt in range(5):
+            try:
+                with sqlite_init_lock(self.uri):  # another process may be creating the same store
+                    self.client = MlflowClient(self.uri)
+                    exp = self.client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        self.experiment_id: str = self.client.create_experiment(experiment, artifact_location)
+                    else:
+                        self.experiment_id = exp.experiment_id
+                        if exp.lifecycle_stage == "deleted":
+                            self.client.restore_experiment(exp.experiment_id)
+                return
+            except ImportError as e:  # missing database driver
+                raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
+            except Exception as e:  # bad URI, refused file store, or a race with another process
+                # Two workers starting at once on a server store race to create the experiment; the
+                # loser succeeds on a second look. Anything else (a bad URI) is reported at once.
+                race = any(s in str(e) for s in ("already exists", "UNIQUE", "locked"))
+                if attempt == 4 or not race:
+                    raise UserError(f"MLflow store {self.uri!r}: {str(e).strip().splitlines()[0]}") from e
+                time.sleep(0.5 + attempt)
+
+    def ui_command(self) -> str:
+        """Return the exact shell line that opens the dashboard for this store."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.uri}"
+        return f"mlflow ui --backend-store-uri {shlex.quote(self.uri)}"
+
+    def start_parent(
+        self, run_name: str, params: Mapping[str, object], artifacts: list[Path], tags: Mapping[str, str] | None = None
+    ) -> ParentRun:
+        """Start the study's parent run, log flattened ``params`` and copy ``artifacts`` under ``inputs/``."""
+        run = self.client.create_run(self.experiment_id, run_name=run_name)
+        parent = ParentRun(self.client, run.info.run_id, self.experiment_id)
+        parent.set_tags(tags or {})
+        parent._log_params(params)
+        for path in map(Path, artifacts):
+            if path.is_dir():
+                self.client.log_artifacts(parent.run_id, str(path), f"inputs/{path.name}")
+            else:
+                self.client.log_artifact(parent.run_id, str(path), "inputs")
+        return parent
+
+
+class ParentRun(_Run):
+    """The study's run; trials are nested under it. A context manager: an exception ends it FAILED/KILLED."""
+
+    def start_trial(
+        self,
+        number: int,
+        params: Mapping[str, object],
+        tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
+    ) -> TrialRun:
+        """Start the nested run ``run_name`` (default ``trial-{number}``) and log its flattened ``params``."""
+        base = {PARENT_TAG: self.run_id, "optuna.trial_number": str(number)}
+        run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number}", tags=base)
+        trial = TrialRun(self.client, run.info.run_id, self.experiment_id)
+        trial.set_tags(tags or {})
+        trial._log_params(params)
+        return trial
+
+    def log_summary(self, study: optuna.Study, metric_names: list[str]) -> None:
+        """Log the best trial(s), ``summary.json``, history/Pareto/importance plots. Call once per parent run.
+
+        Single objective: ``best.<metric>``, ``best.trial_number`` metrics and ``best.<param>`` params. Multi-objective:
+        the best value of each objective over the Pareto set as ``best.<metric>``, ``best.pareto_size``, and the Pareto
+        trial numbers as param ``best.trials`` (their params are in ``summary.json``). Plots that cannot be drawn are
+        skipped with a ``summary.<plot>_skipped`` tag.
+        """
+        from optuna.trial import TrialState
+
+        multi = len(study.directions) > 1
+        names = [metric_names[i] if i < len(metric_names) else f"objective_{i}" for i in range(len(study.directions))]
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = study.best_trials if multi else ([study.best_trial] if done else [])
+        counts = Counter(t.state.name.lower() for t in study.trials)
+        summary = {
+            "study_name": study.study_name,
+            "directions": [d.name for d in study.directions],
+            "metrics": names,
+            "n_trials": len(study.trials),
+            "n_complete": counts["complete"],
+            "n_pruned": counts["pruned"],
+            "n_failed": counts["fail"],
+            "best_trials": [_trial_info(t, names) for t in best],
+        }
+        self.log_dict(summary, "summary.json")
+        if len(best) == 1 and not multi:
+            self._log_metrics([(f"best.{names[0]}", best[0].values[0], 0), ("best.trial_number", best[0].number, 0)])
+            self._log_params({f"best.{k}": v for k, v in best[0].params.items()})
+        elif best:
+            pick = [min if d.name == "MINIMIZE" else max for d in study.directions]
+            self._log_metrics([(f"best.{n}", pick[i](t.values[i] for t in best), 0) for i, n in enumerate(names)])
+            self._log_metrics([("best.pareto_size", len(best), 0)])
+            self._log_params({"best.trials": ",".join(str(t.number) for t in best)})
+        self._plots(study, names, done)
+
+    def _plots(self, study: optuna.Study, names: list[str], done: list[optuna.trial.FrozenTrial]) -> None:
+        import optuna.visualization.matplotlib as vis
+
+        multi = len(names) > 1
+        first: dict[str, Any] = {"target": _objective(0), "target_name": names[0]} if multi else {}
+        self._plot("history", "plots/optimization_history.png", lambda: vis.plot_optimization_history(study, **first))
+        if multi:
+            self._plot("pareto", "plots/pareto_front.png", lambda: vis.plot_pareto_front(study, target_names=names))
+        seen: dict[str, set[str]] = {}
+        for t in done:
+            for k, v in t.params.items():
+                seen.setdefault(k, set()).add(repr(v))
+        if len(done) < 2 or all(len(values) < 2 for values in seen.values()):
+            why = f"{len(done)} complete trial(s)" if len(done) < 2 else "no parameter varies across complete trials"
+            self.set_tags({"summary.importances_skipped": why})
+            return
+        for i, name in enumerate(names):
+            sign = -1.0 if study.directions[i].name == "MAXIMIZE" else 1.0  # PED-ANOVA takes low targets as good
+            kw: dict[str, Any] = {"target": _objective(i, sign), "target_name": name} if multi else {}
+            path = f"plots/param_importances_{_key(name)}.png" if multi else "plots/param_importances.png"
+            self._plot("importances", path, partial(vis.plot_param_importances, study, **kw))
+
+    def _plot(self, what: str, path: str, draw: Callable[[], Any]) -> None:
+        import matplotlib.pyplot as plt
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental API, empty legends, PED-ANOVA's target note
+                fig = draw().figure
+            try:
+                fig.tight_layout()
+                self.client.log_figure(self.run_id, fig, path)
+            finally:
+                plt.close(fig)
+        except Exception as e:  # a plot is never worth losing the study over
+            self.set_tags({f"summary.{what}_skipped": f"{type(e).__name__}: {e}"})
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run with MLflow status ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self.client.set_terminated(self.run_id, status)
+
+    def __enter__(self) -> ParentRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.end("FINISHED" if kind is None else "FAILED" if issubclass(kind, Exception) else "KILLED")
+
+
+class TrialRun(_Run):
+    """One trial's nested run."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics in one call. NaN is stored as NaN; MLflow clamps +-inf to +-1.797e308."""
+        self._log_metrics([(k, v, step or 0) for k, v in metrics.items()])
+
+    def log_curve(self, key: str, values: list[float], start_step: int = 1) -> None:
+        """Log a whole curve (e.g. the loss per step) with ``log_batch``, in chunks of MLflow's 1000-metric limit."""
+        self._log_metrics([(key, v, start_step + i) for i, v in enumerate(values)])
+
+    def log_image(self, image: Image.Image, name: str) -> None:
+        """Log a PIL image as the artifact ``name`` (e.g. ``samples/step_0040.png``)."""
+        self.client.log_image(self.run_id, image, artifact_file=name)
+
+    def end(self, state: str, reason: str | None = None) -> None:
+        """End the run from the Optuna trial state: COMPLETE/PRUNED -> FINISHED, FAIL -> FAILED, others -> KILLED."""
+        state = str(getattr(state, "name", state)).upper()
+        self.set_tags({"optuna.state": state, **({"optuna.fail_reason": reason} if reason else {})})
+        self.client.set_terminated(self.run_id, _STATUS.get(state, "KILLED"))
+
+
+__all__ = ["ParentRun", "Tracker", "TrialRun", "flatten"]

@@ -1,0 +1,68 @@
+"""Cheap checks of a LoRA file from its safetensors header: readable, a LoRA, made for this base model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from autolora.errors import UserError
+from autolora.fuse.groups import COMPONENTS
+
+# Any key of a LoRA in the formats diffusers loads: peft (lora_A/B), kohya (lora_down/up), old diffusers (lora.down).
+_LORA_KEY = re.compile(r"lora_A|lora_B|lora_down|lora_up|lora\.down|lora\.up|lora_linear_layer")
+_KNOWN_PREFIX = ("unet.", "text_encoder.", "text_encoder_2.", "lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+_WIDTH_ARCH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+# The down (input) matrix of a cross-attention key/value projection, in every spelling: its input width is the
+# text-embedding width the LoRA was trained for.
+_CROSS_KV_DOWN = re.compile(r"attn2[._](?:processor[._])?to_[kv](?:_lora)?[._](?:lora_A|lora_down|lora[._]down|down)")
+
+
+def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[str] = COMPONENTS) -> None:
+    """Check a LoRA file from its header alone (no tensor is read).
+
+    Args:
+        path: The file.
+        cross_attention_dim: The base model's text-embedding width (``unet.config.cross_attention_dim``).
+        components: The pipeline's LoRA-loadable components present (``unet``, ``text_encoder``...).
+
+    Raises:
+        UserError: one line naming the file and what was expected.
+    """
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise UserError(f"LoRA file {path}: not found (expected a .safetensors LoRA file)")
+    if path.suffix != ".safetensors":
+        raise UserError(f"LoRA file {path}: expected a .safetensors file (pickle files can run code)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            widths = {f.get_slice(k).get_shape()[1] for k in keys if _CROSS_KV_DOWN.search(k)}
+    except Exception as e:  # safetensors raises several types for a damaged header
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"LoRA file {path}: not a readable safetensors file ({reason})") from None
+    lora_keys = [k for k in keys if _LORA_KEY.search(k)]
+    if not lora_keys or not any(k.startswith(_KNOWN_PREFIX) for k in lora_keys):
+        raise UserError(
+            f"LoRA file {path}: no LoRA weights (expected diffusers keys unet.*/text_encoder*.* or kohya keys "
+            "lora_unet_*/lora_te*)"
+        )
+    _check_width(path, widths, cross_attention_dim)
+    has_te2 = any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in lora_keys)
+    if has_te2 and "text_encoder_2" not in components:
+        raise UserError(f"LoRA file {path}: has text_encoder_2 weights (an SDXL LoRA) but the base model has none")
+
+
+def _check_width(path: Path, widths: set[int], cross_attention_dim: int) -> None:
+    def arch(width: int) -> str:
+        return _WIDTH_ARCH.get(width, "an unknown model")
+
+    if len(widths) > 1:
+        raise UserError(f"LoRA file {path}: cross-attention widths {sorted(widths)} disagree (a damaged LoRA)")
+    for width in widths:
+        if width != cross_attention_dim:
+            raise UserError(
+                f"LoRA file {path}: made for {arch(width)} (cross-attention width {width}), but the base model "
+                f"is {arch(cross_attention_dim)} (width {cross_attention_dim})"
+            )

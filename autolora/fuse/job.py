@@ -1,0 +1,222 @@
+"""The ``fuse`` job: several LoRAs loaded once, a DLF study over per-group coefficients and its linear baseline.
+
+The way of a run: ``plan`` (validate everything, create nothing) -> ``session`` (pipeline + every LoRA + judge,
+loaded once; a bad LoRA file is refused here, still before anything is created) -> the coefficient spaces, whose
+hashes the study core checks against stored studies -> run folder, Optuna studies, MLflow parent run (the core)
+-> base samples -> trials of the DLF study, then of the linear one (here, or in workers) -> summary
+(``fusion_summary.json``, heatmap of the best coefficients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autolora.config import Config
+from autolora.core.job import Job, Objective
+from autolora.core.run import RunResult
+from autolora.fuse.config import FuseRunConfig
+from autolora.fuse.plan import FusePlan
+from autolora.fuse.space import CoefficientSpace
+from autolora.fuse.studies import FuseStudy, study_specs
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.core.study import StudySpec
+    from autolora.core.tracking import ParentRun
+    from autolora.fuse.engine import FusedAdapters
+    from autolora.fuse.session import FuseSession
+
+SUMMARY_FILE = "fusion_summary.json"
+HEATMAP_FILE = "best_coefficients.png"
+
+
+def spaces(specs: list[FuseStudy], fa: FusedAdapters, config: FuseRunConfig) -> dict[str, CoefficientSpace]:
+    return {s.label: CoefficientSpace.of(fa, s.granularity, s.schedule, config.fuse) for s in specs}
+
+
+class FuseJob(Job):
+    """``autolora fuse`` on the study core."""
+
+    kind = "fuse"
+    config_class = FuseRunConfig
+
+    def __init__(self, plan: FusePlan) -> None:
+        super().__init__(plan.config)
+        self.the_plan = plan
+        self.session: FuseSession | None = None
+        self.spaces: dict[str, CoefficientSpace] = {}
+
+    @classmethod
+    def plan(cls, config: Config) -> FuseJob:
+        from autolora.fuse.plan import make_fuse_plan
+
+        assert isinstance(config, FuseRunConfig), type(config)
+        return cls(make_fuse_plan(config))
+
+    def load(self) -> None:
+        from autolora.fuse.session import FuseSession
+
+        self.session = FuseSession.load(self.the_plan)
+        self.spaces = spaces(study_specs(self.the_plan.config), self.session.fa, self.the_plan.config)
+
+    def studies(self) -> list[StudySpec]:
+        from autolora.core.study import StudySpec
+
+        plan, obj = self.the_plan, self.the_plan.objective
+        out = []
+        for s in study_specs(plan.config):
+            space = self.spaces[s.label]
+            out.append(
+                StudySpec(
+                    label=s.label,
+                    name=s.name,
+                    fingerprint=space.fingerprint(),
+                    directions=obj.directions,
+                    metric_names=obj.names,
+                    objective=obj.name,
+                    space_kind="coefficient space",
+                    sampler=plan.sampler,
+                    pruner="none",
+                    # A new study starts with every coefficient 1 (plain stacking) as its trial 0.
+                    first_trials=[space.uniform(min(max(1.0, space.low), space.high))],
+                    attrs={"fusion": {"label": s.label, "granularity": s.granularity}},
+                )
+            )
+        return out
+
+    def resolved_config(self) -> dict[str, Any]:
+        plan = self.the_plan
+        resolved = plan.config.to_dict()
+        resolved["fuse"]["loras"] = [f"{name}={path.resolve()}" for name, path in plan.loras]
+        resolved["fuse"]["style_images"] = [f"{n}={s.folder.resolve()}" for n, s in plan.styles.items()]
+        if resolved["data"]["prompts"]:
+            resolved["data"]["prompts"] = str(Path(resolved["data"]["prompts"]).resolve())
+        return resolved
+
+    def run_files(self) -> dict[str, str]:
+        return {"objective.yaml": self.the_plan.objective_text}
+
+    def prepare(self, cache_dir: Path) -> str:
+        plan, s = self.the_plan, self._session()
+        s.prepare(cache_dir)
+        self.setup_seconds = s.setup_seconds
+        sizes = ", ".join(
+            f"{f.label} {f.granularity}/{f.schedule} {len(self.spaces[f.label].param_names())}"
+            for f in study_specs(plan.config)
+        )
+        return (
+            f"setup {s.setup_seconds:.1f}s: base model {plan.model.source} ({plan.model.arch}, {plan.device}, "
+            f"{plan.resolution}px), LoRAs {', '.join(plan.names)}, judge {s.judge.name}, "
+            f"{len(plan.prompts)} prompts x {len(plan.config.eval.seeds)} seeds; sampler {plan.sampler}; "
+            f"parameters: {sizes}"
+        )
+
+    def objective(
+        self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
+    ) -> Objective:
+        from autolora.fuse.trial import FuseTrialRunner
+
+        return FuseTrialRunner(self._session(), self.spaces[spec.label], spec.label, parent, echo)
+
+    def release(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
+        from autolora.fuse.summary import compare, comparison_lines, heatmap
+
+        plan, names = self.the_plan, self.the_plan.objective.names
+        comparison = compare(studies, names)
+        write_summary(self.run_dir, comparison)
+        best = _best_fusion(studies["dlf"], self.spaces["dlf"])
+        picture = None
+        if best is not None:
+            picture = heatmap(best[1], self.run_dir / HEATMAP_FILE, f"{plan.config.study_name} trial {best[0]}")
+        if parent is not None:
+            parent.log_summary(studies["dlf"], names)
+            parent.log_dict(comparison, SUMMARY_FILE)
+            _log_comparison(parent, comparison, names)
+            if picture is not None:
+                parent.client.log_artifact(parent.run_id, str(picture), "plots")
+        return comparison_lines(comparison, names)
+
+    @classmethod
+    def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
+        from autolora.fuse.exporting import show_run
+
+        show_run(_run_dir_of(study, run_dir))
+
+    @classmethod
+    def export(
+        cls,
+        study: optuna.Study,
+        run_dir: Path | None,
+        number: int | None,
+        out: Path,
+        name: str | None,
+        rank: int | None,
+    ) -> dict[str, Path]:
+        from autolora.fuse.exporting import export_run
+
+        return export_run(_run_dir_of(study, run_dir), number, out, name, rank)
+
+    def _session(self) -> FuseSession:
+        assert self.session is not None, "FuseJob.load first"
+        return self.session
+
+
+def run_fuse(config: FuseRunConfig, echo: Callable[[str], None] = print, progress: bool = True) -> RunResult:
+    """``autolora fuse``: see the module docstring."""
+    from autolora.core.run import run_job
+
+    return run_job(FuseJob.plan(config), echo=echo, progress=progress)
+
+
+def _run_dir_of(study: optuna.Study, run_dir: Path | None) -> Path:
+    """The run folder of a fusion study (its config.yaml names the LoRA files and the baseline study)."""
+    from autolora.errors import UserError
+
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        raise UserError(f"study '{study.study_name}' is a fusion study; pass its RUN_DIR (it records none that exists)")
+    return run_dir
+
+
+def _best_fusion(study: optuna.Study, space: CoefficientSpace) -> tuple[int, Any] | None:
+    """(trial number, Fusion) of the best trial (the first of a Pareto set by its first objective)."""
+    from autolora.fuse.summary import complete
+
+    done = complete(study)
+    if not done:
+        return None
+    if len(study.directions) == 1:
+        best = study.best_trial
+    else:
+        sign = -1 if study.directions[0].name == "MAXIMIZE" else 1
+        best = min(study.best_trials, key=lambda t: sign * t.values[0])
+    return best.number, space.fusion(best.params)
+
+
+def _log_comparison(parent: Any, comparison: dict[str, Any], names: list[str]) -> None:
+    metrics: list[tuple[str, float, int]] = []
+    for label, e in comparison.items():
+        if "best_value" in e:
+            metrics.append((f"{label}.best.{names[0]}", e["best_value"], 0))
+        if "hypervolume" in e:
+            metrics.append((f"{label}.hypervolume", e["hypervolume"], 0))
+            metrics += [(f"{label}.best.{n}", v, 0) for n, v in e["best_values"].items()]
+    parent._log_metrics(metrics)
+
+
+def write_summary(run_dir: Path, comparison: dict[str, Any]) -> None:
+    import json
+
+    from autolora.core.rundir import write_text_atomic
+
+    write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(comparison, indent=2, default=str) + "\n")

@@ -1,0 +1,115 @@
+"""What a fusion run loads once: the base pipeline with every LoRA, the judge, the base samples.
+
+A trial then only sets coefficients (``Fusion.apply``), samples the fixed prompts x seeds and scores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autolora.fuse.plan import FusePlan
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from autolora.fuse.engine import FusedAdapters
+    from autolora.fuse.space import Fusion
+    from autolora.scoring.styles import MultiStyleScorer
+
+
+@dataclass
+class FuseSession:
+    """The pipeline with the LoRAs loaded as separate adapters, the judge and the scorer."""
+
+    plan: FusePlan
+    pipe: Any
+    fa: FusedAdapters
+    judge: Any = None
+    scorer: MultiStyleScorer | None = None
+    base_samples: list[Image.Image] = field(default_factory=list)
+    setup_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, plan: FusePlan, judge: bool = True) -> FuseSession:
+        """Load the pipeline, the LoRAs (a bad file is a ``UserError``, the pipeline left clean) and the judge."""
+        from autolora.fuse.engine import load_loras
+        from autolora.models.loading import load_base
+
+        t0 = time.perf_counter()
+        pipe, _ = load_base(plan.model, plan.config.model, plan.device)
+        fa = load_loras(pipe, [path for _, path in plan.loras], plan.names)
+        clip = None
+        if judge:
+            from autolora.scoring.clip import ClipJudge
+
+            clip = ClipJudge(plan.clip[0], plan.clip[1], device=plan.device)
+        return cls(plan=plan, pipe=pipe, fa=fa, judge=clip, setup_seconds=time.perf_counter() - t0)
+
+    def prepare(self, cache_dir: Path) -> None:
+        """The base model's samples (cached in the run folder) and the scorer's references: once per run."""
+        from autolora.sampling import load_images, save_images
+        from autolora.scoring.styles import MultiStyleScorer
+
+        t0 = time.perf_counter()
+        plan, ev = self.plan, self.plan.config.eval
+        key = json.dumps(
+            [
+                str(plan.model.folder),
+                self.eval_prompts(),
+                ev.seeds,
+                ev.inference_steps,
+                ev.guidance_scale,
+                plan.resolution,
+            ]
+        )
+        path = cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+        if path.exists():
+            self.base_samples = load_images(path)
+        else:
+            zero = {name: {"all": 0.0} for name in plan.names}  # scale 0: exactly the base model's output
+            self.base_samples = self.draw(_constant(zero))
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            save_images(path, self.base_samples)
+        self.scorer = MultiStyleScorer(self.judge)
+        references = {name: style.images for name, style in plan.styles.items()}
+        self.scorer.prepare(references, plan.prompts, len(ev.seeds), self.base_samples)
+        self.setup_seconds += time.perf_counter() - t0
+
+    def eval_prompts(self) -> list[str]:
+        data = self.plan.config.data
+        return [data.prompt_template.format(prompt=p, trigger=data.trigger) for p in self.plan.prompts]
+
+    def draw(self, fusion: Fusion) -> list[Image.Image]:
+        """Apply ``fusion`` and sample the fixed prompts x seeds."""
+        from autolora.sampling import sample
+
+        ev = self.plan.config.eval
+        callback = fusion.apply(self.fa)
+        return sample(
+            self.pipe,
+            self.eval_prompts(),
+            ev.seeds,
+            steps=ev.inference_steps,
+            guidance_scale=ev.guidance_scale,
+            resolution=self.plan.resolution,
+            batch_size=ev.batch_size,
+            callback=callback,
+        )
+
+    def close(self) -> None:
+        """Remove the LoRAs from the pipeline (its base weights are then bit-identical to the loaded ones)."""
+        from autolora.fuse.engine import unload
+
+        if self.fa.slots:
+            unload(self.fa)
+
+
+def _constant(coeffs: dict[str, dict[str, float]]) -> Fusion:
+    from autolora.fuse.space import Fusion
+
+    return Fusion(coeffs)

@@ -1,0 +1,116 @@
+"""The side-by-side of a fusion run's studies (DLF vs linear): best values, Pareto hypervolume, heatmap.
+
+Hypervolume: objectives turned to losses (maximised ones negated); the reference point is the worst value of
+each objective over the complete trials of *all* compared studies, so studies of one run (or one seed) share it
+and their hypervolumes compare directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.fuse.space import Fusion
+
+
+def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def hypervolumes(studies: Sequence[optuna.Study]) -> list[float]:
+    """Each study's hypervolume against one reference point shared by all (see the module docstring)."""
+    import numpy as np
+
+    signs = np.array([-1.0 if d.name == "MAXIMIZE" else 1.0 for d in studies[0].directions])
+    losses = [np.array([t.values for t in complete(s)], dtype=float).reshape(-1, len(signs)) * signs for s in studies]
+    pooled = np.concatenate(losses)
+    if len(pooled) == 0:
+        return [0.0 for _ in studies]
+    reference = pooled.max(0) + 1e-9
+    return [_hypervolume(loss, reference) for loss in losses]
+
+
+def _hypervolume(losses: Any, reference: Any) -> float:
+    """Optuna's WFG hypervolume (a private module; the one place that uses it, tested in tests/test_fuse.py)."""
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(losses, reference)) if len(losses) else 0.0
+
+
+def compare(studies: dict[str, optuna.Study], names: list[str]) -> dict[str, Any]:
+    """Per study (label -> study): trials, best value(s) and trial, and for Pareto studies the hypervolume."""
+    out: dict[str, Any] = {}
+    multi = len(names) > 1
+    hv = hypervolumes(list(studies.values())) if multi else []
+    for i, (label, study) in enumerate(studies.items()):
+        done = complete(study)
+        entry: dict[str, Any] = {"study": study.study_name, "n_complete": len(done)}
+        if done and not multi:
+            best = study.best_trial
+            entry.update(best_value=best.values[0], best_trial=best.number, best_spec=best.user_attrs.get("spec"))
+            entry["best_metrics"] = {k[7:]: v for k, v in best.user_attrs.items() if k.startswith("metric.")}
+        elif done:
+            front = study.best_trials
+            pick = [min if d.name == "MINIMIZE" else max for d in study.directions]
+            entry.update(pareto_size=len(front), hypervolume=hv[i], pareto_trials=sorted(t.number for t in front))
+            entry["best_values"] = {n: pick[j](t.values[j] for t in front) for j, n in enumerate(names)}
+        out[label] = entry
+    return out
+
+
+def comparison_lines(comparison: dict[str, Any], names: list[str]) -> list[str]:
+    """The summary printed at the end of ``fuse`` and by ``show``, one study per line."""
+    lines = []
+    for label, e in comparison.items():
+        head = f"{label:7s} {e['study']}: {e['n_complete']} complete"
+        if "best_value" in e:
+            gains = " ".join(f"{k}={v:+.4f}" for k, v in e["best_metrics"].items() if k.startswith("style_gain."))
+            lines.append(f"{head}, best {names[0]}={e['best_value']:+.4f} (trial {e['best_trial']}; {gains})")
+        elif "hypervolume" in e:
+            best = " ".join(f"{n}={v:+.4f}" for n, v in e["best_values"].items())
+            lines.append(f"{head}, Pareto set of {e['pareto_size']}, hypervolume {e['hypervolume']:.5f}, best {best}")
+        else:
+            lines.append(head)
+    return lines
+
+
+def heatmap(fusion: Fusion, path: Path, title: str = "") -> Path:
+    """A picture of the coefficients: LoRAs x group keys (two panels for a two-phase fusion)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from autolora.fuse.groups import key_order
+
+    sets = [("", fusion.early)] if fusion.late is None else [("early", fusion.early), ("late", fusion.late)]
+    loras = list(fusion.early)
+    keys = sorted({k for c in fusion.early.values() for k in c}, key=key_order)
+    width = max(4.0, 0.45 * len(keys) + 2)
+    fig, axes = plt.subplots(len(sets), 1, figsize=(width, 0.6 * len(loras) * len(sets) + 1.6), squeeze=False)
+    for ax, (phase, coeffs) in zip(axes[:, 0], sets, strict=True):
+        grid = np.array([[coeffs[lora].get(k, np.nan) for k in keys] for lora in loras])
+        image = ax.imshow(grid, aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(keys)), keys, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(loras)), loras)
+        ax.grid(False)
+        if len(keys) <= 24:
+            for (r, c), v in np.ndenumerate(grid):
+                if not np.isnan(v):
+                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white")
+        ax.set_title(" ".join(p for p in (title, phase) if p), fontsize=9)
+        fig.colorbar(image, ax=ax)
+    if fusion.switch_at is not None:
+        fig.suptitle(f"switch at {fusion.switch_at:.2f} of the steps", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,77 @@
+"""One fusion trial: coefficients from the sampler -> one sampling pass -> scores -> MLflow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from autolora.fuse.session import FuseSession
+from autolora.fuse.space import CoefficientSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.core.tracking import ParentRun
+
+
+class FuseTrialRunner:
+    """The Optuna objective of one fusion study (``label``: ``dlf`` or ``linear``)."""
+
+    def __init__(
+        self,
+        session: FuseSession,
+        space: CoefficientSpace,
+        label: str,
+        parent: ParentRun | None,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.session, self.space, self.label, self.parent, self.echo = session, space, label, parent, echo
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        from autolora.sampling import grid
+
+        t0 = time.perf_counter()
+        plan = self.session.plan
+        objective = plan.objective
+        fusion = self.space.suggest(trial)
+        trial.set_user_attr("spec", fusion.summary())
+        trial.set_user_attr("fusion", fusion.to_dict())
+        run = None
+        if self.parent:
+            tags = {"autolora.fusion.study": self.label}
+            run = self.parent.start_trial(trial.number, trial.params, tags, run_name=f"{self.label}-{trial.number}")
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+        try:
+            t_sample = time.perf_counter()
+            images = self.session.draw(fusion)
+            t_score = time.perf_counter()
+            assert self.session.scorer is not None, "FuseSession.prepare first"
+            metrics = self.session.scorer.score(images)
+            values = objective.values(metrics)
+            t_log = time.perf_counter()
+            if run:
+                named = {f"eval.{k}": v for k, v in metrics.items()}
+                named.update({f"eval.objective.{n}": v for n, v in zip(objective.names, values, strict=True)})
+                run.log_metrics(named)
+                run.log_image(grid(images, rows=len(plan.prompts)), "samples/grid.png")
+                run.log_dict(fusion.to_dict(), "coefficients.json")
+            for k, v in metrics.items():
+                trial.set_user_attr(f"metric.{k}", v)
+            timings = {"sample": t_score - t_sample, "score": t_log - t_score, "log": time.perf_counter() - t_log}
+            trial.set_user_attr("timings", timings)
+        except BaseException as e:
+            reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+            trial.set_user_attr("fail_reason", reason[:500])
+            if run:
+                run.end("FAIL", reason)
+            raise
+        if run:
+            run.end("COMPLETE")
+        shown = " ".join(f"{n}={v:+.4f}" for n, v in zip(objective.names, values, strict=True))
+        gains = " ".join(f"{k.removeprefix('style_gain.')}={v:+.4f}" for k, v in metrics.items() if "gain." in k)
+        self.echo(
+            f"{self.label:<6} trial {trial.number:>3} {shown} (style_gain {gains}) | {fusion.summary()} | "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+        return values[0] if objective.is_scalar else values

@@ -1,0 +1,64 @@
+"""The ``autolora tune`` subcommand: flags -> ``Config`` -> ``run_tune``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+# flag -> (section, key) it overrides in the config (the study flags are in autolora.flags)
+TUNE_FLAGS = {
+    "base_model": ("model", "base_model"),
+    "style_images": ("data", "style_images"),
+    "trigger": ("data", "trigger"),
+    "prompts": ("data", "prompts"),
+    "search_space": ("study", "search_space"),
+    "objective": ("study", "objective"),
+}
+
+
+def register(sub: Any) -> None:
+    from autolora.flags import override_flags, study_flags
+
+    t = sub.add_parser(
+        "tune",
+        help="run (or resume) a LoRA hyperparameter study",
+        description="Run or resume an Optuna study over LoRA settings; each trial trains briefly, "
+        "samples fixed prompts and is scored with CLIP. Flags override CONFIG.",
+    )
+    t.add_argument("config", nargs="?", type=Path, help="YAML or TOML config file")
+    t.add_argument("--base-model", help="diffusers folder, hub id or builtin:NAME (default builtin:miniworld)")
+    t.add_argument("--style-images", help="folder of style images (default: the built-in style set)")
+    t.add_argument("--trigger", help='words that call the style (default "in sks style")')
+    t.add_argument("--prompts", help="text file of content prompts, one per line")
+    t.add_argument("--search-space", help="built-in name (quick, sd15, sdxl, diffusers-default, kohya-like) or file")
+    t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
+    study_flags(t, "trials to run now (default 10)", "the style folder's name")
+    t.add_argument("--seed", type=int, help="seed of the sampler and of training")
+    override_flags(t)
+    t.set_defaults(handler=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from autolora.config import load_config
+    from autolora.flags import flag_overrides
+
+    overrides = flag_overrides(args, TUNE_FLAGS)
+    if args.seed is not None:
+        overrides[:0] = [("train", "seed", args.seed), ("study", "seed", args.seed)]
+    config = load_config(args.config, overrides)
+    from autolora.core.launch import WorkersFailed
+    from autolora.core.report import print_best
+    from autolora.tune.job import run_tune
+
+    try:
+        result = run_tune(config, progress=not args.no_progress)
+    except WorkersFailed as e:
+        print(f"autolora: {e}", file=sys.stderr)
+        return 1
+    print(f"{result.n_new} new trials; study now has {len(result.study.trials)}.")
+    print_best(result.study)
+    print(f"Open the dashboard: {result.mlflow_ui}")
+    print(f"Export the best adapter: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
+    return 0

@@ -1,0 +1,46 @@
+"""``autolora export`` of a tune run: the kept adapter of a trial as diffusers and kohya files, with a preview."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autolora.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def export_trial(
+    study: optuna.Study, run_dir: Path | None, number: int | None, out: Path, name: str | None
+) -> dict[str, Path]:
+    from autolora.adapter import KeptAdapter
+    from autolora.core.report import choose_trial
+    from autolora.core.rundir import adapter_dir, kept_numbers
+    from autolora.export import export_all
+
+    n = choose_trial(study, number)
+    if run_dir is None:
+        raise UserError(f"study '{study.study_name}' records no run folder; pass its RUN_DIR")
+    folder = adapter_dir(run_dir, n)
+    if not (folder / "adapter.json").is_file():
+        kept = kept_numbers(run_dir)
+        raise UserError(
+            f"trial {n}: its adapter was not kept (only the best keep_top_k are); kept trials: {kept or 'none'}"
+        )
+    adapter = KeptAdapter.load(folder)
+    dora = any(c.get("use_dora") for c in adapter.configs.values())
+    if dora:
+        # The kohya format has no DoRA encoding that diffusers, A1111 and ComfyUI read alike.
+        print("kohya     skipped: DoRA adapters are exported in the diffusers format only")
+    paths = export_all(adapter, out, name or f"{study.study_name}-trial{n}", kohya=not dora)
+    if adapter.samples:
+        from autolora.sampling import grid
+
+        preview = out / f"{paths.get('kohya', paths['diffusers']).stem}.png"
+        tmp = out / f".{preview.name}.tmp"
+        grid(adapter.samples, adapter.sample_rows).save(tmp, format="PNG")  # UIs show <name>.png beside the LoRA
+        os.replace(tmp, preview)
+        paths["preview"] = preview
+    return paths

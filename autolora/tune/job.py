@@ -1,0 +1,131 @@
+"""The ``tune`` job: a study over adapter settings. Each trial attaches, trains, samples, scores and maybe keeps.
+
+The way of a run: ``plan`` (validate everything, create nothing) -> ``session`` (pipeline + judge loaded
+once) -> the study core creates the run folder, the study and the MLflow parent run -> per-study caches
+-> trials (``trial.TrialRunner``) -> summary. The core (``autolora.core.run``) does the generic steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autolora.config import Config
+from autolora.core.job import Job, Objective
+from autolora.core.run import RunResult
+from autolora.errors import TrialFailed
+from autolora.tune.plan import Plan
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.core.study import StudySpec
+    from autolora.core.tracking import ParentRun
+    from autolora.tune.session import Session
+
+
+class TuneJob(Job):
+    """``autolora tune`` on the study core."""
+
+    kind = "tune"
+    config_class = Config
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan.config)
+        self.the_plan = plan
+        self.session: Session | None = None
+        self.setup_seconds = 0.0
+
+    @classmethod
+    def plan(cls, config: Config) -> TuneJob:
+        from autolora.tune.plan import make_plan
+
+        return cls(make_plan(config))
+
+    def load(self) -> None:
+        from autolora.tune.session import Session
+
+        self.session = Session.load(self.the_plan)
+
+    def studies(self) -> list[StudySpec]:
+        from autolora.tune.plan import study_spec
+
+        return [study_spec(self.the_plan)]
+
+    def resolved_config(self) -> dict[str, Any]:
+        resolved = self.config.to_dict()
+        for key in ("style_images", "prompts"):
+            if resolved["data"][key]:
+                resolved["data"][key] = str(Path(resolved["data"][key]).resolve())
+        return resolved
+
+    def run_files(self) -> dict[str, str]:
+        plan = self.the_plan
+        return {"search_space.yaml": plan.space_text, "objective.yaml": plan.objective_text}
+
+    def prepare(self, cache_dir: Path) -> str:
+        s, plan = self._session(), self.the_plan
+        s.prepare(cache_dir)
+        self.setup_seconds = s.setup_seconds
+        return (
+            f"setup {s.setup_seconds:.1f}s: base model {plan.model.source} ({plan.model.arch}, "
+            f"{plan.device}, {plan.resolution}px), judge {s.judge.name}, {len(plan.style.images)} style "
+            f"images, {len(plan.prompts)} prompts x {len(self.config.eval.seeds)} seeds"
+        )
+
+    def objective(
+        self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
+    ) -> Objective:
+        from autolora.tune.trial import TrialRunner
+
+        return TrialRunner(self._session(), parent, echo=echo, progress=progress)
+
+    def catch(self) -> tuple[type[Exception], ...]:
+        return (TrialFailed,)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        from autolora.core.rundir import best_numbers, prune_kept
+
+        prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
+
+    def release(self) -> None:
+        if self.session is not None:
+            self.session.release()
+
+    def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
+        from autolora.core.rundir import best_numbers, prune_kept
+
+        study = studies["tune"]
+        prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
+        if parent is not None:
+            parent.log_summary(study, self.the_plan.objective.names)
+        return []
+
+    @classmethod
+    def export(
+        cls,
+        study: optuna.Study,
+        run_dir: Path | None,
+        number: int | None,
+        out: Path,
+        name: str | None,
+        rank: int | None,
+    ) -> dict[str, Path]:
+        from autolora.errors import UserError
+        from autolora.tune.export import export_trial
+
+        if rank is not None:
+            raise UserError("--rank: rank reduction applies to fusion runs (autolora fuse)")
+        return export_trial(study, run_dir, number, out, name)
+
+    def _session(self) -> Session:
+        assert self.session is not None, "TuneJob.load first"
+        return self.session
+
+
+def run_tune(config: Config, echo: Callable[[str], None] = print, progress: bool = True) -> RunResult:
+    """``autolora tune``: validate, load, run the trials (here or in workers), summarise."""
+    from autolora.core.run import run_job
+
+    return run_job(TuneJob.plan(config), echo=echo, progress=progress)

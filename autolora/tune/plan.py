@@ -1,0 +1,119 @@
+"""Validation of a study's inputs: everything is checked before anything is created or loaded.
+
+Checks run in order of cost: recipes and config values, device, style folder and prompts,
+storage URL, model folder (JSON only), the search space bound to the model's module names, and
+an existing study's search-space hash. Each failure is one ``UserError`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autolora.config import Config
+from autolora.errors import UserError
+
+if TYPE_CHECKING:
+    from autolora.core.study import StudySpec
+    from autolora.data import StyleSet
+    from autolora.models.loading import ModelRef
+    from autolora.scoring.objective import Objective
+    from autolora.tune.search import CompiledSpace, SearchSpace
+
+
+@dataclass
+class Plan:
+    """Every input of a study, validated, before anything is created or loaded."""
+
+    config: Config
+    model: ModelRef
+    space: SearchSpace
+    space_text: str
+    compiled: CompiledSpace
+    objective: Objective
+    objective_text: str
+    style: StyleSet
+    prompts: list[str]
+    device: str
+    resolution: int
+    clip: tuple[str, str | None]
+    eval_every: int = 1
+    """Steps between evaluations, the same for every trial so the pruner compares like with like."""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.out_dir.resolve()
+
+
+def study_spec(plan: Plan) -> StudySpec:
+    """The one study of a ``tune`` run."""
+    from autolora.core.study import StudySpec
+
+    cfg = plan.config
+    return StudySpec(
+        label="tune",
+        name=cfg.study_name,
+        fingerprint=plan.compiled.fingerprint(),
+        directions=plan.objective.directions,
+        metric_names=plan.objective.names,
+        objective=plan.objective.name,
+        space_kind="search space",
+        sampler=cfg.study.sampler,
+        pruner=cfg.study.pruner,
+        pruner_startup_trials=cfg.study.pruner_startup_trials,
+    )
+
+
+def make_plan(config: Config) -> Plan:
+    """Validate every input in order of cost; raise ``UserError`` on the first bad one."""
+    from autolora.core.checks import check_existing_study, check_storage
+    from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
+    from autolora.models.layers import unet_candidates_from_config
+    from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model
+    from autolora.scoring.objective import load_objective
+    from autolora.tune.search import load_search_space
+
+    space, space_text = load_search_space(config.study.search_space)
+    objective, objective_text = load_objective(config.study.objective)
+    device = resolve_device(config.model.device)
+    resolve_dtype(config.model.mixed_precision, device)
+    if not objective.is_scalar and config.study.sampler == "cmaes":
+        raise UserError(
+            f"study.sampler cmaes: single-objective only; objective {objective.name} has "
+            f"{len(objective.targets)} objectives (use tpe, nsga2, random or gp)"
+        )
+    style_folder = Path(config.data.style_images) if config.data.style_images else builtin_style_folder()
+    style = load_style_set(style_folder)
+    prompts = load_prompts(Path(config.data.prompts)) if config.data.prompts else list(BUILTIN_PROMPTS)
+    check_storage(config.storage_url, config.out_dir.resolve())
+    model = resolve_model(config.model.base_model, config.model.allow_pickle)
+    compiled = space.compile(unet_candidates_from_config(model.unet_config), model.arch)
+    resolution = config.data.resolution or native_resolution(model)
+    clip = objective.resolve_clip(model.source, config.eval.clip_model, config.eval.clip_pretrained)
+    plan = Plan(
+        config,
+        model,
+        space,
+        space_text,
+        compiled,
+        objective,
+        objective_text,
+        style,
+        prompts,
+        device,
+        resolution,
+        clip,
+        eval_every=config.train.eval_every or _aligned_eval_every(compiled),
+    )
+    check_existing_study(config.storage_url, study_spec(plan))
+    return plan
+
+
+def _aligned_eval_every(compiled: CompiledSpace) -> int:
+    """Half the fewest steps a trial can have: every trial reports at the same steps (2 or more times)."""
+    import math
+
+    dist = compiled.distributions.get("steps")
+    fewest = getattr(dist, "low", None) or compiled.fixed.get("steps") or 100
+    return max(1, math.ceil(int(fewest) / 2))

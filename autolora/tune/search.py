@@ -1,0 +1,389 @@
+"""Declarative search spaces -> optuna distributions; a trial's params -> a LoRA spec.
+
+A search-space file (``search_spaces/*.yaml``) names LoRA settings under ``params``. Each entry is
+a fixed value (``rank: 4``), a range (``rank: {low: 4, high: 64, log: true}``) or a choice
+(``init: {choices: [default, gaussian]}``). Ranges and choices compile to optuna's own
+distributions (``IntDistribution``, ``FloatDistribution``, ``CategoricalDistribution``), so the
+study stores and hashes them in optuna's serial form.
+
+The target layers are three choices (``target_blocks``, ``target_layers``,
+``target_projections``) that compile into one categorical ``target`` over the combinations that
+select at least one module of the loaded UNet: a choice that would target nothing never reaches a
+trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autolora.errors import UserError, closest
+from autolora.models.layers import BLOCKS, LAYERS, PROJECTIONS, TEXT_ENCODER_TARGETS, check_block_name, select_modules
+from autolora.recipes import read_recipe
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+    from peft import LoraConfig
+
+BAD_INITS = {
+    "pissa": "writes the residual into the base weights",
+    "olora": "writes the residual into the base weights",
+    "loftq": "quantises and rewrites the base weights",
+    "eva": "needs a data-driven initialisation pass",
+    "corda": "writes the residual into the base weights",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable LoRA setting: its kind, default and valid values."""
+
+    kind: str  # int | float | bool | choice | subset
+    default: Any
+    check: Callable[[Any], bool] = lambda v: True
+    expected: str = ""
+    allowed: tuple[str, ...] = ()
+    help: str = ""
+
+
+def _pos(v: Any) -> bool:
+    return v > 0
+
+
+PARAMS: dict[str, Param] = {
+    "rank": Param("int", 4, _pos, "an integer >= 1", help="LoRA rank r"),
+    "alpha_ratio": Param("float", 1.0, _pos, "a number > 0", help="lora_alpha = alpha_ratio * rank"),
+    "learning_rate": Param("float", 1e-4, lambda v: 0 < v < 1, "a number in (0, 1)", help="AdamW learning rate"),
+    "steps": Param("int", 100, _pos, "an integer >= 1", help="optimiser steps"),
+    "batch_size": Param("int", 1, _pos, "an integer >= 1", help="images per step"),
+    "lr_scheduler": Param(
+        "choice", "constant", allowed=("constant", "cosine", "linear"), help="learning-rate schedule"
+    ),
+    "warmup_ratio": Param("float", 0.0, lambda v: 0 <= v <= 0.5, "a number in [0, 0.5]", help="share of warmup steps"),
+    "weight_decay": Param("float", 1e-2, lambda v: v >= 0, "a number >= 0", help="AdamW weight decay"),
+    "min_snr_gamma": Param("float", 0.0, lambda v: v >= 0, "a number >= 0", help="min-SNR weighting (0: off)"),
+    "dropout": Param("float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1)", help="lora_dropout"),
+    "target_blocks": Param(
+        "subset", ["down", "mid", "up"], check_block_name, "down, mid, up, down.N or up.N", help="UNet block groups"
+    ),
+    "target_layers": Param("subset", ["self_attn", "cross_attn"], allowed=LAYERS, help="layer kinds in those blocks"),
+    "target_projections": Param(
+        "subset",
+        list(PROJECTIONS),
+        allowed=PROJECTIONS,
+        help="attention projections (q, k, v, out) of the attention layers",
+    ),
+    "rank_scale_down": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for down blocks"),
+    "rank_scale_mid": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for the mid block"),
+    "rank_scale_up": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for up blocks"),
+    "use_dora": Param("bool", False, help="weight-decomposed LoRA"),
+    "use_rslora": Param("bool", False, help="rank-stabilised scaling alpha/sqrt(r)"),
+    "init": Param("choice", "default", allowed=("default", "gaussian"), help="LoRA A init (B starts at zero)"),
+    "text_encoder": Param("bool", False, help="train a LoRA on the text encoder(s) too"),
+    "text_encoder_lr_ratio": Param("float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr"),
+}
+TARGET_KEYS = ("target_blocks", "target_layers", "target_projections")
+FILE_KEYS = ("description", "architectures", "params")
+
+
+def _check_value(name: str, value: Any, where: str) -> Any:
+    p = PARAMS[name]
+    bad = f"{where}: params.{name}: expected "
+    if p.kind == "bool":
+        if not isinstance(value, bool):
+            raise UserError(f"{bad}true or false, got {value!r}")
+    elif p.kind in ("int", "float"):
+        num_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if p.kind == "int":
+            num_ok = num_ok and float(value).is_integer()
+        if not num_ok or not p.check(value):
+            raise UserError(f"{bad}{p.expected or ('an integer' if p.kind == 'int' else 'a number')}, got {value!r}")
+        value = int(value) if p.kind == "int" else float(value)
+    elif p.kind == "choice":
+        if name == "init" and value in BAD_INITS:
+            raise UserError(
+                f"{where}: params.init: '{value}' {BAD_INITS[value]}, and peft's residual survives "
+                f"delete_adapters; autolora keeps the base model intact, so use default or gaussian"
+            )
+        if value not in p.allowed:
+            raise UserError(f"{bad}one of {', '.join(p.allowed)}, got {value!r}{closest(str(value), p.allowed)}")
+    elif p.kind == "subset":
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) for v in items):
+            raise UserError(f"{bad}a non-empty list, got {value!r}")
+        for v in items:
+            ok = p.check(v) if not p.allowed else v in p.allowed
+            if not ok:
+                valid = p.expected or ", ".join(p.allowed)
+                raise UserError(f"{bad}items from {valid}, got {v!r}{closest(v, p.allowed or BLOCKS)}")
+        value = sorted(set(items), key=items.index)
+    return value
+
+
+@dataclass
+class SearchSpace:
+    """A parsed, validated search space (independent of any model)."""
+
+    name: str
+    source: str
+    fixed: dict[str, Any]
+    ranges: dict[str, dict[str, Any]]
+    choices: dict[str, list[Any]]
+    architectures: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def compile(self, candidates: list[str], arch: str) -> CompiledSpace:
+        """Bind to a model's candidate modules: optuna distributions plus fixed values."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.architectures and arch not in self.architectures:
+            raise UserError(f"{self.source}: made for {', '.join(self.architectures)} models; the base model is {arch}")
+        dists: dict[str, BaseDistribution] = {}
+        fixed = dict(self.fixed)
+        for name, r in self.ranges.items():
+            cls = IntDistribution if PARAMS[name].kind == "int" else FloatDistribution
+            dists[name] = cls(r["low"], r["high"], log=r.get("log", False), step=r.get("step"))  # type: ignore[arg-type]
+        for name, values in self.choices.items():
+            if name in TARGET_KEYS:
+                continue
+            encoded = ["+".join(v) if isinstance(v, list) else v for v in values]
+            if len(set(map(str, encoded))) == 1:
+                fixed[name] = values[0]
+            else:
+                dists[name] = CategoricalDistribution(encoded)
+        targets = _target_choices(self, candidates)
+        if not targets:
+            raise UserError(
+                f"{self.source}: no choice of target_blocks x target_layers x "
+                f"target_projections selects any module of this UNet"
+            )
+        if len(targets) == 1:
+            fixed["target"] = targets[0]
+        else:
+            dists["target"] = CategoricalDistribution(targets)
+        return CompiledSpace(self, dists, fixed, candidates)
+
+
+def _choices_of(space: SearchSpace, key: str) -> list[list[str]]:
+    if key in space.choices:
+        return [v if isinstance(v, list) else [v] for v in space.choices[key]]
+    value = space.fixed.get(key, PARAMS[key].default)
+    return [value if isinstance(value, list) else [value]]
+
+
+def _target_choices(space: SearchSpace, candidates: list[str]) -> list[str]:
+    """Encoded ``blocks|layers|projections`` combinations that select distinct, non-empty module sets."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for blocks in _choices_of(space, "target_blocks"):
+        for layers in _choices_of(space, "target_layers"):
+            for projs in _choices_of(space, "target_projections"):
+                modules = tuple(select_modules(candidates, blocks, layers, projs))
+                if modules and modules not in seen:
+                    seen.add(modules)
+                    out.append("|".join("+".join(x) for x in (blocks, layers, projs)))
+    return out
+
+
+def decode_target(encoded: str) -> tuple[list[str], list[str], list[str]]:
+    blocks, layers, projs = encoded.split("|")
+    return blocks.split("+"), layers.split("+"), projs.split("+")
+
+
+@dataclass
+class CompiledSpace:
+    """A search space bound to a model: what optuna samples and what stays fixed."""
+
+    space: SearchSpace
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, Any]
+    candidates: list[str]
+
+    def fingerprint(self) -> str:
+        """Hash of the distributions and fixed values: a study refuses a different space."""
+        from optuna.distributions import distribution_to_json
+
+        payload = {
+            "distributions": {k: json.loads(distribution_to_json(v)) for k, v in sorted(self.distributions.items())},
+            "fixed": {k: self.fixed[k] for k in sorted(self.fixed)},
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample every distribution through the trial's public ``suggest_*`` API."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        params: dict[str, Any] = {}
+        for name, d in self.distributions.items():
+            if isinstance(d, IntDistribution):
+                params[name] = trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+            elif isinstance(d, FloatDistribution):
+                params[name] = trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+            elif isinstance(d, CategoricalDistribution):
+                params[name] = trial.suggest_categorical(name, d.choices)
+        return params
+
+    def spec(self, sampled: dict[str, Any], defaults: dict[str, Any] | None = None) -> LoraSpec:
+        """A full LoRA spec from sampled params + fixed values + defaults."""
+        values = {name: p.default for name, p in PARAMS.items()}
+        values.update(defaults or {})
+        values.update(self.fixed)
+        values.update(sampled)
+        for key in ("target_blocks", "target_layers", "target_projections"):
+            if isinstance(values.get(key), str):
+                values[key] = values[key].split("+")
+        blocks, layers, projs = decode_target(values.pop("target"))
+        values.update(target_blocks=blocks, target_layers=layers, target_projections=projs)
+        modules = select_modules(self.candidates, blocks, layers, projs)
+        return LoraSpec(values=values, modules=modules)
+
+
+@dataclass
+class LoraSpec:
+    """Everything a trial needs to build and train its adapter."""
+
+    values: dict[str, Any]
+    modules: list[str]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def group_rank(self, module: str) -> int:
+        from autolora.models.layers import block_of
+
+        found = block_of(module)
+        group = found[0] if found else "mid"
+        return max(1, round(self["rank"] * self[f"rank_scale_{group}"]))
+
+    def unet_config(self) -> LoraConfig:
+        from peft import LoraConfig
+
+        rank = int(self["rank"])
+        ratio = float(self["alpha_ratio"])
+        rank_pattern = {m: self.group_rank(m) for m in self.modules if self.group_rank(m) != rank}
+        alpha_pattern = {m: ratio * r for m, r in rank_pattern.items()}
+        return LoraConfig(
+            r=rank,
+            lora_alpha=ratio * rank,  # type: ignore[arg-type]  # peft accepts float alphas
+            target_modules=list(self.modules),
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
+            lora_dropout=float(self["dropout"]),
+            use_dora=bool(self["use_dora"]),
+            use_rslora=bool(self["use_rslora"]),
+            init_lora_weights="gaussian" if self["init"] == "gaussian" else True,
+        )
+
+    def text_encoder_config(self) -> LoraConfig | None:
+        from peft import LoraConfig
+
+        if not self["text_encoder"]:
+            return None
+        rank = int(self["rank"])
+        return LoraConfig(
+            r=rank,
+            lora_alpha=float(self["alpha_ratio"]) * rank,  # type: ignore[arg-type]
+            target_modules=list(TEXT_ENCODER_TARGETS),
+            lora_dropout=float(self["dropout"]),
+            use_dora=bool(self["use_dora"]),
+            use_rslora=bool(self["use_rslora"]),
+            init_lora_weights="gaussian" if self["init"] == "gaussian" else True,
+        )
+
+    def summary(self) -> str:
+        """The params that matter, in one short string for the per-trial line."""
+        v = self.values
+        parts = [
+            f"r={v['rank']}",
+            f"a={v['alpha_ratio'] * v['rank']:g}",
+            f"lr={v['learning_rate']:.2g}",
+            f"steps={v['steps']}",
+            f"blocks={'+'.join(v['target_blocks'])}",
+            f"layers={'+'.join(v['target_layers'])}",
+        ]
+        if v["target_projections"] != list(PROJECTIONS):
+            parts.append(f"proj={'+'.join(v['target_projections'])}")
+        parts += [k for k in ("use_dora", "use_rslora", "text_encoder") if v[k]]
+        return " ".join(parts)
+
+
+# -- parsing --------------------------------------------------------------------------------------
+
+
+def _parse_entry(name: str, value: Any, where: str, space: SearchSpace) -> None:
+    p = PARAMS[name]
+    if isinstance(value, dict) and "choices" in value:
+        extra = set(value) - {"choices"}
+        if extra:
+            raise UserError(f"{where}: params.{name}: unknown key '{sorted(extra)[0]}' beside choices")
+        if not isinstance(value["choices"], list) or not value["choices"]:
+            raise UserError(f"{where}: params.{name}.choices: expected a non-empty list, got {value['choices']!r}")
+        space.choices[name] = [_check_value(name, v, where) for v in value["choices"]]
+    elif isinstance(value, dict):
+        if p.kind not in ("int", "float"):
+            raise UserError(f"{where}: params.{name}: a {p.kind} takes a value or {{choices: [...]}}, not a range")
+        allowed = ("low", "high", "log", "step")
+        for key in value:
+            if key not in allowed:
+                raise UserError(f"{where}: params.{name}: unknown key '{key}'{closest(str(key), allowed)}")
+        if "low" not in value or "high" not in value:
+            raise UserError(f"{where}: params.{name}: a range needs low and high")
+        low, high = _check_value(name, value["low"], where), _check_value(name, value["high"], where)
+        if low > high:
+            raise UserError(f"{where}: params.{name}: low ({low}) is greater than high ({high})")
+        log, step = bool(value.get("log", False)), value.get("step")
+        if log and step is not None:
+            raise UserError(f"{where}: params.{name}: log and step cannot be combined")
+        if step is not None:
+            step = _check_value(name, step, where) if p.kind == "int" else float(step)
+            if step <= 0:
+                raise UserError(f"{where}: params.{name}.step: expected a number > 0, got {step!r}")
+        if log and low <= 0:
+            raise UserError(f"{where}: params.{name}: a log range needs low > 0")
+        space.ranges[name] = {"low": low, "high": high, "log": log, "step": step if p.kind == "float" else step or 1}
+    else:
+        space.fixed[name] = _check_value(name, value, where)
+
+
+def parse_search_space(data: Any, name: str, source: str) -> SearchSpace:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping with 'params'")
+    for key in data:
+        if key not in FILE_KEYS:
+            raise UserError(f"{source}: unknown key '{key}'{closest(str(key), FILE_KEYS)}")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise UserError(f"{source}: params: expected a mapping of parameter names")
+    archs = data.get("architectures") or []
+    if not isinstance(archs, list) or not all(a in ("sd1", "sd2", "sdxl") for a in archs):
+        raise UserError(f"{source}: architectures: expected a list of sd1, sd2, sdxl, got {archs!r}")
+    space = SearchSpace(
+        name=name,
+        source=source,
+        fixed={},
+        ranges={},
+        choices={},
+        architectures=archs,
+        description=str(data.get("description", "")),
+    )
+    for key, value in params.items():
+        if key not in PARAMS:
+            raise UserError(f"{source}: unknown parameter '{key}'{closest(str(key), PARAMS)}")
+        _parse_entry(key, value, source, space)
+    return space
+
+
+def load_search_space(name_or_file: str) -> tuple[SearchSpace, str]:
+    """A built-in search space by name, or a YAML file; returns the space and its text."""
+    data, name, source, text = read_recipe(name_or_file, "autolora.search_spaces", "search space")
+    return parse_search_space(data, name, source), text
+
+
+def describe_params() -> str:
+    """A table of the parameters a search space can set (for docs and ``--help``)."""
+    rows = [f"{n:22s} {p.kind:7s} default {p.default!r:28s} {p.help}" for n, p in PARAMS.items()]
+    return "\n".join(rows)

@@ -1,0 +1,154 @@
+"""What a process loads once and every trial reuses: pipeline, judge, caches.
+
+The data caches (latents and caption embeddings of the style images, the base model's samples
+of the evaluation prompts) are also written to the run folder, so other processes of the same
+study (``process_per_trial``, workers) read them instead of computing them again.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autolora.tune.plan import Plan
+
+
+class PhaseTimer:
+    """Wall time per named phase, summed."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
+
+
+@dataclass
+class Session:
+    """The loaded base pipeline and judge, and the per-study caches."""
+
+    plan: Plan
+    pipe: Any
+    judge: Any
+    dtype: Any
+    train_data: Any = None
+    scorer: Any = None
+    base_samples: list[Any] = field(default_factory=list)
+    setup_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, plan: Plan) -> Session:
+        """Load the pipeline and the CLIP judge (bad weights are a ``UserError``, nothing created yet)."""
+        from autolora.scoring.clip import ClipJudge
+
+        t0 = time.perf_counter()
+        from autolora.models.loading import load_base
+
+        pipe, dtype = load_base(plan.model, plan.config.model, plan.device)
+        judge = ClipJudge(plan.clip[0], plan.clip[1], device=plan.device)
+        return cls(plan=plan, pipe=pipe, judge=judge, dtype=dtype, setup_seconds=time.perf_counter() - t0)
+
+    def prepare(self, cache_dir: Path) -> None:
+        """Latents, caption embeddings, base samples and scorer references: once per study."""
+        import hashlib
+
+        import torch
+
+        from autolora.sampling import load_images, sample, save_images
+        from autolora.scoring.clip import ClipStyleContentScorer
+        from autolora.tune.train import TrainData
+
+        t0 = time.perf_counter()
+        plan, cfg = self.plan, self.plan.config
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    str(plan.model.folder),
+                    plan.style.fingerprint(),
+                    cfg.data.trigger,
+                    plan.resolution,
+                    str(self.dtype),
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        train_path = cache_dir / f"train-{key}.safetensors"
+        if train_path.exists():
+            self.train_data = TrainData.load(train_path)
+        else:
+            self.train_data = TrainData.build(self.pipe, plan.style, cfg.data.trigger, plan.resolution, plan.device)
+            self.train_data.save(train_path)
+        ev = cfg.eval
+        sample_key = hashlib.sha256(
+            json.dumps(
+                [
+                    key,
+                    plan.prompts,
+                    ev.seeds,
+                    ev.inference_steps,
+                    ev.guidance_scale,
+                    cfg.data.prompt_template,
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+        base_path = cache_dir / f"base-samples-{sample_key}.safetensors"
+        if base_path.exists():
+            self.base_samples = load_images(base_path)
+        else:
+            self.base_samples = sample(
+                self.pipe,
+                self.eval_prompts(),
+                ev.seeds,
+                steps=ev.inference_steps,
+                guidance_scale=ev.guidance_scale,
+                resolution=plan.resolution,
+                batch_size=ev.batch_size,
+            )
+            save_images(base_path, self.base_samples)
+        anchors = None
+        if all(plan.style.captions):
+            # The base model's own rendering of each reference's caption: the content-only counterpart
+            # that ``style_direction`` subtracts (see autolora.scoring.clip).
+            anchor_path = cache_dir / f"anchors-{sample_key}.safetensors"
+            if anchor_path.exists():
+                anchors = load_images(anchor_path)
+            else:
+                anchors = sample(
+                    self.pipe,
+                    plan.style.captions,
+                    ev.seeds[:1],
+                    steps=ev.inference_steps,
+                    guidance_scale=ev.guidance_scale,
+                    resolution=plan.resolution,
+                    batch_size=ev.batch_size,
+                )
+                save_images(anchor_path, anchors)
+        self.scorer = ClipStyleContentScorer(self.judge)
+        self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples, anchors)
+        torch.set_grad_enabled(True)
+        self.setup_seconds += time.perf_counter() - t0
+
+    def eval_prompts(self) -> list[str]:
+        cfg = self.plan.config
+        return [cfg.data.prompt_template.format(prompt=p, trigger=cfg.data.trigger) for p in self.plan.prompts]
+
+    def release(self) -> None:
+        import torch
+
+        self.pipe = None
+        self.judge = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,271 @@
+"""One trial: attach -> train (with evaluations the pruner sees) -> score -> log -> keep -> detach."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
+from autolora.errors import TrialFailed
+from autolora.tune.session import PhaseTimer, Session
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.core.tracking import ParentRun
+    from autolora.tune.search import LoraSpec
+
+ADAPTER_NAME = "autolora"
+
+
+def _flat_params(spec: LoraSpec) -> dict[str, Any]:
+    v = dict(spec.values)
+    v["alpha"] = v["alpha_ratio"] * v["rank"]
+    v["n_modules"] = len(spec.modules)
+    return {k: "+".join(x) if isinstance(x, list) else x for k, x in v.items()}
+
+
+class TrialRunner:
+    """The Optuna objective: one call trains, evaluates, logs and maybe keeps one adapter."""
+
+    def __init__(
+        self, session: Session, parent: ParentRun | None, echo: Callable[[str], None] = print, progress: bool = True
+    ) -> None:
+        self.session = session
+        self.parent = parent
+        self.echo = echo
+        self.progress = progress
+        self._last_images: list[Any] = []
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        import optuna
+        import torch
+
+        from autolora.sampling import grid, sample
+        from autolora.tune.train import TrainSettings, train_lora
+
+        s, plan = self.session, self.session.plan
+        cfg = plan.config
+        timer = PhaseTimer()
+        t_start = time.perf_counter()
+        sampled = plan.compiled.suggest(trial)
+        spec = plan.compiled.spec(
+            sampled, defaults={"batch_size": cfg.train.batch_size, "min_snr_gamma": cfg.train.min_snr_gamma}
+        )
+        trial.set_user_attr("spec", spec.summary())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        params = _flat_params(spec)
+        run = self.parent.start_trial(trial.number, params) if self.parent else None
+        if run:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+        state: dict[str, Any] = {"metrics": {}, "values": None, "images": None}
+        pipe = s.pipe
+        te_names = [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+        attached: list[str] = []
+
+        def on_eval(step: int) -> None:
+            with timer("sample"):
+                images = sample(
+                    pipe,
+                    s.eval_prompts(),
+                    cfg.eval.seeds,
+                    steps=cfg.eval.inference_steps,
+                    guidance_scale=cfg.eval.guidance_scale,
+                    resolution=plan.resolution,
+                    batch_size=cfg.eval.batch_size,
+                )
+            with timer("score"):
+                metrics = s.scorer.score(images)
+                values = plan.objective.values(metrics)
+            with timer("log"):
+                if run:
+                    named = {f"eval.{k}": v for k, v in metrics.items()}
+                    named.update({f"eval.objective.{n}": v for n, v in zip(plan.objective.names, values, strict=True)})
+                    run.log_metrics(named, step=step)
+                    run.log_image(grid(images, rows=len(plan.prompts)), f"samples/step_{step:05d}.png")
+            state.update(metrics=metrics, values=values, images=images, step=step)
+            self._last_images = images
+            if plan.objective.is_scalar:
+                trial.report(values[0], step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step} with {values[0]:.4f}")
+
+        bar = None
+        try:
+            with timer("adapter"):
+                # peft draws the LoRA init from the global generator: seed it so a trial's result
+                # depends on its params only, not on what ran before it in this process.
+                torch.manual_seed(cfg.train.seed)
+                attach(pipe.unet, spec.unet_config(), ADAPTER_NAME)
+                attached.append("unet")
+                te_cfg = spec.text_encoder_config()
+                if te_cfg is not None:
+                    for n in te_names:
+                        attach(getattr(pipe, n), te_cfg, ADAPTER_NAME)
+                        attached.append(n)
+            settings = TrainSettings(
+                seed=cfg.train.seed,
+                max_grad_norm=cfg.train.max_grad_norm,
+                noise_offset=cfg.train.noise_offset,
+                gradient_checkpointing=_checkpointing(cfg.model.gradient_checkpointing, plan.device),
+                autocast_dtype=s.dtype if s.dtype != torch.float32 else None,
+            )
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=int(spec["steps"]), desc=f"trial {trial.number}", leave=False, unit="step", disable=None
+                )
+
+            def on_step(step: int, loss: float) -> None:
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+            t_train = time.perf_counter()
+            try:
+                losses = train_lora(
+                    pipe,
+                    spec,
+                    s.train_data,
+                    settings,
+                    plan.device,
+                    on_step=on_step,
+                    on_eval=on_eval,
+                    eval_every=plan.eval_every,
+                )
+            except torch.OutOfMemoryError as e:
+                raise TrialFailed(f"out of memory: {str(e).splitlines()[0][:160]}") from None
+            finally:
+                train_total = time.perf_counter() - t_train
+                timer.seconds["train"] += (
+                    train_total - timer.seconds["sample"] - timer.seconds["score"] - timer.seconds["log"]
+                )
+            with timer("log"):
+                if run:
+                    run.log_curve("train.loss", losses)
+                    run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
+            for k, v in state["metrics"].items():
+                trial.set_user_attr(f"metric.{k}", v)
+            values = state["values"]
+            with timer("keep"):
+                self._maybe_keep(trial, spec, values, attached)
+            trial.set_user_attr("timings", dict(timer.seconds))
+            self._finish(trial, run, "COMPLETE", None, spec, values, timer, t_start)
+            return values[0] if plan.objective.is_scalar else values
+        except optuna.TrialPruned:
+            trial.set_user_attr("timings", dict(timer.seconds))
+            self._finish(trial, run, "PRUNED", None, spec, state["values"], timer, t_start)
+            raise
+        except TrialFailed as e:
+            trial.set_user_attr("fail_reason", str(e))
+            self._finish(trial, run, "FAIL", str(e), spec, None, timer, t_start)
+            raise
+        except BaseException as e:
+            reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+            trial.set_user_attr("fail_reason", reason[:500])
+            self._finish(trial, run, "FAIL", reason, spec, None, timer, t_start)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            with timer("adapter"):
+                for n in attached:
+                    detach(getattr(pipe, n), ADAPTER_NAME)
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _maybe_keep(self, trial: optuna.Trial, spec: LoraSpec, values: list[float], attached: list[str]) -> None:
+        """Save the adapter if it can be among the best K (or on the Pareto front)."""
+        import optuna
+
+        from autolora.core.rundir import adapter_dir
+
+        plan = self.session.plan
+        study = trial.study
+        k = plan.config.study.keep_top_k
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        signs = [1 if d == "maximize" else -1 for d in plan.objective.directions]
+        mine = [sg * v for sg, v in zip(signs, values, strict=True)]
+        if plan.objective.is_scalar:
+            better = sum(1 for t in done if signs[0] * t.values[0] > mine[0])
+            if better >= k:
+                return
+        else:
+            for t in done:
+                theirs = [sg * v for sg, v in zip(signs, t.values, strict=True)]
+                if all(a >= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine:
+                    return
+        pipe = self.session.pipe
+        configs: dict[str, dict[str, Any]] = {"unet": config_to_dict(spec.unet_config())}
+        te_cfg = spec.text_encoder_config()
+        for n in attached[1:]:
+            if te_cfg is not None:
+                configs[n] = config_to_dict(te_cfg)
+        kept = KeptAdapter(
+            configs=configs,
+            state_dicts={n: adapter_state_dict(getattr(pipe, n), ADAPTER_NAME) for n in attached},
+            base=base_facts(self.session),
+            info={
+                "study": study.study_name,
+                "trial": trial.number,
+                "params": _flat_params(spec),
+                "values": values,
+                "objective": plan.objective.name,
+                "objective_names": plan.objective.names,
+            },
+        )
+        metrics = {k2: v2 for k2, v2 in trial.user_attrs.items() if k2.startswith("metric.")}
+        kept.info["metrics"] = {k2.removeprefix("metric."): v2 for k2, v2 in metrics.items()}
+        kept.info["scores"] = dict(zip(plan.objective.names, values, strict=True))
+        kept.samples = list(self._last_images)
+        kept.sample_rows = len(plan.prompts)
+        kept.save(adapter_dir(plan.run_dir, trial.number))
+
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        run: Any,
+        state: str,
+        reason: str | None,
+        spec: LoraSpec,
+        values: list[float] | None,
+        timer: PhaseTimer,
+        t_start: float,
+    ) -> None:
+        seconds = time.perf_counter() - t_start
+        if run:
+            with timer("log"):
+                run.log_dict({"timings": dict(timer.seconds), "seconds": seconds}, "timings.json")
+                run.end(state, reason)
+        names = self.session.plan.objective.names
+        shown = " ".join(f"{n}={v:+.4f}" for n, v in zip(names, values, strict=True)) if values else ""
+        extra = ""
+        if "metric.style_gain" in trial.user_attrs:
+            extra = (
+                f" (style_gain={trial.user_attrs['metric.style_gain']:+.4f} "
+                f"content_text_delta={trial.user_attrs['metric.content_text_delta']:+.4f})"
+            )
+        why = f" [{reason}]" if reason else ""
+        self.echo(f"trial {trial.number:>3} {state:<8} {shown}{extra} | {spec.summary()} | {seconds:.1f}s{why}")
+
+
+def base_facts(session: Session) -> dict[str, Any]:
+    plan = session.plan
+    return {
+        "source": plan.model.source,
+        "arch": plan.model.arch,
+        "layers_per_block": plan.model.unet_config.get("layers_per_block", 2),
+        "resolution": plan.resolution,
+        "prediction_type": session.pipe.scheduler.config.get("prediction_type", "epsilon"),
+        "pipeline_class": plan.model.pipeline_class,
+    }
+
+
+def _checkpointing(setting: str, device: str) -> bool:
+    return setting == "on" or (setting == "auto" and device.startswith("cuda"))
