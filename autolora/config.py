@@ -351,7 +351,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Parse a YAML or TOML config file; errors name the file and line."""
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    from autolora.textfiles import read_text
+
+    text = read_text(path, "config file")
     if path.suffix == ".toml":
         import tomllib
 

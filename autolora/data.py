@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolora.errors import UserError
+from autolora.textfiles import read_text
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +73,7 @@ def load_style_set(folder: Path) -> StyleSet:
                 f"style images {folder}: {path.name} is not a readable image ({type(e).__name__})"
             ) from None
         caption_file = path.with_suffix(".txt")
-        captions.append(caption_file.read_text(encoding="utf-8").strip() if caption_file.exists() else "")
+        captions.append(read_text(caption_file, "caption").strip() if caption_file.exists() else "")
         names.append(path.name)
     if not images:
         raise UserError(f"style images {folder}: the folder has no images")
@@ -83,10 +84,7 @@ def load_prompts(path: Path) -> list[str]:
     """One content prompt per line; blank lines and ``#`` comments are skipped."""
     if not path.is_file():
         raise UserError(f"prompts file {path}: no such file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"prompts file {path}: not UTF-8 text") from None
+    lines = read_text(path, "prompts file").splitlines()
     prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if not prompts:
         raise UserError(f"prompts file {path}: no prompts (one per line; # starts a comment)")

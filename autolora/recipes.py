@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from autolora.errors import UserError, closest
+from autolora.textfiles import read_text
 
 
 def builtin_names(package: str) -> list[str]:
@@ -21,7 +22,7 @@ def read_recipe(name_or_file: str, package: str, what: str) -> tuple[Any, str, s
     if name_or_file.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
             raise UserError(f"{what} file {path}: no such file")
-        text, source, name = path.read_text(encoding="utf-8"), str(path), path.stem
+        text, source, name = read_text(path, f"{what} file"), str(path), path.stem
     else:
         names = builtin_names(package)
         if name_or_file not in names:

@@ -120,3 +120,57 @@ def make_lora(pipe: Any, configs: dict[str, Any], seed: int) -> tuple[Any, Any]:
         for comp in configs:
             detach(getattr(pipe, comp), name)
     return adapter, image
+
+
+def _style(folder: Path, colour: tuple[int, int, int]) -> Path:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True)
+    for i in range(2):
+        image = Image.new("RGB", (32, 32), colour)
+        ImageDraw.Draw(image).ellipse([4 + 4 * i, 4, 24, 24 + 2 * i], fill=(250, 250, 250))
+        image.save(folder / f"{i}.png")
+    return folder
+
+
+def fusion_inputs(pipe: Any, root: Path) -> dict[str, Any]:
+    """Two seeded LoRAs of the tiny SD model as a user would have them, ``ink`` (UNet attention + text encoder,
+    diffusers file) and ``water`` (attention + resnet convs, kohya file), each with a style folder; a prompts file
+    and an MLflow URI, all under ``root``."""
+    from peft import LoraConfig
+
+    from autolora.export import export_all
+
+    attn = ["to_q", "to_k", "to_v", "to_out.0"]
+    te = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    ink, _ = make_lora(pipe, {"unet": LoraConfig(r=4, lora_alpha=4, target_modules=attn), "text_encoder": te}, 1)
+    water, _ = make_lora(pipe, {"unet": LoraConfig(r=2, lora_alpha=1, target_modules=[*attn, "conv1", "conv2"])}, 2)
+    files = {
+        "ink": export_all(ink, root / "ink", "ink", kohya=False)["diffusers"],
+        "water": export_all(water, root / "water", "water", kohya=True)["kohya"],
+    }
+    (root / "prompts.txt").write_text("a red circle\na blue square\n")
+    return {
+        "root": root,
+        "files": files,
+        "styles": {"ink": _style(root / "s_ink", (20, 20, 20)), "water": _style(root / "s_water", (60, 120, 220))},
+        "uri": f"sqlite:///{root}/mlflow.db",
+    }
+
+
+def fuse_args(work: dict[str, Any], out: Path) -> list[str]:
+    """``autolora fuse`` of the two LoRAs of ``fusion_inputs`` on the tiny model, fast settings."""
+    return [
+        "fuse",
+        "--lora", f"ink={work['files']['ink']}",
+        "--lora", str(work["files"]["water"]),
+        "--style-images-for", f"ink={work['styles']['ink']}",
+        "--style-images-for", f"water={work['styles']['water']}",
+        "--prompts", str(work["root"] / "prompts.txt"),
+        "--out", str(out),
+        "--mlflow-uri", work["uri"],
+        "--base-model", "builtin:tiny-sd",
+        "--set", "eval.inference_steps=2",
+        "--set", "eval.seeds=[0]",
+        "--no-progress",
+    ]  # fmt: skip

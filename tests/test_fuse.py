@@ -15,13 +15,11 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import generate, make_lora
-from peft import LoraConfig
+from conftest import fuse_args, fusion_inputs, generate
 from safetensors.torch import save_file
 
 from autolora.cli import main
 
-ATTN = ["to_q", "to_k", "to_v", "to_out.0"]
 FAST = [
     "--base-model", "builtin:tiny-sd",
     "--set", "eval.inference_steps=2",
@@ -33,56 +31,15 @@ FAST = [
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _style(folder: Path, colour: tuple[int, int, int]) -> Path:
-    from PIL import Image, ImageDraw
-
-    folder.mkdir(parents=True)
-    for i in range(2):
-        image = Image.new("RGB", (32, 32), colour)
-        ImageDraw.Draw(image).ellipse([4 + 4 * i, 4, 24, 24 + 2 * i], fill=(250, 250, 250))
-        image.save(folder / f"{i}.png")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def work(tiny_sd: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from autolora.export import export_all
-
-    root = tmp_path_factory.mktemp("fuse")
-    te = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
-    ink, _ = make_lora(tiny_sd, {"unet": LoraConfig(r=4, lora_alpha=4, target_modules=ATTN), "text_encoder": te}, 1)
-    water, _ = make_lora(tiny_sd, {"unet": LoraConfig(r=2, lora_alpha=1, target_modules=[*ATTN, "conv1", "conv2"])}, 2)
-    files = {
-        "ink": export_all(ink, root / "ink", "ink", kohya=False)["diffusers"],
-        "water": export_all(water, root / "water", "water", kohya=True)["kohya"],
-    }
-    (root / "prompts.txt").write_text("a red circle\na blue square\n")
-    return {
-        "root": root,
-        "files": files,
-        "styles": {"ink": _style(root / "s_ink", (20, 20, 20)), "water": _style(root / "s_water", (60, 120, 220))},
-        "uri": f"sqlite:///{root}/mlflow.db",
-    }
+    return fusion_inputs(tiny_sd, tmp_path_factory.mktemp("fuse"))
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     rc = main(list(args))
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-def _fuse_args(work: dict[str, Any], out: Path) -> list[str]:
-    return [
-        "fuse",
-        "--lora", f"ink={work['files']['ink']}",
-        "--lora", str(work["files"]["water"]),
-        "--style-images-for", f"ink={work['styles']['ink']}",
-        "--style-images-for", f"water={work['styles']['water']}",
-        "--prompts", str(work["root"] / "prompts.txt"),
-        "--out", str(out),
-        "--mlflow-uri", work["uri"],
-        *FAST,
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +51,7 @@ def run(work: dict[str, Any]) -> dict[str, Any]:
     out = io.StringIO()
     run_dir = work["root"] / "run"
     with contextlib.redirect_stdout(out):
-        rc = main([*_fuse_args(work, run_dir), "--granularity", "block", "--trials", "2", "--study-name", "mix"])
+        rc = main([*fuse_args(work, run_dir), "--granularity", "block", "--trials", "2", "--study-name", "mix"])
     return {"rc": rc, "out": out.getvalue(), "dir": run_dir}
 
 
@@ -223,7 +180,7 @@ def test_global_study_is_diffusers_linear_fusion(run: dict[str, Any], work: dict
 
 def test_two_phase_pareto_run_and_export(work: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = work["root"] / "two"
-    args = [*_fuse_args(work, run_dir), "--granularity", "global", "--schedule", "two-phase", "--no-baseline"]
+    args = [*fuse_args(work, run_dir), "--granularity", "global", "--schedule", "two-phase", "--no-baseline"]
     rc, out, err = _cli(capsys, *args, "--objective", "fuse-pareto", "--trials", "2", "--study-name", "two")
     assert rc == 0, err
     assert "sampler tpe" in out and "Pareto set of" in out and "hypervolume" in out

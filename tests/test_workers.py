@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import DATA, FAST
+from conftest import DATA, FAST, fuse_args, fusion_inputs
 from postgres import Postgres, available, postgres
 
 from autolora.core.storage import BudgetSpent, enqueue_budget, make_storage
@@ -52,6 +52,38 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str,
 def tune_args(tmp_path: Path, name: str, storage: str, *extra: str) -> list[str]:
     return ["tune", "--out", str(tmp_path / name), "--study-name", name, "--storage", storage,
             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", *FAST, *extra]  # fmt: skip
+
+
+def wait_for(
+    url: str, name: str, ready: Callable[[list[optuna.trial.FrozenTrial]], bool], what: str, timeout: float = 300
+) -> list[optuna.trial.FrozenTrial]:
+    """Poll the study's trials until ``ready(trials)``, through one storage (one connection pool) for the whole
+    wait: on a database server, a storage per poll runs it out of connections."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+            except KeyError:  # not created yet
+                trials = []
+            if ready(trials):
+                return trials
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def running_in(proc: subprocess.Popen[str]) -> Callable[[list[optuna.trial.FrozenTrial]], bool]:
+    """Whether a trial of ``proc`` (a worker) is RUNNING, its parameters drawn (mid-trial)."""
+    return lambda trials: any(
+        t.state == optuna.trial.TrialState.RUNNING
+        and t.params
+        and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")
+        for t in trials
+    )
 
 
 def distinct_params(study: optuna.Study) -> bool:
@@ -138,15 +170,8 @@ def test_kill_9_costs_one_trial(tmp_path: Path, pg: Postgres) -> None:
     rc, _, err = finish(autolora(*args, cwd=tmp_path))
     assert rc == 0, err
     victim = autolora("worker", "--storage", pg.url, "--study-name", "k9", cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        running = [t for t in optuna.load_study(study_name="k9", storage=pg.url).trials
-                   if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(
-                       f":{victim.pid}")]  # fmt: skip
-        if running:
-            break
-        time.sleep(0.3)
-    assert running, "the victim never started a trial"
+    trials = wait_for(pg.url, "k9", running_in(victim), "the victim to start a trial")
+    running = [t for t in trials if running_in(victim)([t])]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     survivor = autolora("worker", "--storage", pg.url, "--study-name", "k9", cwd=tmp_path)
@@ -171,12 +196,8 @@ def test_lost_database_stops_the_worker_cleanly(tmp_path: Path, pg: Postgres) ->
     rc, _, err = finish(autolora(*args, cwd=tmp_path))
     assert rc == 0, err
     worker = autolora("worker", "--storage", pg.url, "--study-name", "lost", cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        done = [t for t in optuna.load_study(study_name="lost", storage=pg.url).trials if t.state in FINISHED]
-        if done:
-            break
-        time.sleep(0.3)
+    trials = wait_for(pg.url, "lost", lambda ts: any(t.state in FINISHED for t in ts), "a finished trial")
+    done = [t for t in trials if t.state in FINISHED]
     pg.stop()
     try:
         rc, out, err = finish(worker, timeout=180)
@@ -196,16 +217,8 @@ def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/c.db"
     args = tune_args(tmp_path, "cc", url, "--search-space", str(space), "--set", "train.batch_size=256")
     proc = autolora(*args, "--trials", "6", "--workers", "2", cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            running = [t for t in optuna.load_study(study_name="cc", storage=url).trials
-                       if t.state == optuna.trial.TrialState.RUNNING]  # fmt: skip
-        except Exception:
-            running = []
-        if len(running) == 2:
-            break
-        time.sleep(0.3)
+    running = optuna.trial.TrialState.RUNNING
+    wait_for(url, "cc", lambda ts: sum(t.state == running for t in ts) == 2, "both workers to run a trial")
     assert proc.poll() is None, f"the study ended before the signal: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
     rc, _, err = finish(proc, timeout=120)
@@ -226,3 +239,104 @@ def test_same_study_launched_twice(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="twice", storage=url)
     assert len(study.trials) == 4 and all(t.state in FINISHED for t in study.trials)
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+
+
+def slow_space(tmp_path: Path, steps: int) -> Path:
+    space = tmp_path / "slow.yaml"
+    space.write_text((DATA / "tiny.yaml").read_text().replace("{low: 4, high: 8, step: 2}", str(steps)))
+    return space
+
+
+def test_last_worker_out_fails_a_dead_trial_without_a_budget(tmp_path: Path) -> None:
+    # The study has no budget (made with --trials 0); workers come with their own --trials. The survivor
+    # finishes its trial well within the grace period of the victim's, so it has to wait for it before leaving.
+    url = f"sqlite:///{tmp_path}/nb.db"
+    args = tune_args(tmp_path, "nb", url, "--trials", "0", "--search-space", str(slow_space(tmp_path, 60)),
+                     "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=20")  # fmt: skip
+    rc, _, err = finish(autolora(*args, cwd=tmp_path))
+    assert rc == 0, err
+    victim = autolora("worker", "--storage", url, "--study-name", "nb", "--trials", "3", cwd=tmp_path)
+    trials = wait_for(url, "nb", running_in(victim), "the victim to start a trial")
+    killed = next(t.number for t in trials if running_in(victim)([t]))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    rc, out, err = finish(autolora("worker", "--storage", url, "--study-name", "nb", "--trials", "1", cwd=tmp_path))
+    assert rc == 0, err
+    study = optuna.load_study(study_name="nb", storage=url)
+    assert study.trials[killed].state == optuna.trial.TrialState.FAIL
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert sum(1 for t in study.trials if t.state in FINISHED and t.number != killed) >= 1
+
+
+def test_show_marks_a_dead_workers_trial_stale(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/st.db"
+    args = tune_args(tmp_path, "st", url, "--trials", "2", "--queue-only", "--search-space",
+                     str(slow_space(tmp_path, 60)), "--set", "study.heartbeat_interval=1",
+                     "--set", "study.grace_period=3")  # fmt: skip
+    rc, _, err = finish(autolora(*args, cwd=tmp_path))
+    assert rc == 0, err
+    victim = autolora("worker", "--storage", url, "--study-name", "st", cwd=tmp_path)
+    wait_for(url, "st", running_in(victim), "the victim to start a trial")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    deadline = time.time() + 300
+    out = ""
+    while time.time() < deadline and "STALE" not in out:
+        rc, out, err = finish(autolora("show", str(tmp_path / "st"), cwd=tmp_path))
+        assert rc == 0, err
+    stale = [ln for ln in out.splitlines() if " STALE " in ln]
+    assert len(stale) == 1 and "its worker is probably dead" in stale[0], out
+
+
+@pytest.fixture(scope="module")
+def fusion(tiny_sd: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    return fusion_inputs(tiny_sd, tmp_path_factory.mktemp("fusion"))
+
+
+def fuse_studies(url: str, name: str) -> dict[str, optuna.Study]:
+    return {n: optuna.load_study(study_name=n, storage=url) for n in (name, f"{name}-linear")}
+
+
+def test_fuse_local_workers_share_an_exact_budget(tmp_path: Path, fusion: dict[str, object]) -> None:
+    url = f"sqlite:///{tmp_path}/fw.db"
+    args = [*fuse_args(fusion, tmp_path / "fw"), "--study-name", "fw", "--storage", url, "--trials", "3",
+            "--workers", "2"]  # fmt: skip
+    rc, out, err = finish(autolora(*args, cwd=tmp_path))
+    assert rc == 0, err
+    studies = fuse_studies(url, "fw")
+    for study in studies.values():
+        assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        assert set(study.trials[0].params.values()) == {1.0}  # plain stacking first, as in-process
+        assert distinct_params(study)
+    assert all(t.user_attrs.get("worker") for s in studies.values() for t in s.trials)  # run by the workers
+    assert out.count("worker: ") == 2  # both started, joined and left cleanly (which took trials is the race's)
+    assert "dlf     fw: 3 complete" in out and "linear  fw-linear: 3 complete" in out
+    rc, out, err = finish(autolora("show", str(tmp_path / "fw"), cwd=tmp_path))
+    assert rc == 0 and "[dlf] study 'fw': 3 trials" in out and "[linear] study 'fw-linear': 3 trials" in out, err
+
+
+def test_fuse_workers_on_postgres_survive_kill_9(tmp_path: Path, pg: Postgres, fusion: dict[str, object]) -> None:
+    args = [*fuse_args(fusion, tmp_path / "fk"), "--study-name", "fk", "--storage", pg.url, "--trials", "4",
+            "--queue-only", "--set", "eval.inference_steps=150", "--set", "study.heartbeat_interval=1",
+            "--set", "study.grace_period=3"]  # fmt: skip
+    rc, out, err = finish(autolora(*args, cwd=tmp_path))
+    assert rc == 0, err
+    assert f"autolora worker --storage {pg.url} --study-name fk" in out
+    victim = autolora("worker", "--storage", pg.url, "--study-name", "fk", cwd=tmp_path)
+    trials = wait_for(pg.url, "fk", running_in(victim), "the victim to start a fusion trial")
+    killed = next(t.number for t in trials if running_in(victim)([t]))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    rc, out, err = finish(autolora("worker", "--storage", pg.url, "--study-name", "fk", cwd=tmp_path))
+    assert rc == 0, err
+    studies = fuse_studies(pg.url, "fk")
+    dlf = studies["fk"]
+    assert dlf.trials[killed].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in dlf.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.COMPLETE
+    assert retried[0].params == dlf.trials[killed].params
+    for study in studies.values():  # every study of the run got exactly its budget
+        others = [t for t in study.trials if not (study is dlf and t.number == killed)]
+        assert len(others) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in others)
+    rc, out, err = finish(autolora("show", "--storage", pg.url, "--study-name", "fk", cwd=tmp_path))
+    assert rc == 0 and "[dlf] study 'fk': 5 trials" in out and "[linear] study 'fk-linear': 4 trials" in out, err

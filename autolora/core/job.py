@@ -36,6 +36,24 @@ if TYPE_CHECKING:
 Objective = Callable[["optuna.Trial"], "float | list[float]"]
 
 
+def this_worker() -> str:
+    """``host:pid`` of this process, stored with every trial it runs (user attribute ``worker``)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def signed(objective: Objective) -> Objective:
+    """``objective`` that first records which process runs the trial (``show``, fault handling and tests read it)."""
+
+    def run(trial: optuna.Trial) -> float | list[float]:
+        trial.set_user_attr("worker", this_worker())
+        return objective(trial)
+
+    return run
+
+
 class Job(ABC):
     """One kind of study run. Subclasses set ``kind`` and ``config_class`` and implement the abstract methods."""
 

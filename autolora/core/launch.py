@@ -19,6 +19,9 @@ from typing import Any
 from autolora.core.job import Job
 from autolora.core.study import StudySpec
 
+STOP_GRACE = 300.0
+"""Seconds a worker has after Ctrl-C to fail its trial and exit before it is killed."""
+
 
 class WorkersFailed(RuntimeError):
     """One or more local workers exited with an error."""
@@ -138,18 +141,40 @@ def run_local_workers(
     except KeyboardInterrupt:
         for proc in procs.values():
             proc.send_signal(signal.SIGINT)
-        deadline = time.time() + 60
+        # A worker fails its running trial cleanly and exits; on a loaded machine that takes a while.
+        deadline = time.time() + STOP_GRACE
+        killed = []
         for proc in procs.values():
             try:
                 proc.wait(timeout=max(1.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+                killed.append(proc.pid)
+        _fail_trials_of(storage, studies, killed)
         raise
     finally:
         if bar is not None:
             bar.close()
     if errors:
         raise WorkersFailed("; ".join(errors))
+
+
+def _fail_trials_of(storage: Any, studies: list[Any], pids: list[int]) -> None:
+    """Fail the RUNNING trials of workers that had to be killed, so that none stays RUNNING."""
+    import optuna
+
+    from autolora.core.job import this_worker
+
+    host = this_worker().rpartition(":")[0]
+    owners = {f"{host}:{pid}" for pid in pids}
+    for study in studies:
+        study_id = storage.get_study_id_from_name(study.study_name)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.user_attrs.get("worker") in owners:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted (Ctrl-C); worker killed")
+                storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _above(bar: Any) -> Callable[[str], None]:

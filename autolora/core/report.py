@@ -23,7 +23,14 @@ def find_study(run_dir: Path | None, storage: str | None, name: str | None) -> t
             raise UserError(f"{run_dir}: not an autolora run folder (no config.yaml)")
         import yaml
 
-        cfg = yaml.safe_load(cfg_file.read_text()) or {}
+        from autolora.textfiles import read_text
+
+        try:
+            cfg = yaml.safe_load(read_text(cfg_file, "run config")) or {}
+        except yaml.YAMLError:
+            raise UserError(f"{cfg_file}: not valid YAML; is {run_dir} an autolora run folder?") from None
+        if not isinstance(cfg, dict):
+            raise UserError(f"{cfg_file}: expected a mapping of sections; is {run_dir} an autolora run folder?")
         study_cfg = cfg.get("study") or {}
         storage = storage or study_cfg.get("storage")
         name = name or study_cfg.get("name")
@@ -88,6 +95,7 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
 
     Such a trial's worker has died; the next worker to start a trial (or the last to leave) fails it.
     """
+    import optuna
     from optuna.storages import RDBStorage
 
     storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps RDBStorage in _CachedStorage
@@ -97,8 +105,12 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
 
     config = study.user_attrs.get(ATTR + "config") or {}
     grace = float((config.get("study") or {}).get("grace_period") or 180)
-    ages = heartbeat_ages(storage, storage.get_study_id_from_name(study.study_name))
-    by_id = {t._trial_id: t.number for t in study.get_trials(deepcopy=False)}
+    study_id = storage.get_study_id_from_name(study.study_name)
+    ages = heartbeat_ages(storage, study_id)
+    if not ages:
+        return {}
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    by_id = {storage.get_trial_id_from_study_id_trial_number(study_id, t.number): t.number for t in running}
     return {by_id[tid]: age for tid, age in ages.items() if age > grace and tid in by_id}
 
 

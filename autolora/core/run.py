@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
-from autolora.core.job import Job
+from autolora.core.job import Job, signed
 from autolora.core.study import ATTR, StudySpec
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def _optimize(
 
     try:
         study.optimize(
-            job.objective(spec, parent, _writer(echo, bar), progress),
+            signed(job.objective(spec, parent, _writer(echo, bar), progress)),
             n_trials=settings.trials,
             timeout=settings.timeout,
             catch=job.catch(),

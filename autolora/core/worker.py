@@ -76,6 +76,7 @@ def run_worker(
     """
     from autolora.config import config_from_dict
     from autolora.core.checks import check_storage
+    from autolora.core.job import signed
     from autolora.core.storage import make_storage
     from autolora.core.tracking import ParentRun, Tracker
     from autolora.quiet import quiet_libraries
@@ -113,7 +114,7 @@ def run_worker(
             if timeout is not None and spent >= timeout:
                 break
             budget = bool(reader.get_study_user_attrs(reader.get_study_id_from_name(spec.name)).get(ATTR + "budget"))
-            objective = job.objective(spec, parent, echo, False)
+            objective = signed(job.objective(spec, parent, echo, False))
             done += _work(job, spec, objective, budget, salt, left, None if timeout is None else timeout - spent, echo)
     finally:
         job.close()
@@ -223,7 +224,11 @@ def _wait_for_the_dead(study: optuna.Study, storage: Any, interval: int, budget:
         trials = study.get_trials(deepcopy=False)
         if budget and any(t.state == optuna.trial.TrialState.WAITING for t in trials):
             return True
-        running = [t._trial_id for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        running = [
+            storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            for t in trials
+            if t.state == optuna.trial.TrialState.RUNNING
+        ]
         if not running:
             return False
         if not budget:

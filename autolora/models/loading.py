@@ -7,7 +7,6 @@ unless the user opts in to pickle.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
 from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
+from autolora.textfiles import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -96,11 +96,10 @@ def resolve_model(source: str, allow_pickle: bool = False) -> ModelRef:
     index = folder / "model_index.json"
     if not index.is_file():
         raise UserError(f"base model {source}: not a diffusers model folder (no model_index.json)")
-    try:
-        meta = json.loads(index.read_text())
-        unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"base model {source}: unreadable model_index.json or unet/config.json ({e})") from None
+    meta = read_json(index, f"base model {source}:")
+    unet_config = read_json(folder / "unet" / "config.json", f"base model {source}:")
+    if not isinstance(meta, dict) or not isinstance(unet_config, dict):
+        raise UserError(f"base model {source}: model_index.json and unet/config.json must be JSON objects")
     cls = meta.get("_class_name", "")
     if cls not in PIPELINES:
         raise UserError(
@@ -174,7 +173,11 @@ def native_resolution(model: ModelRef) -> int:
     factor = 8
     vae_cfg = model.folder / "vae" / "config.json"
     if vae_cfg.is_file():
-        factor = 2 ** (len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1)
+        vae = read_json(vae_cfg, f"base model {model.source}:")
+        blocks = vae.get("block_out_channels", [0] * 4) if isinstance(vae, dict) else None
+        if not isinstance(blocks, list) or not blocks:
+            raise UserError(f"base model {model.source}: vae/config.json has no block_out_channels list")
+        factor = 2 ** (len(blocks) - 1)
     return sample_size * factor
 
 

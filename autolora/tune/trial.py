@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -57,7 +55,6 @@ class TrialRunner:
             sampled, defaults={"batch_size": cfg.train.batch_size, "min_snr_gamma": cfg.train.min_snr_gamma}
         )
         trial.set_user_attr("spec", spec.summary())
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = _flat_params(spec)
         run = self.parent.start_trial(trial.number, params) if self.parent else None
         if run:
