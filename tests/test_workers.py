@@ -340,3 +340,22 @@ def test_fuse_workers_on_postgres_survive_kill_9(tmp_path: Path, pg: Postgres, f
         assert len(others) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in others)
     rc, out, err = finish(autolora("show", "--storage", pg.url, "--study-name", "fk", cwd=tmp_path))
     assert rc == 0 and "[dlf] study 'fk': 5 trials" in out and "[linear] study 'fk-linear': 4 trials" in out, err
+
+
+def test_ctrl_c_stops_all_fuse_workers(tmp_path: Path, fusion: dict[str, object]) -> None:
+    url = f"sqlite:///{tmp_path}/fc.db"
+    # Fusion trials of 400 denoising steps: whenever the signal comes, it lands mid-trial.
+    args = [*fuse_args(fusion, tmp_path / "fc"), "--study-name", "fc", "--storage", url, "--trials", "4",
+            "--workers", "2", "--set", "eval.inference_steps=400"]  # fmt: skip
+    proc = autolora(*args, cwd=tmp_path)
+    running = optuna.trial.TrialState.RUNNING
+    wait_for(url, "fc", lambda ts: sum(t.state == running and bool(t.params) for t in ts) == 2, "two fusion trials")
+    assert proc.poll() is None, f"the run ended before the signal: {proc.communicate()}"
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc, timeout=400)
+    assert rc == 130, err
+    trials = [t for s in fuse_studies(url, "fc").values() for t in s.trials]
+    assert not [t for t in trials if t.state == running]
+    assert sum(1 for t in trials if str(t.user_attrs.get("fail_reason", "")).startswith("interrupted (Ctrl-C)")) >= 1
+    out = subprocess.run(["pgrep", "-f", "--study-name fc"], capture_output=True, text=True).stdout
+    assert not out.strip(), "a worker outlived Ctrl-C"
