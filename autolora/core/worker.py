@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
@@ -162,8 +163,8 @@ def _work(
                 gc_after_trial=False,
                 timeout=timeout,
             )
-            if not budget:
-                _wait_for_the_dead(study, storage, settings.heartbeat_interval, budget=False)
+            # Done here (trials, timeout): leave no dead worker's trial RUNNING behind.
+            _wait_for_the_dead(study, storage, settings.heartbeat_interval, budget=False)
             break
         except BudgetSpent:
             if not _wait_for_the_dead(study, storage, settings.heartbeat_interval, budget=True):
@@ -204,11 +205,12 @@ def _wait_for_the_dead(study: optuna.Study, storage: Any, interval: int, budget:
     """Before leaving the study, see that no dead worker's trial stays RUNNING; True: there is work again.
 
     A trial's heartbeat is fresh for up to the grace period after its worker died, so a dead trial
-    cannot be told from a live one at a glance. Budgeted study: wait until every running trial has
-    finished or been failed as stale (a failed trial queued again is work: return True), since the
-    budget is only spent once every trial is done. Per-worker ``--trials``: watch the running trials'
-    heartbeats; a trial whose heartbeat moves has a live worker, which sees to itself; one whose
-    heartbeat stands still is waited for until it finishes or goes stale and is failed.
+    cannot be told from a live one by its age. Budgeted study (no trial left to pop): wait until every
+    running trial has finished or been failed as stale (a failed trial queued again is work: return
+    True), since the budget is spent only once every trial is done. Otherwise (per-worker ``--trials``,
+    a timeout): wait only for trials that may be dead. A trial is alive when its worker is a live
+    autolora process on this machine, or when its heartbeat moves; one whose heartbeat stands still is
+    waited for until it finishes or goes stale and is failed (and queued again) by Optuna.
     """
     import optuna
 
@@ -224,19 +226,34 @@ def _wait_for_the_dead(study: optuna.Study, storage: Any, interval: int, budget:
         trials = study.get_trials(deepcopy=False)
         if budget and any(t.state == optuna.trial.TrialState.WAITING for t in trials):
             return True
-        running = [
-            storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        running = {
+            storage.get_trial_id_from_study_id_trial_number(study_id, t.number): t
             for t in trials
             if t.state == optuna.trial.TrialState.RUNNING
-        ]
+        }
         if not running:
             return False
         if not budget:
             beats = heartbeats(storage, study_id)[1]
-            for tid in running:
-                if tid in first_seen and beats.get(tid) != first_seen[tid]:
+            for tid, t in running.items():
+                if _runs_here(str(t.user_attrs.get("worker", ""))) or (
+                    tid in first_seen and beats.get(tid) != first_seen[tid]
+                ):
                     alive.add(tid)
                 first_seen.setdefault(tid, beats.get(tid))
-            if all(tid in alive for tid in running):
+            if alive >= set(running):
                 return False
         time.sleep(min(interval, 2))
+
+
+def _runs_here(worker: str) -> bool:
+    """Whether ``host:pid`` is a live autolora process on this machine (False when it cannot be told)."""
+    from autolora.core.job import this_worker
+
+    host, _, pid = worker.rpartition(":")
+    if host != this_worker().rpartition(":")[0] or not pid.isdigit():
+        return False
+    try:
+        return b"autolora" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no such process, or no /proc: not known to be alive
+        return False
