@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,43 @@ def fuse_args(work: dict[str, Any], out: Path) -> list[str]:
         "--set", "eval.seeds=[0]",
         "--no-progress",
     ]  # fmt: skip
+
+
+def wait_for(url: str, name: str, ready: Callable[[list[Any]], bool], what: str, timeout: float = 900) -> list[Any]:
+    """Poll the study's trials until ``ready(trials)`` (``timeout`` only bounds a wait that would never end).
+
+    One storage (one connection pool) serves the whole wait: on a database server, a storage per poll runs it
+    out of connections. A SQLite file is opened only once it exists, and under autolora's creation lock.
+    """
+    import optuna
+
+    from autolora.core.storage import make_storage
+
+    deadline = time.time() + timeout
+    db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    while db is not None and not db.exists():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {db} (for {what})")
+        time.sleep(0.2)
+    storage = make_storage(url, pool_size=1)
+    try:
+        while time.time() < deadline:
+            try:
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+            except KeyError:  # not created yet
+                trials = []
+            if ready(trials):
+                return trials
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def running_in(proc: subprocess.Popen[str]) -> Callable[[list[Any]], bool]:
+    """Whether a trial of ``proc`` (a worker) is RUNNING, its parameters drawn (mid-trial)."""
+    return lambda trials: any(
+        t.state.name == "RUNNING" and t.params and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")
+        for t in trials
+    )

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, wait_for
 
 from autolora.cli import main
 from autolora.config import load_config, parse_override
@@ -74,27 +73,17 @@ def test_ctrl_c_leaves_a_resumable_study(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "autolora", *slow], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     db = tmp_path / "run" / "optuna.db"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                trials = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}").trials
-            except Exception:
-                trials = []
-            if trials and trials[-1].state == optuna.trial.TrialState.RUNNING:
-                break
-        time.sleep(0.5)
-    time.sleep(1.0)
+    wait_for(f"sqlite:///{db}", "ctrlc", lambda ts: bool(ts) and ts[-1].state.name == "RUNNING", "a running trial")
     assert proc.poll() is None, f"the study ended before the signal: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, f"stdout:\n{out}\nstderr:\n{err}"
     assert "run the same command to resume" in err
     study = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}")
     assert study.trials and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
     assert study.trials[-1].user_attrs.get("fail_reason") == "interrupted (Ctrl-C)"
     rc = subprocess.run([sys.executable, "-m", "autolora", *args, "--trials", "1"],
-                        cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+                        cwd=tmp_path, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert rc.returncode == 0, rc.stderr
     study = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}")
     assert study.trials[-1].number == len(study.trials) - 1 >= 1

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import DATA, FAST, fuse_args, fusion_inputs
+from conftest import DATA, FAST, fuse_args, fusion_inputs, running_in, wait_for
 from postgres import Postgres, available, postgres
 
 from autolora.core.storage import BudgetSpent, enqueue_budget, make_storage
@@ -44,7 +44,7 @@ def autolora(*args: str, cwd: Path, **kw: object) -> subprocess.Popen[str]:
     )  # type: ignore[call-overload]
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str, str]:
+def finish(proc: subprocess.Popen[str], timeout: float = 900) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -52,38 +52,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str,
 def tune_args(tmp_path: Path, name: str, storage: str, *extra: str) -> list[str]:
     return ["tune", "--out", str(tmp_path / name), "--study-name", name, "--storage", storage,
             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", *FAST, *extra]  # fmt: skip
-
-
-def wait_for(
-    url: str, name: str, ready: Callable[[list[optuna.trial.FrozenTrial]], bool], what: str, timeout: float = 300
-) -> list[optuna.trial.FrozenTrial]:
-    """Poll the study's trials until ``ready(trials)``, through one storage (one connection pool) for the whole
-    wait: on a database server, a storage per poll runs it out of connections."""
-    storage = optuna.storages.RDBStorage(url)
-    try:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-            except KeyError:  # not created yet
-                trials = []
-            if ready(trials):
-                return trials
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
-
-
-def running_in(proc: subprocess.Popen[str]) -> Callable[[list[optuna.trial.FrozenTrial]], bool]:
-    """Whether a trial of ``proc`` (a worker) is RUNNING, its parameters drawn (mid-trial)."""
-    return lambda trials: any(
-        t.state == optuna.trial.TrialState.RUNNING
-        and t.params
-        and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")
-        for t in trials
-    )
 
 
 def distinct_params(study: optuna.Study) -> bool:
@@ -121,7 +89,7 @@ def test_sqlite_pop_is_atomic_across_processes(tmp_path: Path) -> None:
     enqueue_budget(optuna.create_study(study_name="race", storage=make_storage(url)), 60)
     procs = [subprocess.Popen([sys.executable, "-c", POP, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]  # fmt: skip
-    results = [p.communicate(timeout=120) for p in procs]
+    results = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-300:] for _, err in results]
     assert sum(int(out) for out, _ in results) == 60
     study = optuna.load_study(study_name="race", storage=url)
@@ -200,7 +168,7 @@ def test_lost_database_stops_the_worker_cleanly(tmp_path: Path, pg: Postgres) ->
     done = [t for t in trials if t.state in FINISHED]
     pg.stop()
     try:
-        rc, out, err = finish(worker, timeout=180)
+        rc, out, err = finish(worker, timeout=600)
     finally:
         pg.start()
     assert rc == 3, err
@@ -221,7 +189,7 @@ def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
     wait_for(url, "cc", lambda ts: sum(t.state == running for t in ts) == 2, "both workers to run a trial")
     assert proc.poll() is None, f"the study ended before the signal: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
-    rc, _, err = finish(proc, timeout=120)
+    rc, _, err = finish(proc, timeout=900)
     assert rc == 130, err
     study = optuna.load_study(study_name="cc", storage=url)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -279,7 +247,7 @@ def test_show_marks_a_dead_workers_trial_stale(tmp_path: Path) -> None:
     wait_for(url, "st", running_in(victim), "the victim to start a trial")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     out = ""
     while time.time() < deadline and "STALE" not in out:
         rc, out, err = finish(autolora("show", str(tmp_path / "st"), cwd=tmp_path))
@@ -352,7 +320,7 @@ def test_ctrl_c_stops_all_fuse_workers(tmp_path: Path, fusion: dict[str, object]
     wait_for(url, "fc", lambda ts: sum(t.state == running and bool(t.params) for t in ts) == 2, "two fusion trials")
     assert proc.poll() is None, f"the run ended before the signal: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
-    rc, _, err = finish(proc, timeout=400)
+    rc, _, err = finish(proc, timeout=900)
     assert rc == 130, err
     trials = [t for s in fuse_studies(url, "fc").values() for t in s.trials]
     assert not [t for t in trials if t.state == running]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ class RunResult:
     mlflow_ui: str
     parent_run_id: str | None
     n_new: int
-    """Trials added by this run, over all its studies."""
+    """Trials finished by this run, over all its studies."""
     lines: list[str] = field(default_factory=list)
     """The job's summary."""
 
@@ -122,8 +122,8 @@ def _run(
     from autolora.core.study import open_study
 
     studies = {s.label: open_study(s, storage, settings, record={**record, "label": s.label}) for s in specs}
-    before = sum(len(st.trials) for st in studies.values())
-    names = ", ".join(f"'{s.name}' ({len(studies[s.label].trials)} earlier trials)" for s in specs)
+    before = _finished(studies.values())
+    names = ", ".join(f"'{s.name}' ({_finished([studies[s.label]])} earlier trials)" for s in specs)
     kind = "study" if len(specs) == 1 else "studies"
     echo(f"{job.kind} run in {job.run_dir}: {kind} {names}; storage {cfg.storage_url}")
     echo(f"MLflow: {tracker.ui_command()}")
@@ -150,7 +150,7 @@ def _run(
         for spec in specs:
             _optimize(job, spec, studies[spec.label], parent, echo, progress, len(specs) > 1)
     lines = job.summary(studies, parent)
-    n_new = sum(len(st.trials) for st in studies.values()) - before
+    n_new = _finished(studies.values()) - before
     return RunResult(studies, specs, job.run_dir, tracker.ui_command(), parent.run_id, n_new, lines)
 
 
@@ -188,6 +188,10 @@ def _optimize(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _finished(studies: Iterable[optuna.Study]) -> int:
+    return sum(sum(1 for t in st.get_trials(deepcopy=False) if t.state.is_finished()) for st in studies)
 
 
 def _writer(echo: Callable[[str], None], bar: Any) -> Callable[[str], None]:
