@@ -182,11 +182,11 @@ def wait_for(url: str, name: str, ready: Callable[[list[Any]], bool], what: str,
     """Poll the study's trials until ``ready(trials)`` (``timeout`` only bounds a wait that would never end).
 
     One storage (one connection pool) serves the whole wait: on a database server, a storage per poll runs it
-    out of connections. A SQLite file is opened only once it exists, and under autolora's creation lock.
+    out of connections. A SQLite file is opened only once it exists, under autolora's creation lock.
     """
     import optuna
 
-    from autolora.core.storage import make_storage
+    from autolora.core.locks import sqlite_init_lock
 
     deadline = time.time() + timeout
     db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
@@ -194,7 +194,8 @@ def wait_for(url: str, name: str, ready: Callable[[list[Any]], bool], what: str,
         if time.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {db} (for {what})")
         time.sleep(0.2)
-    storage = make_storage(url, pool_size=1)
+    with sqlite_init_lock(url):  # the study's own process may be creating the tables right now
+        storage = optuna.storages.RDBStorage(url)  # plain reads: no write lock taken for a poll
     try:
         while time.time() < deadline:
             try:

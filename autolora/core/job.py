@@ -45,11 +45,18 @@ def this_worker() -> str:
 
 
 def signed(objective: Objective) -> Objective:
-    """``objective`` that first records which process runs the trial (``show``, fault handling and tests read it)."""
+    """``objective`` that records which process runs the trial (user attribute ``worker``: ``show``, fault
+    handling and tests read it), and that marks a trial stopped by Ctrl-C as such wherever the signal lands
+    (drawing parameters, starting its MLflow run...), not only inside the job's own handler."""
 
     def run(trial: optuna.Trial) -> float | list[float]:
-        trial.set_user_attr("worker", this_worker())
-        return objective(trial)
+        try:
+            trial.set_user_attr("worker", this_worker())
+            return objective(trial)
+        except KeyboardInterrupt:
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
 
     return run
 

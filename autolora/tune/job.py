@@ -35,7 +35,6 @@ class TuneJob(Job):
         super().__init__(plan.config)
         self.the_plan = plan
         self.session: Session | None = None
-        self.setup_seconds = 0.0
 
     @classmethod
     def plan(cls, config: Config) -> TuneJob:
