@@ -313,6 +313,8 @@ def test_fuse_workers_on_postgres_survive_kill_9(tmp_path: Path, pg: Postgres, f
     assert rc == 0 and "[dlf] study 'fk': 5 trials" in out and "[linear] study 'fk-linear': 4 trials" in out, err
 
 
+# Marked slow with the other Ctrl-C tests (see test_ctrl_c_stops_all_workers).
+@pytest.mark.slow
 def test_ctrl_c_stops_all_fuse_workers(tmp_path: Path, fusion: dict[str, object]) -> None:
     url = f"sqlite:///{tmp_path}/fc.db"
     # Fusion trials of 400 denoising steps: whenever the signal comes, it lands mid-trial.
