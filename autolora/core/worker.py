@@ -100,6 +100,13 @@ def run_worker(
         if study_name not in names:
             raise UserError(f"study '{study_name}': its stored config now makes studies {names}")
         specs = specs[names.index(study_name) :]
+        # Read what the loop needs, then close this storage: the trials run on their own (one pool at a time).
+        budgets = {
+            s.name: bool(reader.get_study_user_attrs(reader.get_study_id_from_name(s.name)).get(ATTR + "budget"))
+            for s in specs
+        }
+        reader.remove_session()
+        reader.engine.dispose()
         job.prepare(job.run_dir / "cache")
         tracker = Tracker(mlflow_uri or attrs.get(ATTR + "mlflow_uri"), f"autolora/{config.study_name}")
         parent_id = parent_run_id or attrs.get(ATTR + "mlflow_parent_run_id")
@@ -114,7 +121,7 @@ def run_worker(
             spent = time.perf_counter() - t0
             if timeout is not None and spent >= timeout:
                 break
-            budget = bool(reader.get_study_user_attrs(reader.get_study_id_from_name(spec.name)).get(ATTR + "budget"))
+            budget = budgets[spec.name]
             objective = signed(job.objective(spec, parent, echo, False))
             done += _work(job, spec, objective, budget, salt, left, None if timeout is None else timeout - spent, echo)
     finally:
@@ -183,6 +190,9 @@ def _work(
             tries = settings.storage_retries
             echo(f"worker: storage unreachable ({type(e).__name__}); retry {failures}/{tries} in {wait:.0f}s")
             time.sleep(wait)
+    if storage is not None:  # this study is done: its pool goes before the next study's opens
+        storage.remove_session()
+        storage.engine.dispose()
     return done
 
 
