@@ -73,6 +73,8 @@ class DataConfig:
     """How an evaluation prompt and the trigger combine."""
     resolution: int | None = None
     """Training and sampling size in pixels. None: the model's native size."""
+    strict: bool = False
+    """Stop before the first trial when a data diagnostic warns (``--strict``); otherwise warn and run."""
 
     def validate(self, where: str) -> None:
         _check(bool(self.trigger.strip()), f"{where}.trigger", "a non-empty phrase", self.trigger)

@@ -212,8 +212,12 @@ def wait_for(url: str, name: str, ready: Callable[[list[Any]], bool], what: str,
 
 
 def running_in(proc: subprocess.Popen[str]) -> Callable[[list[Any]], bool]:
-    """Whether a trial of ``proc`` (a worker) is RUNNING, its parameters drawn (mid-trial)."""
+    """Whether a trial of ``proc`` (a worker) is RUNNING with all its parameters drawn (mid-trial).
+
+    Both jobs record ``spec`` once every parameter is suggested; waiting on a non-empty ``params`` alone
+    raced with the sampling of the rest (a kill then left a trial with part of its parameters).
+    """
     return lambda trials: any(
-        t.state.name == "RUNNING" and t.params and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")
+        t.state.name == "RUNNING" and "spec" in t.user_attrs and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")
         for t in trials
     )

@@ -59,10 +59,6 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypa
     assert run.info.status == "FAILED" and "loss is nan" in run.data.tags["optuna.fail_reason"]
 
 
-# Passes alone and beside two CPU hogs (2 passed with the workers' Ctrl-C test, 188 s), but failed in the
-# full suite on a fresh clone (session 4): an earlier test leaves something the subprocess sees; not found yet.
-# Run it with: pytest -m slow tests/test_study.py
-@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_study(tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(

@@ -178,9 +178,6 @@ def test_lost_database_stops_the_worker_cleanly(tmp_path: Path, pg: Postgres) ->
     assert sum(1 for t in study.trials if t.state in FINISHED) >= len(done)
 
 
-# Like tests/test_study.py's Ctrl-C test: passes alone and beside two CPU hogs, failed inside the full suite on a
-# fresh clone (session 4; cause not found). Run it with: pytest -m slow tests/test_workers.py
-@pytest.mark.slow
 def test_ctrl_c_stops_all_workers(tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
     # Long trials (40 steps of 256 pictures): whenever the signal comes, it lands mid-trial.
@@ -313,8 +310,6 @@ def test_fuse_workers_on_postgres_survive_kill_9(tmp_path: Path, pg: Postgres, f
     assert rc == 0 and "[dlf] study 'fk': 5 trials" in out and "[linear] study 'fk-linear': 4 trials" in out, err
 
 
-# Marked slow with the other Ctrl-C tests (see test_ctrl_c_stops_all_workers).
-@pytest.mark.slow
 def test_ctrl_c_stops_all_fuse_workers(tmp_path: Path, fusion: dict[str, object]) -> None:
     url = f"sqlite:///{tmp_path}/fc.db"
     # Fusion trials of 400 denoising steps: whenever the signal comes, it lands mid-trial.

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import optuna
 
     from autolora.config import Config
+    from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
     from autolora.core.tracking import ParentRun
 
@@ -98,6 +99,14 @@ class Job(ABC):
     @abstractmethod
     def resolved_config(self) -> dict[str, Any]:
         """The config with every default and path made explicit: what workers and resumes run."""
+
+    strict: bool = False
+    """Stop on a warning of ``diagnose`` (``--strict``) instead of running anyway."""
+
+    def diagnose(self) -> list[Finding]:
+        """Checks of the inputs that need the loaded models (see ``core.findings``). Called after ``load`` and
+        before anything is created, so ``--strict`` can still stop cleanly."""
+        return []
 
     def run_files(self) -> dict[str, str]:
         """Extra files (name -> text) written into the run folder beside ``config.yaml`` (recipes as read)."""

@@ -66,6 +66,8 @@ def print_table(study: optuna.Study, run_dir: Path | None) -> None:
         f"study '{study.study_name}': {len(study.trials)} trials, directions "
         f"{[d.name.lower() for d in study.directions]}"
     )
+    for line in study.user_attrs.get(ATTR + "warnings", []):
+        print(f"WARNING (data, at setup): {line}")
     header = f"{'#':>4} {'state':9s} " + " ".join(f"{n:>10s}" for n in names) + f" {'secs':>7s} kept  params"
     print(header)
     for t in study.trials:

@@ -1,4 +1,4 @@
-"""Running a job's studies: validate -> load -> run folder, studies, MLflow parent run -> trials -> summary.
+"""Running a job's studies: validate -> load -> diagnose -> run folder, studies, MLflow parent run -> trials -> summary.
 
 The trials run in this process (``study.optimize``), or in local worker processes (``--workers N``,
 ``--process-per-trial``), or are only queued for ``autolora worker`` processes elsewhere (``--queue-only``);
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
+from autolora.core.findings import Finding, strict_failure
 from autolora.core.job import Job, signed
 from autolora.core.study import ATTR, StudySpec
+from autolora.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
@@ -77,6 +79,10 @@ def run_job(job: Job, echo: Callable[[str], None] = print, progress: bool = True
         specs = job.studies()
         for spec in specs:
             check_existing_study(cfg.storage_url, spec)
+        findings = job.diagnose()
+        failure = strict_failure(findings) if job.strict else None
+        if failure:
+            raise UserError(failure)
         # Inputs are valid and the models load: from here on we create things.
         job.run_dir.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(cfg.study.mlflow_uri, f"autolora/{cfg.study_name}")
@@ -89,7 +95,7 @@ def run_job(job: Job, echo: Callable[[str], None] = print, progress: bool = True
             tags={"autolora.study": cfg.study_name, "autolora.version": __version__, "autolora.kind": job.kind},
         )
         with parent:
-            return _run(job, specs, resolved, tracker, parent, echo, progress)
+            return _run(job, specs, resolved, tracker, parent, echo, progress, findings)
     finally:
         job.close()
 
@@ -102,6 +108,7 @@ def _run(
     parent: ParentRun,
     echo: Callable[[str], None],
     progress: bool,
+    findings: list[Finding],
 ) -> RunResult:
     from autolora.core.storage import enqueue_budget, make_storage
 
@@ -127,6 +134,7 @@ def _run(
     kind = "study" if len(specs) == 1 else "studies"
     echo(f"{job.kind} run in {job.run_dir}: {kind} {names}; storage {cfg.storage_url}")
     echo(f"MLflow: {tracker.ui_command()}")
+    _record_findings(findings, studies.values(), parent, echo)
     echo(job.prepare(job.run_dir / "cache"))
     for study in studies.values():
         study.set_user_attr(ATTR + "setup_seconds", job.setup_seconds)
@@ -152,6 +160,21 @@ def _run(
     lines = job.summary(studies, parent)
     n_new = _finished(studies.values()) - before
     return RunResult(studies, specs, job.run_dir, tracker.ui_command(), parent.run_id, n_new, lines)
+
+
+def _record_findings(
+    findings: list[Finding], studies: Iterable[optuna.Study], parent: ParentRun, echo: Callable[[str], None]
+) -> None:
+    """Print the diagnostics, log them to the parent run and keep the warnings with each study (for ``show``)."""
+    from autolora.core.findings import findings_metrics, show_findings
+
+    show_findings(findings, echo)
+    if not findings:
+        return
+    parent.log_metrics(findings_metrics(findings))
+    parent.log_dict({"findings": [f.to_dict() for f in findings]}, "diagnostics.json")
+    for study in studies:
+        study.set_user_attr(ATTR + "warnings", [f.line for f in findings if f.warning])
 
 
 def _optimize(

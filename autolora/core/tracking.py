@@ -73,6 +73,10 @@ class _Run:
         for i in range(0, len(items), _MAX_BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_BATCH])
 
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics in one call. NaN is stored as NaN; MLflow clamps +-inf to +-1.797e308."""
+        self._log_metrics([(k, v, step or 0) for k, v in metrics.items()])
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags on the run (values truncated to MLflow's 8000-character limit)."""
         from mlflow.entities import RunTag
@@ -251,10 +255,6 @@ class ParentRun(_Run):
 
 class TrialRun(_Run):
     """One trial's nested run."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log metrics in one call. NaN is stored as NaN; MLflow clamps +-inf to +-1.797e308."""
-        self._log_metrics([(k, v, step or 0) for k, v in metrics.items()])
 
     def log_curve(self, key: str, values: list[float], start_step: int = 1) -> None:
         """Log a whole curve (e.g. the loss per step) with ``log_batch``, in chunks of MLflow's 1000-metric limit."""

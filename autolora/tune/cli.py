@@ -15,6 +15,7 @@ TUNE_FLAGS = {
     "prompts": ("data", "prompts"),
     "search_space": ("study", "search_space"),
     "objective": ("study", "objective"),
+    "strict": ("data", "strict"),
 }
 
 
@@ -34,6 +35,12 @@ def register(sub: Any) -> None:
     t.add_argument("--prompts", help="text file of content prompts, one per line")
     t.add_argument("--search-space", help="built-in name (quick, sd15, sdxl, diffusers-default, kohya-like) or file")
     t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
+    t.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="stop before the first trial if a data diagnostic warns (default: warn and run)",
+    )
     study_flags(t, "trials to run now (default 10)", "the style folder's name")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")
     override_flags(t)
@@ -59,6 +66,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 1
     print(f"{result.n_new} new trials; study now has {len(result.study.trials)}.")
     print_best(result.study)
+    warnings = result.study.user_attrs.get("autolora.warnings", [])
+    if warnings:
+        print(f"Mind the {len(warnings)} data warning(s) at setup, first: {warnings[0]}")
     print(f"Open the dashboard: {result.mlflow_ui}")
     print(f"Export the best adapter: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
     return 0

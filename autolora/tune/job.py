@@ -20,6 +20,7 @@ from autolora.tune.plan import Plan
 if TYPE_CHECKING:
     import optuna
 
+    from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
     from autolora.core.tracking import ParentRun
     from autolora.tune.session import Session
@@ -35,6 +36,7 @@ class TuneJob(Job):
         super().__init__(plan.config)
         self.the_plan = plan
         self.session: Session | None = None
+        self.strict = plan.config.data.strict
 
     @classmethod
     def plan(cls, config: Config) -> TuneJob:
@@ -46,6 +48,14 @@ class TuneJob(Job):
         from autolora.tune.session import Session
 
         self.session = Session.load(self.the_plan)
+
+    def diagnose(self) -> list[Finding]:
+        import time
+
+        t0 = time.perf_counter()
+        findings = self._session().diagnose(self.run_dir / "cache")
+        self._session().setup_seconds += time.perf_counter() - t0
+        return findings
 
     def studies(self) -> list[StudySpec]:
         from autolora.tune.plan import study_spec

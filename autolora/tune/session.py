@@ -8,6 +8,7 @@ study (``process_per_trial``, workers) read them instead of computing them again
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -15,9 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autolora.tune.plan import Plan
+
+if TYPE_CHECKING:
+    from autolora.core.findings import Finding
 
 
 class PhaseTimer:
@@ -62,8 +66,6 @@ class Session:
 
     def prepare(self, cache_dir: Path) -> None:
         """Latents, caption embeddings, base samples and scorer references: once per study."""
-        import hashlib
-
         import torch
 
         from autolora.sampling import load_images, sample, save_images
@@ -72,17 +74,8 @@ class Session:
 
         t0 = time.perf_counter()
         plan, cfg = self.plan, self.plan.config
-        key = hashlib.sha256(
-            json.dumps(
-                [
-                    str(plan.model.folder),
-                    plan.style.fingerprint(),
-                    cfg.data.trigger,
-                    plan.resolution,
-                    str(self.dtype),
-                ]
-            ).encode()
-        ).hexdigest()[:16]
+        key = self._data_key()
+        ev = cfg.eval
         cache_dir.mkdir(parents=True, exist_ok=True)
         train_path = cache_dir / f"train-{key}.safetensors"
         if train_path.exists():
@@ -90,32 +83,10 @@ class Session:
         else:
             self.train_data = TrainData.build(self.pipe, plan.style, cfg.data.trigger, plan.resolution, plan.device)
             self.train_data.save(train_path)
-        ev = cfg.eval
-        sample_key = hashlib.sha256(
-            json.dumps(
-                [
-                    key,
-                    plan.prompts,
-                    ev.seeds,
-                    ev.inference_steps,
-                    ev.guidance_scale,
-                    cfg.data.prompt_template,
-                ]
-            ).encode()
-        ).hexdigest()[:16]
+        sample_key = self._sample_key(key)
         base_path = cache_dir / f"base-samples-{sample_key}.safetensors"
-        if base_path.exists():
-            self.base_samples = load_images(base_path)
-        else:
-            self.base_samples = sample(
-                self.pipe,
-                self.eval_prompts(),
-                ev.seeds,
-                steps=ev.inference_steps,
-                guidance_scale=ev.guidance_scale,
-                resolution=plan.resolution,
-                batch_size=ev.batch_size,
-            )
+        self.ensure_base_samples(cache_dir)
+        if not base_path.exists():
             save_images(base_path, self.base_samples)
         anchors = None
         if all(plan.style.captions):
@@ -139,6 +110,46 @@ class Session:
         self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples, anchors)
         torch.set_grad_enabled(True)
         self.setup_seconds += time.perf_counter() - t0
+
+    def _data_key(self) -> str:
+        plan, cfg = self.plan, self.plan.config
+        items = [str(plan.model.folder), plan.style.fingerprint(), cfg.data.trigger, plan.resolution, str(self.dtype)]
+        return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+    def _sample_key(self, data_key: str) -> str:
+        cfg = self.plan.config
+        ev = cfg.eval
+        items = [data_key, self.plan.prompts, ev.seeds, ev.inference_steps, ev.guidance_scale, cfg.data.prompt_template]
+        return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+    def ensure_base_samples(self, cache_dir: Path) -> list[Any]:
+        """The base model's samples of the evaluation prompts: kept, else read from ``cache_dir``, else drawn
+        (not written: ``prepare`` writes them, once the run folder may be created)."""
+        from autolora.sampling import load_images, sample
+
+        if not self.base_samples:
+            path = cache_dir / f"base-samples-{self._sample_key(self._data_key())}.safetensors"
+            if path.exists():
+                self.base_samples = load_images(path)
+            else:
+                ev, plan = self.plan.config.eval, self.plan
+                self.base_samples = sample(
+                    self.pipe,
+                    self.eval_prompts(),
+                    ev.seeds,
+                    steps=ev.inference_steps,
+                    guidance_scale=ev.guidance_scale,
+                    resolution=plan.resolution,
+                    batch_size=ev.batch_size,
+                )
+        return self.base_samples
+
+    def diagnose(self, cache_dir: Path) -> list[Finding]:
+        """The data diagnostics of the style set (``autolora.diagnostics``), the base samples as yardstick."""
+        from autolora.diagnostics import diagnose_style_set
+
+        yardstick = self.ensure_base_samples(cache_dir)
+        return diagnose_style_set(self.plan.style, self.plan.resolution, self.pipe.vae, yardstick)
 
     def eval_prompts(self) -> list[str]:
         cfg = self.plan.config

@@ -1,0 +1,199 @@
+"""Data diagnostics of a style set, before any trial: can the base model represent it, and is it sound data?
+
+Four checks, each one ``Finding`` (a line, maybe a warning, and figures for MLflow):
+
+- ``vae``: the base VAE's round trip (encode -> decode, at the training resolution and crop) on every reference,
+  beside the same round trip on the base model's own samples, the yardstick of what the model can represent.
+  A LoRA learns in the VAE's latent space, so a look the VAE cannot reconstruct cannot be learnt at all.
+- ``duplicates``: near-identical references (PSNR above ``DUPLICATE_DB`` between the two at 32 x 32), which
+  weigh a picture twice and shrink the set.
+- ``captions``: references with and without a caption (without one, a picture trains on the trigger alone).
+- ``sizes``: sizes and aspect ratios, and what the centre crop and the resize to the training size do to them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from autolora.core.findings import Finding
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from autolora.data import StyleSet
+
+VAE_GAP_DB = 10.0
+"""Warn when the references' median round trip is this far below the base samples' median. The base's samples
+come out of its decoder, so they round-trip better than any outside picture: pictures the model does represent
+sit 3-8 dB below them (miniworld's drawn styles with the shipped VAE), pictures it cannot 15-25 dB."""
+VAE_FLOOR_DB = 15.0
+"""Warn below this median round trip whatever the yardstick (a picture this far off has lost its look)."""
+DUPLICATE_DB = 32.0
+CROP_LOSS = 0.2
+"""Warn when the centre crop drops more than this share of a reference's area."""
+UPSCALE = 1.5
+"""Warn when a reference is enlarged by more than this factor to reach the training size."""
+
+
+def psnr(a: Any, b: Any) -> float:
+    """PSNR in dB of two arrays/tensors in [0, 1] (capped at 60 dB for identical inputs)."""
+    mse = float(((a - b) ** 2).mean())
+    return 60.0 if mse <= 1e-6 else min(60.0, 10.0 * math.log10(1.0 / mse))
+
+
+def round_trip_psnr(vae: Any, images: Sequence[Image.Image], resolution: int, batch_size: int = 8) -> list[float]:
+    """Per image, the PSNR of ``vae``'s decode of its encoding (latent mean), as training crops it."""
+    import torch
+
+    from autolora.data import to_tensor
+
+    param = next(vae.parameters())
+    dtype = param.dtype
+    # In float32: SDXL's VAE overflows in float16, and fp16/bf16 -> fp32 -> back is exact.
+    vae.to(torch.float32)
+    out: list[float] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = torch.stack([to_tensor(im, resolution) for im in images[start : start + batch_size]])
+                latents = vae.encode(x.to(param.device)).latent_dist.mode()
+                y = vae.decode(latents).sample.float().cpu().clamp(-1, 1)
+                for xi, yi in zip(x, y, strict=True):
+                    out.append(psnr((xi + 1) / 2, (yi + 1) / 2))
+    finally:
+        vae.to(dtype)
+    return out
+
+
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def vae_finding(refs: Sequence[float], names: Sequence[str], yardstick: Sequence[float]) -> Finding:
+    ref_med, worst = _median(refs), min(range(len(refs)), key=lambda i: refs[i])
+    metrics = {"refs_psnr_median": ref_med, "refs_psnr_min": refs[worst]}
+    line = f"VAE round trip {ref_med:.1f} dB median on the references (worst {refs[worst]:.1f} dB, {names[worst]})"
+    gap = 0.0
+    if yardstick:
+        base_med = _median(yardstick)
+        gap = base_med - ref_med
+        metrics.update(base_psnr_median=base_med, gap_db=gap)
+        line += f", {base_med:.1f} dB on the base model's own samples"
+    far = [n for n, p in zip(names, refs, strict=True) if yardstick and _median(yardstick) - p > VAE_GAP_DB]
+    metrics["refs_far"] = float(len(far))
+    if gap > VAE_GAP_DB or ref_med < VAE_FLOOR_DB:
+        return Finding(
+            "vae",
+            f"{line}: the references are far outside what the base model can represent ({len(far)} of "
+            f"{len(refs)} over {VAE_GAP_DB:.0f} dB below its samples); a LoRA cannot learn what its VAE cannot "
+            "reconstruct",
+            warning=True,
+            metrics=metrics,
+        )
+    return Finding("vae", line, metrics=metrics)
+
+
+def duplicates_finding(images: Sequence[Image.Image], names: Sequence[str]) -> Finding:
+    import numpy as np
+    from PIL import Image as PILImage
+
+    small = [
+        np.asarray(im.convert("RGB").resize((32, 32), PILImage.Resampling.BOX), dtype=np.float32) / 255.0
+        for im in images
+    ]
+    pairs = [
+        (names[i], names[j])
+        for i in range(len(small))
+        for j in range(i + 1, len(small))
+        if psnr(small[i], small[j]) >= DUPLICATE_DB
+    ]
+    metrics = {"pairs": float(len(pairs))}
+    if not pairs:
+        return Finding("duplicates", f"no near-duplicate references among {len(images)}", metrics=metrics)
+    shown = ", ".join(f"{a} ~ {b}" for a, b in pairs[:3]) + (f" and {len(pairs) - 3} more" if len(pairs) > 3 else "")
+    return Finding(
+        "duplicates",
+        f"{len(pairs)} near-duplicate reference pair{'s' if len(pairs) > 1 else ''} ({shown}): each counts twice "
+        "in training; remove the copies or add different pictures",
+        warning=True,
+        metrics=metrics,
+    )
+
+
+def captions_finding(captions: Sequence[str], names: Sequence[str]) -> Finding:
+    have = sum(1 for c in captions if c)
+    metrics = {"captioned": float(have), "uncaptioned": float(len(captions) - have)}
+    if have == len(captions):
+        return Finding("captions", f"all {have} references have a caption", metrics=metrics)
+    if have == 0:
+        return Finding(
+            "captions",
+            f"none of the {len(captions)} references has a caption (name.txt): each trains on the trigger alone",
+            metrics=metrics,
+        )
+    missing = [n for n, c in zip(names, captions, strict=True) if not c]
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return Finding(
+        "captions",
+        f"{have} of {len(captions)} references have a caption, {len(missing)} have none ({shown}): those train on "
+        "the trigger alone and teach it their content too; caption all or none",
+        warning=True,
+        metrics=metrics,
+    )
+
+
+def sizes_finding(images: Sequence[Image.Image], names: Sequence[str], resolution: int) -> Finding:
+    sizes = [im.size for im in images]
+    aspects = [max(w, h) / min(w, h) for w, h in sizes]
+    lost = [1.0 - 1.0 / a for a in aspects]  # the centre square keeps min/max of the long side
+    upscale = [resolution / min(w, h) for w, h in sizes]
+    metrics = {
+        "min_side": float(min(min(s) for s in sizes)),
+        "max_side": float(max(max(s) for s in sizes)),
+        "max_aspect": max(aspects),
+        "max_crop_loss": max(lost),
+        "max_upscale": max(upscale),
+    }
+    small = min(sizes, key=lambda s: s[0] * s[1])
+    big = max(sizes, key=lambda s: s[0] * s[1])
+    line = (
+        f"sizes {small[0]}x{small[1]} to {big[0]}x{big[1]}, aspect up to {max(aspects):.2f}; training takes the "
+        f"centre square at {resolution} px"
+    )
+    problems = []
+    cropped = [n for n, x in zip(names, lost, strict=True) if x > CROP_LOSS]
+    if cropped:
+        worst = max(range(len(lost)), key=lambda i: lost[i])
+        problems.append(
+            f"the crop drops over {CROP_LOSS:.0%} of {len(cropped)} reference(s) (up to {lost[worst]:.0%}, "
+            f"{names[worst]})"
+        )
+    enlarged = [n for n, u in zip(names, upscale, strict=True) if u > UPSCALE]
+    if enlarged:
+        worst = max(range(len(upscale)), key=lambda i: upscale[i])
+        problems.append(
+            f"{len(enlarged)} reference(s) are enlarged over {UPSCALE}x (up to {upscale[worst]:.1f}x, "
+            f"{names[worst]}: blurred)"
+        )
+    if problems:
+        return Finding("sizes", f"{line}: {'; '.join(problems)}", warning=True, metrics=metrics)
+    return Finding("sizes", f"{line}: {'nothing cropped' if max(lost) < 0.005 else 'little cropped'}", metrics=metrics)
+
+
+def diagnose_style_set(
+    style: StyleSet, resolution: int, vae: Any = None, yardstick: Sequence[Image.Image] = ()
+) -> list[Finding]:
+    """Every check on ``style`` (the VAE one when ``vae`` is given; ``yardstick``: the base model's samples)."""
+    findings = []
+    if vae is not None:
+        refs = round_trip_psnr(vae, style.images, resolution)
+        base = round_trip_psnr(vae, list(yardstick), resolution) if yardstick else []
+        findings.append(vae_finding(refs, style.names, base))
+    findings.append(duplicates_finding(style.images, style.names))
+    findings.append(captions_finding(style.captions, style.names))
+    findings.append(sizes_finding(style.images, style.names, resolution))
+    return findings

@@ -1,0 +1,130 @@
+"""Data diagnostics at setup: each check on pictures made here, and what ``tune`` prints, logs and refuses."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolora.cli import main
+from autolora.diagnostics import (
+    captions_finding,
+    duplicates_finding,
+    round_trip_psnr,
+    sizes_finding,
+    vae_finding,
+)
+from autolora.miniworld.world import BACKGROUND, sample_items
+
+NAVY = (20, 30, 70)
+
+
+def on_background(image: Image.Image, rgb: tuple[int, int, int]) -> Image.Image:
+    """A miniworld picture with its light background repainted: a look the shipped world never drew."""
+    a = np.asarray(image).copy()
+    a[(a == np.array(BACKGROUND)).all(-1)] = rgb
+    return Image.fromarray(a)
+
+
+def style_folder(root: Path, background: tuple[int, int, int] | None, n: int = 6, seed: int = 5) -> Path:
+    root.mkdir(parents=True)
+    for i, (image, item) in enumerate(sample_items(n, style="plain", seed=seed)):
+        (on_background(image, background) if background else image).save(root / f"p{i}.png")
+        (root / f"p{i}.txt").write_text(f"a {item.colour} {item.shape}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vae(quiet: None) -> Any:
+    from diffusers import AutoencoderKL
+
+    from autolora.models.builtin import builtin_path
+
+    return AutoencoderKL.from_pretrained(builtin_path("builtin:miniworld") / "vae").eval()
+
+
+def test_vae_warning_fires_on_what_the_vae_cannot_represent_and_not_on_plain(vae: Any) -> None:
+    plain = [im for im, _ in sample_items(8, style="plain", seed=1)]
+    base = [im for im, _ in sample_items(8, style="plain", seed=2)]  # stands in for the base's samples
+    navy = [on_background(im, NAVY) for im in plain]
+    names = [f"p{i}.png" for i in range(8)]
+    yard = round_trip_psnr(vae, base, 32)
+    assert min(yard) > 18  # the shipped VAE keeps what miniworld draws
+    ok = vae_finding(round_trip_psnr(vae, plain, 32), names, yard)
+    assert not ok.warning and "dB on the base model's own samples" in ok.line
+    bad = vae_finding(round_trip_psnr(vae, navy, 32), names, yard)
+    assert bad.warning and "far outside what the base model can represent" in bad.line
+    assert bad.metrics["gap_db"] > 10 and bad.metrics["refs_far"] == 8
+
+
+def test_near_duplicates_are_named() -> None:
+    pics = [im for im, _ in sample_items(4, style="plain", seed=3)]
+    names = ["a.png", "b.png", "c.png", "d.png", "a-copy.jpg"]
+    noisy = np.clip(np.asarray(pics[0], dtype=np.float32) + np.random.default_rng(0).normal(0, 2, (32, 32, 3)), 0, 255)
+    found = duplicates_finding([*pics, Image.fromarray(noisy.astype(np.uint8)).resize((64, 64))], names)
+    assert found.warning and "a.png ~ a-copy.jpg" in found.line and found.metrics["pairs"] == 1
+    assert not duplicates_finding(pics, names[:4]).warning
+
+
+def test_captions_all_none_or_mixed() -> None:
+    names = ["a.png", "b.png", "c.png"]
+    assert not captions_finding(["x", "y", "z"], names).warning
+    assert not captions_finding(["", "", ""], names).warning
+    mixed = captions_finding(["x", "", "z"], names)
+    assert mixed.warning and "2 of 3 references have a caption, 1 have none (b.png)" in mixed.line
+
+
+def test_sizes_say_what_cropping_and_resizing_do() -> None:
+    square = Image.new("RGB", (512, 512))
+    fine = sizes_finding([square, square], ["a.png", "b.png"], 512)
+    assert not fine.warning and "nothing cropped" in fine.line
+    wide, small = Image.new("RGB", (1024, 512)), Image.new("RGB", (128, 128))
+    bad = sizes_finding([square, wide, small], ["a.png", "wide.png", "small.png"], 512)
+    assert bad.warning and "up to 50%, wide.png" in bad.line and "up to 4.0x, small.png" in bad.line
+    assert bad.metrics["max_aspect"] == 2.0
+
+
+def tune_args(tmp_path: Path, style: Path, *more: str) -> list[str]:
+    return ["tune", "--style-images", str(style), "--out", str(tmp_path / "run"), "--study-name", "d",
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--trials", "0", "--no-progress",
+            "--set", "eval.seeds=[0]", "--set", "eval.inference_steps=8", *more]  # fmt: skip
+
+
+def test_tune_warns_logs_and_show_repeats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mlflow.tracking import MlflowClient
+
+    style = style_folder(tmp_path / "navy", NAVY)
+    (style / "p0.txt").unlink()
+    assert main(tune_args(tmp_path, style)) == 0
+    out = capsys.readouterr().out
+    warned = [ln for ln in out.splitlines() if ln.startswith("WARNING: ")]
+    assert len(warned) == 2, out  # the VAE cannot represent them, and one caption is missing
+    assert "far outside what the base model can represent" in warned[0] and "have none (p0.png)" in warned[1]
+    assert sum(ln.startswith("data: ") for ln in out.splitlines()) == 2  # duplicates and sizes are fine
+    assert main(["show", str(tmp_path / "run")]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("WARNING (data, at setup): ") == 2 and "far outside" in shown
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name("autolora/d").experiment_id])
+    assert parent.data.metrics["data.vae.gap_db"] > 10 and parent.data.metrics["data.captions.uncaptioned"] == 1
+    assert "diagnostics.json" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+
+def test_strict_stops_before_anything_is_created(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    style = style_folder(tmp_path / "navy", NAVY)
+    assert main(tune_args(tmp_path, style, "--strict")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("autolora: error: --strict: VAE round trip"), err
+    assert "nothing was created" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_strict_runs_clean_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    style = style_folder(tmp_path / "plain", None, seed=random.Random(7).randrange(100))
+    assert main(tune_args(tmp_path, style, "--strict")) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and sum(ln.startswith("data: VAE round trip") for ln in out.splitlines()) == 1
