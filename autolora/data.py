@@ -114,17 +114,21 @@ BUILTIN_STYLE_CONTENT = [(s, c) for s in ("circle", "square") for c in ("red", "
 """What the built-in style pictures show; ``BUILTIN_PROMPTS`` ask for shapes and colours they never show."""
 
 
-def builtin_style_folder() -> Path:
-    """16 miniworld pictures in the held-out checker style, with content captions, drawn once into the cache."""
+def builtin_style_folder(style: str = "") -> Path:
+    """16 miniworld pictures of ``BUILTIN_STYLE`` (or ``style``), with content captions, drawn once into the cache.
+
+    They show ``BUILTIN_STYLE_CONTENT`` only, so that ``BUILTIN_PROMPTS`` ask for what no style picture shows."""
     from autolora.miniworld.world import draw
     from autolora.models.builtin import build_once, cache_root
+
+    style = style or BUILTIN_STYLE
 
     def write(tmp: Path) -> None:
         rng = random.Random(0)
         for i in range(16):
             shape, colour = BUILTIN_STYLE_CONTENT[i % len(BUILTIN_STYLE_CONTENT)]
-            image, item = draw(shape, colour, BUILTIN_STYLE, rng)
-            image.save(tmp / f"{BUILTIN_STYLE}_{i:02d}.png")
-            (tmp / f"{BUILTIN_STYLE}_{i:02d}.txt").write_text(f"a {item.colour} {item.shape}\n")
+            image, item = draw(shape, colour, style, rng)
+            image.save(tmp / f"{style}_{i:02d}.png")
+            (tmp / f"{style}_{i:02d}.txt").write_text(f"a {item.colour} {item.shape}\n")
 
-    return build_once(cache_root() / "styles" / f"miniworld-{BUILTIN_STYLE}-v2", write)
+    return build_once(cache_root() / "styles" / f"miniworld-{style}-v2", write)

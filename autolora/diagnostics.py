@@ -13,11 +13,11 @@ Four checks, each one ``Finding`` (a line, maybe a warning, and figures for MLfl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from autolora.core.findings import Finding
+from autolora.models.roundtrip import psnr, round_trip_psnr
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,36 +35,6 @@ CROP_LOSS = 0.2
 """Warn when the centre crop drops more than this share of a reference's area."""
 UPSCALE = 1.5
 """Warn when a reference is enlarged by more than this factor to reach the training size."""
-
-
-def psnr(a: Any, b: Any) -> float:
-    """PSNR in dB of two arrays/tensors in [0, 1] (capped at 60 dB for identical inputs)."""
-    mse = float(((a - b) ** 2).mean())
-    return 60.0 if mse <= 1e-6 else min(60.0, 10.0 * math.log10(1.0 / mse))
-
-
-def round_trip_psnr(vae: Any, images: Sequence[Image.Image], resolution: int, batch_size: int = 8) -> list[float]:
-    """Per image, the PSNR of ``vae``'s decode of its encoding (latent mean), as training crops it."""
-    import torch
-
-    from autolora.data import to_tensor
-
-    param = next(vae.parameters())
-    dtype = param.dtype
-    # In float32: SDXL's VAE overflows in float16, and fp16/bf16 -> fp32 -> back is exact.
-    vae.to(torch.float32)
-    out: list[float] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                x = torch.stack([to_tensor(im, resolution) for im in images[start : start + batch_size]])
-                latents = vae.encode(x.to(param.device)).latent_dist.mode()
-                y = vae.decode(latents).sample.float().cpu().clamp(-1, 1)
-                for xi, yi in zip(x, y, strict=True):
-                    out.append(psnr((xi + 1) / 2, (yi + 1) / 2))
-    finally:
-        vae.to(dtype)
-    return out
 
 
 def _median(values: Sequence[float]) -> float:

@@ -15,6 +15,7 @@ STUDY_FLAGS = {
     "mlflow_uri": ("study", "mlflow_uri"),
     "device": ("model", "device"),
     "workers": ("study", "workers"),
+    "strict": ("data", "strict"),
 }
 
 
@@ -35,6 +36,12 @@ def study_flags(p: argparse.ArgumentParser, trials_help: str, default_name: str)
         action="store_true",
         default=None,
         help="create the study and queue --trials trials for 'autolora worker' processes",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="stop before the first trial if a data diagnostic warns (default: warn and run)",
     )
 
 

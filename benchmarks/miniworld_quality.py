@@ -117,6 +117,13 @@ def _tune(work: Path, name: str, overrides: list[tuple[str, str, Any]]) -> Any:
     return run_tune(config, echo=lambda s: print("   ", s), progress=False), config
 
 
+def _style(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
+    """The ``--style`` override: the built-in style folder's content drawn in another miniworld style."""
+    from autolora.data import BUILTIN_STYLE, builtin_style_folder
+
+    return [] if args.style == BUILTIN_STYLE else [("data", "style_images", str(builtin_style_folder(args.style)))]
+
+
 def _session(config: Any) -> Any:
     """The study's pipeline, judge, scorer and base samples (read back from the study's cache)."""
     from autolora.tune.plan import make_plan
@@ -151,7 +158,6 @@ def _truth_of(images: list[Any], prompts: list[str], seeds: int, judge: Any, sty
 def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     from autolora.adapter import KeptAdapter
     from autolora.core.rundir import adapter_dir
-    from autolora.data import BUILTIN_STYLE
     from autolora.export import export_all
     from autolora.miniworld.quality import content_truth, spearman
     from autolora.miniworld.truth import style_strength, tone_shift
@@ -161,7 +167,8 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
     _, config = _tune(
         work,
         "validity",
-        [("study", "trials", 1), ("study", "search_space", _space(work, "fixed", FIXED)), ("eval", "seeds", seeds)],
+        [("study", "trials", 1), ("study", "search_space", _space(work, "fixed", FIXED)), ("eval", "seeds", seeds)]
+        + _style(args),
     )
     session = _session(config)
     plan = session.plan
@@ -178,8 +185,8 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
         images = sample(pipe, prompts, seeds, steps=20, guidance_scale=7.5, resolution=plan.resolution)
         each = session.scorer.score_each(images)
         truth = content_truth(session.judge, images, [p for p in plan.prompts for _ in seeds])
-        strength = [style_strength(im, BUILTIN_STYLE) for im in images]
-        tone = [tone_shift(im, BUILTIN_STYLE) for im in images]
+        strength = [style_strength(im, args.style) for im in images]
+        tone = [tone_shift(im, args.style) for im in images]
         row = {"scale": scale, **{k: mean(v) for k, v in each.items()}}
         row.update(style_strength=mean(strength), tone_shift=mean(tone), content_pixels=mean(truth["pixels.both"]))
         rows.append(row)
@@ -219,12 +226,11 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
 def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     from autolora.adapter import KeptAdapter
     from autolora.core.rundir import adapter_dir
-    from autolora.data import BUILTIN_STYLE
     from autolora.recipes import read_recipe
     from autolora.sampling import grid
 
     seeds = list(range(args.tuning_seeds))
-    common = [("eval", "seeds", seeds), ("study", "workers", args.workers)]
+    common = [("eval", "seeds", seeds), *_style(args), ("study", "workers", args.workers)]
     tuned, config = _tune(work, "tuned", [("study", "trials", args.trials), *common])
     session = _session(config)
     best = tuned.study.best_trial
@@ -240,19 +246,19 @@ def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
             work,
             name,
             [("study", "trials", 1), ("study", "pruner", "none"), ("study", "search_space", _space(work, name, params))]
-            + common[:1],
+            + common[:-1],
         )
         t = r.study.best_trial
         runs[name] = (t.value, KeptAdapter.load(adapter_dir(r.run_dir, t.number)))
     print(f"  tuned ({args.trials} trials) vs fixed configurations at {steps} steps; prompts {prompts}:")
-    base_truth = _truth_of(grids["base"], prompts, len(seeds), judge, BUILTIN_STYLE)
+    base_truth = _truth_of(grids["base"], prompts, len(seeds), judge, args.style)
     results["base"] = base_truth
     print(
         f"    {'base model':18s} objective    n/a   texture {base_truth['style_strength']:.3f}  "
         f"tone {base_truth['tone_shift']:+.3f}  content right {base_truth['content_pixels']:.0%}"
     )
     for name, (value, kept) in runs.items():
-        truth = _truth_of(kept.samples, prompts, len(seeds), judge, BUILTIN_STYLE)
+        truth = _truth_of(kept.samples, prompts, len(seeds), judge, args.style)
         results[name] = {"objective": value, **truth, "params": kept.info.get("params")}
         grids[name] = kept.samples
         print(
@@ -301,6 +307,7 @@ def part_search(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
                     ("study", "trials", args.trials),
                     ("study", "seed", seed),
                     ("study", "workers", args.workers),
+                    *_style(args),
                     *overrides,
                 ],
             )
@@ -330,7 +337,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--search-seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--style", help="a patterned miniworld style to learn (default: the built-in style)")
     args = parser.parse_args()
+    from autolora.data import BUILTIN_STYLE
+
+    args.style = args.style or BUILTIN_STYLE
     parts = args.parts.split(",")
     for p in parts:
         if p not in PARTS:

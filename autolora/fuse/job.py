@@ -9,6 +9,7 @@ hashes the study core checks against stored studies -> run folder, Optuna studie
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from autolora.fuse.studies import FuseStudy, study_specs
 if TYPE_CHECKING:
     import optuna
 
+    from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
     from autolora.core.tracking import ParentRun
     from autolora.fuse.engine import FusedAdapters
@@ -48,6 +50,7 @@ class FuseJob(Job):
         self.the_plan = plan
         self.session: FuseSession | None = None
         self.spaces: dict[str, CoefficientSpace] = {}
+        self.strict = plan.config.data.strict
 
     @classmethod
     def plan(cls, config: Config) -> FuseJob:
@@ -61,6 +64,12 @@ class FuseJob(Job):
 
         self.session = FuseSession.load(self.the_plan)
         self.spaces = spaces(study_specs(self.the_plan.config), self.session.fa, self.the_plan.config)
+
+    def diagnose(self) -> list[Finding]:
+        t0 = time.perf_counter()
+        findings = self._session().diagnose(self.run_dir / "cache")
+        self._session().setup_seconds += time.perf_counter() - t0
+        return findings
 
     def studies(self) -> list[StudySpec]:
         from autolora.core.study import StudySpec

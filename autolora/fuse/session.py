@@ -17,6 +17,7 @@ from autolora.fuse.plan import FusePlan
 if TYPE_CHECKING:
     from PIL import Image
 
+    from autolora.core.findings import Finding
     from autolora.fuse.engine import FusedAdapters
     from autolora.fuse.space import Fusion
     from autolora.scoring.styles import MultiStyleScorer
@@ -52,33 +53,52 @@ class FuseSession:
 
     def prepare(self, cache_dir: Path) -> None:
         """The base model's samples (cached in the run folder) and the scorer's references: once per run."""
-        from autolora.sampling import load_images, save_images
+        from autolora.sampling import save_images
         from autolora.scoring.styles import MultiStyleScorer
 
         t0 = time.perf_counter()
         plan, ev = self.plan, self.plan.config.eval
-        key = json.dumps(
-            [
-                str(plan.model.folder),
-                self.eval_prompts(),
-                ev.seeds,
-                ev.inference_steps,
-                ev.guidance_scale,
-                plan.resolution,
-            ]
-        )
-        path = cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-        if path.exists():
-            self.base_samples = load_images(path)
-        else:
-            zero = {name: {"all": 0.0} for name in plan.names}  # scale 0: exactly the base model's output
-            self.base_samples = self.draw(_constant(zero))
+        path = self._base_path(cache_dir)
+        self.ensure_base_samples(cache_dir)
+        if not path.exists():
             cache_dir.mkdir(parents=True, exist_ok=True)
             save_images(path, self.base_samples)
         self.scorer = MultiStyleScorer(self.judge)
         references = {name: style.images for name, style in plan.styles.items()}
         self.scorer.prepare(references, plan.prompts, len(ev.seeds), self.base_samples)
         self.setup_seconds += time.perf_counter() - t0
+
+    def _base_path(self, cache_dir: Path) -> Path:
+        plan, ev = self.plan, self.plan.config.eval
+        items = [str(plan.model.folder), self.eval_prompts(), ev.seeds, ev.inference_steps, ev.guidance_scale]
+        key = json.dumps([*items, plan.resolution])
+        return cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+
+    def ensure_base_samples(self, cache_dir: Path) -> list[Image.Image]:
+        """The base model's samples: kept, else read from ``cache_dir``, else drawn (``prepare`` writes them)."""
+        from autolora.sampling import load_images
+
+        if not self.base_samples:
+            path = self._base_path(cache_dir)
+            if path.exists():
+                self.base_samples = load_images(path)
+            else:
+                zero = {name: {"all": 0.0} for name in self.plan.names}  # scale 0: exactly the base model's output
+                self.base_samples = self.draw(_constant(zero))
+        return self.base_samples
+
+    def diagnose(self, cache_dir: Path) -> list[Finding]:
+        """The data diagnostics of every style's references (``autolora.diagnostics``), named by style."""
+        from dataclasses import replace
+
+        from autolora.diagnostics import diagnose_style_set
+
+        yardstick = self.ensure_base_samples(cache_dir)
+        out = []
+        for name, style in self.plan.styles.items():
+            for f in diagnose_style_set(style, self.plan.resolution, self.pipe.vae, yardstick):
+                out.append(replace(f, check=f"{f.check}.{name}", line=f"[{name}] {f.line}"))
+        return out
 
     def eval_prompts(self) -> list[str]:
         data = self.plan.config.data

@@ -15,7 +15,6 @@ TUNE_FLAGS = {
     "prompts": ("data", "prompts"),
     "search_space": ("study", "search_space"),
     "objective": ("study", "objective"),
-    "strict": ("data", "strict"),
 }
 
 
@@ -35,12 +34,6 @@ def register(sub: Any) -> None:
     t.add_argument("--prompts", help="text file of content prompts, one per line")
     t.add_argument("--search-space", help="built-in name (quick, sd15, sdxl, diffusers-default, kohya-like) or file")
     t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
-    t.add_argument(
-        "--strict",
-        action="store_true",
-        default=None,
-        help="stop before the first trial if a data diagnostic warns (default: warn and run)",
-    )
     study_flags(t, "trials to run now (default 10)", "the style folder's name")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")
     override_flags(t)
