@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from autolora.folders import staging_folder
 
 if TYPE_CHECKING:
     import torch
@@ -51,11 +52,13 @@ class KeptAdapter:
         """Write atomically: a temp folder beside ``folder``, then one rename."""
         from safetensors.torch import save_file
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        from autolora.folders import readable
+
+        tmp = staging_folder(folder)
         try:
             for comp, sd in self.state_dicts.items():
                 save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / f"{comp}.safetensors"))
+                readable(tmp / f"{comp}.safetensors")
             if self.samples:
                 _save_samples(tmp, self.samples, self.sample_rows)
             meta = {"components": self.configs, "base": self.base, "trial": self.info, "sample_rows": self.sample_rows}

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter
 from autolora.errors import UserError
+from autolora.folders import readable
 
 if TYPE_CHECKING:
     import torch
@@ -184,7 +185,7 @@ def export_diffusers(adapter: KeptAdapter, path: Path) -> None:
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         pipeline_cls.save_lora_weights(tmp_dir, weight_name=path.name, safe_serialization=True, **kwargs)
-        os.replace(tmp_dir / path.name, path)
+        os.replace(readable(tmp_dir / path.name), path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
@@ -213,7 +214,12 @@ def export_kohya(adapter: KeptAdapter, path: Path, name: str) -> None:
         tensors.update(_kohya_tensors(entry))
     meta = _kohya_metadata(adapter, name, plan)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        readable(tmp)
+
+    _write_atomically(path, write)
 
 
 # --- checks -------------------------------------------------------------------------------------------------

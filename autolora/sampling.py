@@ -73,10 +73,12 @@ def save_images(path: Path, images: list[Image.Image]) -> None:
     from safetensors.torch import save_file
 
     from autolora.core.rundir import temp_beside
+    from autolora.folders import readable
 
     arr = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
     tmp = temp_beside(path)
     save_file({"images": arr.contiguous()}, str(tmp))
+    readable(tmp)
     tmp.replace(path)
 
 

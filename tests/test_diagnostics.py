@@ -141,3 +141,11 @@ def test_fuse_diagnoses_every_style_and_strict_stops_it(
     assert main([*fuse_args(work, tmp_path / "g"), "--trials", "0", "--strict"]) == 2
     assert "autolora: error: --strict: " in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
+
+
+def test_psnr_of_nothing_kept_is_zero_not_perfect() -> None:
+    from autolora.models.roundtrip import psnr
+
+    a = np.zeros((4, 4, 3), np.float32)
+    assert psnr(a, a) == 60.0 and psnr(a, a + 0.1) == pytest.approx(20.0)
+    assert psnr(a, np.full_like(a, np.nan)) == 0.0  # an overflowing float16 VAE must not read as lossless

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,19 @@ def test_cli_writes_a_style_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "did you mean 'checker'" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
     assert main(["miniworld", "images", "--style", "checker", "--out", str(tmp_path / "c")]) == 2  # not empty
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o777 & ~mask  # a folder like any saved one
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask for p in (tmp_path / "c").iterdir())
+
+
+def test_cli_writes_a_battery_style_folder(tmp_path: Path) -> None:
+    """A style the world never trained on, for trying a style nobody planned (``miniworld.battery``)."""
+    assert main(["miniworld", "images", "--style", "navy", "--n", "4", "--out", str(tmp_path / "n")]) == 0
+    style = load_style_set(tmp_path / "n")
+    assert len(style.images) == 4 and all(c.startswith("a ") for c in style.captions)
+    corner = np.asarray(style.images[0])[0, 0]
+    assert tuple(corner) == (20, 30, 70)  # the dark ground the shipped world's first VAE could not represent
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -13,16 +13,19 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from autolora.errors import UserError
+from autolora.folders import staging_folder
 
 WEIGHTS = Path(__file__).parent / "weights"
 """The shipped build."""
+
+
+GENERAL: dict[str, Any] = {"general": True, "vae_steps": 1200, "vae_batch_size": 32, "judge_steps": 1400}
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,13 @@ class BuildConfig:
     device: str = "cpu"
     scale: float = 1.0
     vae_steps: int = 400
+    vae_batch_size: int = 48
     judge_steps: int = 1000
     unet_steps: int = 2400
     batch_size: int = 48
+    general: bool = False
+    """The general recipe (``--general``): VAE on the broad procedural family, judge half on it (see
+    ``GENERAL``). Not the shipped build yet: its UNet draws tinted, mottled grounds (README, Miniworld)."""
     judge_batch_size: int = 128
     pool_size: int = 12000
 
@@ -44,6 +51,11 @@ class BuildConfig:
             raise UserError(f"--scale {self.scale}: expected a number > 0")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise UserError(f"--device {self.device}: expected cpu or cuda[:N]")
+
+    @classmethod
+    def general_recipe(cls, **kwargs: Any) -> BuildConfig:
+        """The general recipe, with the step counts measured for it (README, Miniworld)."""
+        return cls(**{**GENERAL, **kwargs})
 
     def steps(self, n: int) -> int:
         return max(1, round(n * self.scale))
@@ -57,8 +69,7 @@ def build(config: BuildConfig, out: Path, log: Any = print) -> dict[str, Any]:
         raise UserError(f"{out}: exists and is not empty; choose a new folder")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {config.device}: CUDA is not available here")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = staging_folder(out)
     try:
         manifest = _train(config, tmp, log)
         (tmp / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -75,6 +86,7 @@ def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
     import torch
 
     from autolora.miniworld import diffusion, judge, nets
+    from autolora.miniworld.quality import battery_figures
 
     device, seed = config.device, config.seed
     timings: dict[str, float] = {}
@@ -95,7 +107,7 @@ def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
     torch.manual_seed(seed)
     vae = nets.make_vae()
     vae_losses = diffusion.train_vae(
-        vae, config.steps(config.vae_steps), config.batch_size, seed, device, progress("vae")
+        vae, config.steps(config.vae_steps), config.vae_batch_size, seed, device, progress("vae"), config.general
     )
     pool = diffusion.encode_pool(vae, max(256, config.steps(config.pool_size)), seed + 1, device)
     scaling = float(1.0 / pool.mean.std())
@@ -116,6 +128,7 @@ def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
         seed + 2,
         device,
         progress("judge"),
+        broad_share=0.5 if config.general else 0.0,
     )
     phase("judge", t0)
 
@@ -142,8 +155,16 @@ def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
     shutil.rmtree(folder / "_config")
     shutil.rmtree(folder / "_tokenizer")
     accuracy = _judge_accuracy(clip, preprocess, tokenizer, device, seed + 4)
+    n_battery = 48 if config.scale >= 1 else 8  # pictures per style (a smoke build only shows it works)
+    battery = battery_figures(vae.cpu(), *_embedders(clip, preprocess, tokenizer, device), n_battery, seed + 5)
     total = round(time.perf_counter() - start, 1)
     log(f"miniworld build: finished in {total:.0f} s; judge accuracy on fresh draws {accuracy}")
+    held = {k: v for k, v in battery.items() if not v["vocabulary"]}
+    log(
+        f"miniworld build: held-out battery: VAE median {min(v['psnr_median'] for v in held.values()):.1f} dB at "
+        f"worst, judge shape {sum(v['shape'] for v in held.values()) / len(held):.0%} and colour "
+        f"{sum(v['colour'] for v in held.values()) / len(held):.0%} on average"
+    )
     return {
         "config": asdict(config),
         "scaling_factor": scaling,
@@ -159,6 +180,7 @@ def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
             "unet": _tail(unet_losses),
         },
         "judge_accuracy_fresh_draws": accuracy,
+        "battery": battery,
     }
 
 
@@ -180,21 +202,19 @@ def _token_ids(captions: list[str], tmp: Path) -> Any:
 def _save_fp16(module: Any, path: Path) -> None:
     from safetensors.torch import save_file
 
+    from autolora.folders import readable
+
     state = {
         k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in module.state_dict().items()
     }
     save_file(state, str(path))
+    readable(path)
 
 
-def _judge_accuracy(model: Any, preprocess: Any, tokenizer: Any, device: str, seed: int) -> dict[str, float]:
-    """Zero-shot accuracy of the just-trained judge on 280 fresh draws (the benchmark does it at scale)."""
+def _embedders(model: Any, preprocess: Any, tokenizer: Any, device: str) -> tuple[Any, Any]:
+    """The judge's (embed_images, embed_texts), L2-normalised, as ``ClipJudge`` has them."""
     import torch
-
-    from autolora.miniworld.judge import classify
-    from autolora.miniworld.world import STYLES, sample_items
-
-    items = sample_items(280, seed=10_000 + seed, styles=STYLES)
 
     def embed_images(images: list[Any]) -> torch.Tensor:
         with torch.no_grad():
@@ -205,7 +225,16 @@ def _judge_accuracy(model: Any, preprocess: Any, tokenizer: Any, device: str, se
         with torch.no_grad():
             return torch.nn.functional.normalize(model.encode_text(tokenizer(texts).to(device)).float(), dim=-1).cpu()
 
-    got = classify(embed_images, embed_texts, [im for im, _ in items])
+    return embed_images, embed_texts
+
+
+def _judge_accuracy(model: Any, preprocess: Any, tokenizer: Any, device: str, seed: int) -> dict[str, float]:
+    """Zero-shot accuracy of the just-trained judge on 280 fresh draws (the benchmark does it at scale)."""
+    from autolora.miniworld.judge import classify
+    from autolora.miniworld.world import STYLES, sample_items
+
+    items = sample_items(280, seed=10_000 + seed, styles=STYLES)
+    got = classify(*_embedders(model, preprocess, tokenizer, device), [im for im, _ in items])
     truth = [(it.shape, it.colour, it.style) for _, it in items]
     return {
         what: round(sum(g[k] == t[k] for g, t in zip(got, truth, strict=True)) / len(truth), 3)

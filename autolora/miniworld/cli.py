@@ -6,18 +6,24 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from autolora.errors import UserError, closest
+from autolora.folders import staging_folder
 
 
 def register(sub: Any) -> None:
     m = sub.add_parser("miniworld", help="the procedural miniworld (shapes x colours x styles)")
     msub = m.add_subparsers(dest="miniworld_command", required=True)
     mi = msub.add_parser("images", help="write a style folder of miniworld pictures with content captions")
-    mi.add_argument("--style", required=True, help="plain, striped, dotted, outline, pastel, grain or checker")
+    mi.add_argument(
+        "--style",
+        required=True,
+        help="a miniworld style (plain, striped, dotted, outline, pastel, grain, checker) or one of the "
+        "held-out battery that the world never trained on (navy, night, sunset, crosshatch, rings, halftone, "
+        "shadow, comic, neon, paper, pinstripe, shaded, mosaic)",
+    )
     mi.add_argument("--n", type=int, default=16, help="number of pictures (default 16)")
     mi.add_argument("--out", required=True, type=Path, help="new folder to write")
     mi.add_argument("--seed", type=int, default=0)
@@ -33,6 +39,11 @@ def register(sub: Any) -> None:
     mb.add_argument("--seed", type=int, default=0)
     mb.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     mb.add_argument("--scale", type=float, default=1.0, help="multiply every step count (default 1; <1 for a smoke)")
+    mb.add_argument(
+        "--general",
+        action="store_true",
+        help="the general recipe: VAE and judge also on a broad procedural family of flat art (README, Miniworld)",
+    )
     m.set_defaults(handler=cmd_miniworld)
 
 
@@ -40,7 +51,8 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
     if args.miniworld_command == "build":
         from autolora.miniworld.build import BuildConfig, build
 
-        config = BuildConfig(seed=args.seed, device=args.device, scale=args.scale)
+        make = BuildConfig.general_recipe if args.general else BuildConfig
+        config = make(seed=args.seed, device=args.device, scale=args.scale)
         info = build(config, args.out, log=lambda line: print(line, flush=True))
         print(f"wrote {args.out} in {info['wall_s']['total']:.0f} s on {info['device']}")
         return 0
@@ -51,23 +63,30 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
 
 def write_style_folder(style: str, n: int, out: Path, seed: int = 0, size: int = 32) -> list[Path]:
     """Draw ``n`` pictures of ``style`` into ``out`` (PNG + content caption in ``name.txt``), atomically."""
+    from autolora.miniworld.battery import BATTERY, battery_items
     from autolora.miniworld.world import STYLES, sample_items
 
-    if style not in STYLES:
-        raise UserError(f"miniworld style '{style}': unknown{closest(style, STYLES)}; styles: {', '.join(STYLES)}")
+    known = [*STYLES, *BATTERY]
+    if style not in known:
+        raise UserError(f"miniworld style '{style}': unknown{closest(style, known)}; styles: {', '.join(known)}")
     if n < 1:
         raise UserError(f"--n {n}: expected at least 1 image")
     if size < 8 or size % 8:
         raise UserError(f"--size {size}: expected a multiple of 8, at least 8")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = staging_folder(out)
     try:
-        for i, (image, item) in enumerate(sample_items(n, style=style, seed=seed, size=size)):
+        if style in BATTERY:
+            pictures = battery_items(style, n, seed=seed, size=size)
+        else:
+            pictures = [
+                (image, it.shape, it.colour) for image, it in sample_items(n, style=style, seed=seed, size=size)
+            ]
+        for i, (image, shape, colour) in enumerate(pictures):
             image.save(tmp / f"{style}_{i:04d}.png")
             # The caption names the content only: autolora adds the trigger that stands for the style.
-            (tmp / f"{style}_{i:04d}.txt").write_text(f"a {item.colour} {item.shape}\n")
+            (tmp / f"{style}_{i:04d}.txt").write_text(f"a {colour} {shape}\n")
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

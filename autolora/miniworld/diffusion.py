@@ -39,10 +39,39 @@ def draw_batch(rng: random.Random, n: int, styles: tuple[str, ...]) -> tuple[tor
     return x.contiguous(), captions
 
 
+def general_batch(rng: random.Random, n: int) -> torch.Tensor:
+    """``n`` pictures for the general VAE: a quarter miniworld draws (every style), half the broad procedural
+    family, a quarter miniworld content in that family's styles (``procedural``). Never the battery."""
+    import numpy as np
+    import torch
+
+    from autolora.miniworld.nets import SIZE
+    from autolora.miniworld.procedural import random_picture, styled_content
+
+    arrays = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.25:
+            image, _ = draw(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(STYLES), rng, SIZE)
+        elif r < 0.75:
+            image = random_picture(rng, SIZE)
+        else:
+            image = styled_content(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng, SIZE)
+        arrays.append(np.asarray(image, dtype=np.float32))
+    return (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous()
+
+
 def train_vae(
-    vae: Any, steps: int, batch_size: int, seed: int, device: str, progress: Progress | None = None
+    vae: Any,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    progress: Progress | None = None,
+    general: bool = False,
 ) -> list[float]:
-    """Reconstruction (MSE) plus a light KL term, on every style."""
+    """Reconstruction (MSE) plus a light KL term, on every miniworld style or (``general``) the broad mix of
+    ``general_batch``."""
     import torch
 
     rng = random.Random(seed)
@@ -50,7 +79,7 @@ def train_vae(
     vae.to(device).train()
     fit = OneCycle(vae.parameters(), steps, weight_decay=0.0, progress=progress)
     for _ in range(steps):
-        x, _ = draw_batch(rng, batch_size, STYLES)
+        x = general_batch(rng, batch_size) if general else draw_batch(rng, batch_size, STYLES)[0]
         x = x.to(device)
         dist = vae.encode(x).latent_dist
         recon = vae.decode(dist.sample()).sample

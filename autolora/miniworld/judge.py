@@ -6,6 +6,11 @@ Captions name any subset of (shape, colour, style): ``a red circle in striped st
 for every picture it describes (multi-positive InfoNCE), so partial captions are not punished as negatives for
 the other pictures they fit.
 
+With ``broad_share`` (the ``--general`` build: half), pictures are also miniworld content in random styles of
+the broad procedural family (any background,
+textures, outlines: ``procedural.styled_content``), captioned by content only, so the judge names shape and
+colour on grounds and under looks it was never told about; the held-out battery (``battery``) never appears.
+
 Zero-shot classification (``classify``) scores a picture against all full captions and takes each attribute's
 marginal (log-sum-exp over the captions with that value).
 """
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.miniworld.nets import Progress
 from autolora.miniworld.optim import OneCycle
+from autolora.miniworld.procedural import styled_content
 from autolora.miniworld.world import COLOURS, SHAPES, STYLES, Item, draw
 
 if TYPE_CHECKING:
@@ -35,9 +41,15 @@ def judge_caption(shape: str | None, colour: str | None, style: str | None) -> s
     return f"{text} in {style} style" if style else text
 
 
+OTHER = "other"
+"""The style of a picture of the broad family (``procedural.styled_content``): no vocabulary style fits it."""
+
+
 def _random_caption(item: Item, rng: random.Random) -> Attrs:
     r = rng.random()
     s, c, y = item.shape, item.colour, item.style
+    if y == OTHER:  # the content only: no caption names its style
+        return (s, c, None) if r < 0.6 else (s, None, None) if r < 0.8 else (None, c, None)
     if r < 0.4:
         return s, c, y
     if r < 0.6:
@@ -73,8 +85,10 @@ def train_judge(
     seed: int,
     device: str,
     progress: Progress | None = None,
+    broad_share: float = 0.0,
 ) -> list[float]:
-    """Train ``model`` in place; returns the loss curve (one value per step)."""
+    """Train ``model`` in place; returns the loss curve (one value per step). ``broad_share`` of the pictures are
+    miniworld content in the broad family's styles (``procedural.styled_content``)."""
     import torch
 
     rng = random.Random(seed)
@@ -84,7 +98,11 @@ def train_judge(
     for _ in range(steps):
         items, images, texts = [], [], []
         for _ in range(batch_size):
-            image, item = draw(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(STYLES), rng)
+            shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+            if broad_share and rng.random() < broad_share:  # no draw at 0: the shipped build's sequence
+                image, item = styled_content(shape, colour, rng), Item(shape, colour, OTHER, 0.0, 0.0, 0.0)
+            else:
+                image, item = draw(shape, colour, rng.choice(STYLES), rng)
             items.append(item)
             images.append(preprocess(_augment(image, rng)))
             texts.append(_random_caption(item, rng))

@@ -62,3 +62,35 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
+
+
+def battery_figures(
+    vae: Any, embed_images: Any, embed_texts: Any, n: int, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per style (the vocabulary's, then the held-out battery's): the VAE round trip (median and 10th percentile,
+    dB) and the judge's zero-shot shape and colour accuracy on ``n`` fresh pictures."""
+    import statistics
+
+    from autolora.miniworld.battery import BATTERY, battery_items
+    from autolora.miniworld.judge import classify
+    from autolora.miniworld.nets import SIZE
+    from autolora.miniworld.world import STYLES, sample_items
+    from autolora.models.roundtrip import round_trip_psnr
+
+    sets: dict[str, list[tuple[Any, str, str]]] = {
+        style: [(im, it.shape, it.colour) for im, it in sample_items(n, style=style, seed=seed)] for style in STYLES
+    }
+    sets.update({style: battery_items(style, n, seed=seed) for style in BATTERY})
+    out = {}
+    for style, items in sets.items():
+        images = [im for im, _, _ in items]
+        psnrs = sorted(round_trip_psnr(vae, images, SIZE))
+        got = classify(embed_images, embed_texts, images)
+        out[style] = {
+            "vocabulary": float(style in STYLES),
+            "psnr_median": round(statistics.median(psnrs), 2),
+            "psnr_p10": round(psnrs[len(psnrs) // 10], 2),
+            "shape": round(sum(g[0] == s for g, (_, s, _) in zip(got, items, strict=True)) / len(items), 3),
+            "colour": round(sum(g[1] == c for g, (_, _, c) in zip(got, items, strict=True)) / len(items), 3),
+        }
+    return out

@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from autolora.folders import staging_folder
 
 PREFIX = "builtin:"
 
@@ -148,6 +149,8 @@ def _build_tiny_clip(folder: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
+    from autolora.folders import readable
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny-clip.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
     open_clip.add_model_config(folder / "tiny-clip.json")
@@ -159,6 +162,7 @@ def _build_tiny_clip(folder: Path) -> None:
         logging.disable(logging.NOTSET)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
+    readable(folder / "open_clip_model.safetensors")
 
 
 def _miniworld_stamp() -> str:
@@ -260,8 +264,7 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     """
     if (folder / ".complete").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    tmp = staging_folder(folder)
     try:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")

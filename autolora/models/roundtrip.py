@@ -11,13 +11,21 @@ if TYPE_CHECKING:
 
 
 def psnr(a: Any, b: Any) -> float:
-    """PSNR in dB of two arrays/tensors in [0, 1] (capped at 60 dB for identical inputs)."""
+    """PSNR in dB of two arrays/tensors in [0, 1] (capped at 60 dB for identical inputs, 0 for NaN/inf)."""
     mse = float(((a - b) ** 2).mean())
+    if not math.isfinite(mse):  # a VAE that overflowed: nothing kept (min() would call NaN 60 dB)
+        return 0.0
     return 60.0 if mse <= 1e-6 else min(60.0, 10.0 * math.log10(1.0 / mse))
 
 
-def round_trip_psnr(vae: Any, images: Sequence[Image.Image], resolution: int, batch_size: int = 8) -> list[float]:
-    """Per image, the PSNR of ``vae``'s decode of its encoding (latent mean), as training crops it."""
+def round_trip_psnr(
+    vae: Any, images: Sequence[Image.Image], resolution: int, batch_size: int | None = None
+) -> list[float]:
+    """Per image, the PSNR of ``vae``'s decode of its encoding (latent mean), as training crops it.
+
+    ``batch_size`` defaults to 8 pictures at 32-256 px, 2 at 512 and 1 from 1024 (a float32 decode at 1024 px
+    takes gigabytes)."""
+    batch_size = batch_size or max(1, min(8, 2 * (512 // resolution) ** 2))
     import torch
 
     from autolora.data import to_tensor

@@ -76,6 +76,7 @@ class TrainData:
         from safetensors.torch import save_file
 
         from autolora.core.rundir import temp_beside
+        from autolora.folders import readable
 
         tensors = {"latent_mean": self.latent_mean, "latent_std": self.latent_std, "prompt_embeds": self.prompt_embeds}
         if self.pooled is not None:
@@ -83,6 +84,7 @@ class TrainData:
         meta = {"captions": "\n".join(self.captions), "resolution": str(self.resolution)}
         tmp = temp_beside(path)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        readable(tmp)
         tmp.replace(path)
 
     @classmethod
