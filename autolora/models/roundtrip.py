@@ -28,7 +28,7 @@ def round_trip_psnr(
     batch_size = batch_size or max(1, min(8, 2 * (512 // resolution) ** 2))
     import torch
 
-    from autolora.data import to_tensor
+    from autolora.images import to_tensor
 
     param = next(vae.parameters())
     dtype = param.dtype

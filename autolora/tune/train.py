@@ -47,7 +47,7 @@ class TrainData:
     def build(cls, pipe: Any, style: StyleSet, trigger: str, resolution: int, device: str) -> TrainData:
         import torch
 
-        from autolora.data import to_tensor
+        from autolora.images import to_tensor
 
         captions = [f"{c}, {trigger}" if c else trigger for c in style.captions]
         pixels = torch.stack([to_tensor(im, resolution) for im in style.images])
