@@ -17,6 +17,20 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def interruptible() -> None:
+    """Give the test process Python's Ctrl-C handler, so the processes the tests start get SIGINT's default.
+
+    A shell without job control (``nohup make test &``, a CI runner's background step) starts its background
+    jobs with SIGINT ignored; the ignore is inherited through exec, and a Python started that way installs no
+    KeyboardInterrupt handler, so the Ctrl-C tests' ``send_signal(SIGINT)`` did nothing (found this session:
+    SigIgn of the hung child listed SIGINT). A handler, unlike an ignore, is reset to the default on exec.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def autolora_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built-in models are built once per session into a temp cache, never into the user's."""
     path = tmp_path_factory.mktemp("autolora-cache")
