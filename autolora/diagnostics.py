@@ -47,13 +47,13 @@ def vae_finding(refs: Sequence[float], names: Sequence[str], yardstick: Sequence
     ref_med, worst = _median(refs), min(range(len(refs)), key=lambda i: refs[i])
     metrics = {"refs_psnr_median": ref_med, "refs_psnr_min": refs[worst]}
     line = f"VAE round trip {ref_med:.1f} dB median on the references (worst {refs[worst]:.1f} dB, {names[worst]})"
-    gap = 0.0
+    gap, far = 0.0, []
     if yardstick:
         base_med = _median(yardstick)
         gap = base_med - ref_med
         metrics.update(base_psnr_median=base_med, gap_db=gap)
         line += f", {base_med:.1f} dB on the base model's own samples"
-    far = [n for n, p in zip(names, refs, strict=True) if yardstick and _median(yardstick) - p > VAE_GAP_DB]
+        far = [n for n, p in zip(names, refs, strict=True) if base_med - p > VAE_GAP_DB]
     metrics["refs_far"] = float(len(far))
     if gap > VAE_GAP_DB or ref_med < VAE_FLOOR_DB:
         return Finding(
@@ -116,6 +116,11 @@ def captions_finding(captions: Sequence[str], names: Sequence[str]) -> Finding:
     )
 
 
+def _over(values: Sequence[float], limit: float) -> tuple[int, int]:
+    """How many ``values`` exceed ``limit``, and the index of the largest."""
+    return sum(v > limit for v in values), max(range(len(values)), key=lambda i: values[i])
+
+
 def sizes_finding(images: Sequence[Image.Image], names: Sequence[str], resolution: int) -> Finding:
     sizes = [im.size for im in images]
     aspects = [max(w, h) / min(w, h) for w, h in sizes]
@@ -135,18 +140,15 @@ def sizes_finding(images: Sequence[Image.Image], names: Sequence[str], resolutio
         f"centre square at {resolution} px"
     )
     problems = []
-    cropped = [n for n, x in zip(names, lost, strict=True) if x > CROP_LOSS]
-    if cropped:
-        worst = max(range(len(lost)), key=lambda i: lost[i])
+    n_cropped, worst = _over(lost, CROP_LOSS)
+    if n_cropped:
         problems.append(
-            f"the crop drops over {CROP_LOSS:.0%} of {len(cropped)} reference(s) (up to {lost[worst]:.0%}, "
-            f"{names[worst]})"
+            f"the crop drops over {CROP_LOSS:.0%} of {n_cropped} reference(s) (up to {lost[worst]:.0%}, {names[worst]})"
         )
-    enlarged = [n for n, u in zip(names, upscale, strict=True) if u > UPSCALE]
-    if enlarged:
-        worst = max(range(len(upscale)), key=lambda i: upscale[i])
+    n_enlarged, worst = _over(upscale, UPSCALE)
+    if n_enlarged:
         problems.append(
-            f"{len(enlarged)} reference(s) are enlarged over {UPSCALE}x (up to {upscale[worst]:.1f}x, "
+            f"{n_enlarged} reference(s) are enlarged over {UPSCALE}x (up to {upscale[worst]:.1f}x, "
             f"{names[worst]}: blurred)"
         )
     if problems:

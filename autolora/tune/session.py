@@ -68,7 +68,7 @@ class Session:
         """Latents, caption embeddings, base samples and scorer references: once per study."""
         import torch
 
-        from autolora.sampling import load_images, sample, save_images
+        from autolora.sampling import load_images, save_images
         from autolora.scoring.clip import ClipStyleContentScorer
         from autolora.tune.train import TrainData
 
@@ -96,15 +96,7 @@ class Session:
             if anchor_path.exists():
                 anchors = load_images(anchor_path)
             else:
-                anchors = sample(
-                    self.pipe,
-                    plan.style.captions,
-                    ev.seeds[:1],
-                    steps=ev.inference_steps,
-                    guidance_scale=ev.guidance_scale,
-                    resolution=plan.resolution,
-                    batch_size=ev.batch_size,
-                )
+                anchors = self._draw(plan.style.captions, ev.seeds[:1])
                 save_images(anchor_path, anchors)
         self.scorer = ClipStyleContentScorer(self.judge)
         self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples, anchors)
@@ -125,24 +117,30 @@ class Session:
     def ensure_base_samples(self, cache_dir: Path) -> list[Any]:
         """The base model's samples of the evaluation prompts: kept, else read from ``cache_dir``, else drawn
         (not written: ``prepare`` writes them, once the run folder may be created)."""
-        from autolora.sampling import load_images, sample
+        from autolora.sampling import load_images
 
         if not self.base_samples:
             path = cache_dir / f"base-samples-{self._sample_key(self._data_key())}.safetensors"
             if path.exists():
                 self.base_samples = load_images(path)
             else:
-                ev, plan = self.plan.config.eval, self.plan
-                self.base_samples = sample(
-                    self.pipe,
-                    self.eval_prompts(),
-                    ev.seeds,
-                    steps=ev.inference_steps,
-                    guidance_scale=ev.guidance_scale,
-                    resolution=plan.resolution,
-                    batch_size=ev.batch_size,
-                )
+                self.base_samples = self._draw(self.eval_prompts(), self.plan.config.eval.seeds)
         return self.base_samples
+
+    def _draw(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        """The base model's samples of ``prompts`` x ``seeds`` at the study's evaluation settings."""
+        from autolora.sampling import sample
+
+        ev = self.plan.config.eval
+        return sample(
+            self.pipe,
+            prompts,
+            seeds,
+            steps=ev.inference_steps,
+            guidance_scale=ev.guidance_scale,
+            resolution=self.plan.resolution,
+            batch_size=ev.batch_size,
+        )
 
     def diagnose(self, cache_dir: Path) -> list[Finding]:
         """The data diagnostics of the style set (``autolora.diagnostics``), the base samples as yardstick."""
