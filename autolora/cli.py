@@ -14,15 +14,10 @@ from pathlib import Path
 
 from autolora import __version__
 from autolora.errors import UserError
+from autolora.flags import study_args
 
-COMMANDS = ("autolora.tune.cli", "autolora.fuse.cli", "autolora.miniworld.cli")
+COMMANDS = ("autolora.tune.cli", "autolora.fuse.cli", "autolora.miniworld.cli", "autolora.report.cli")
 """Modules with a ``register(subparsers)`` that adds their subcommand (with ``handler`` set as its default)."""
-
-
-def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", nargs="?", type=Path, help="run folder of a study (holds config.yaml)")
-    p.add_argument("--storage", help="Optuna storage URL (instead of RUN_DIR)")
-    p.add_argument("--study-name", help="study name in --storage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,15 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module).register(sub)
 
     s = sub.add_parser("show", help="trial table and best trial (or Pareto set) of a study")
-    _study_args(s)
+    study_args(s)
     s.set_defaults(handler=cmd_show)
 
     e = sub.add_parser("export", help="write a kept adapter as diffusers and kohya .safetensors")
-    _study_args(e)
+    study_args(e)
     e.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     e.add_argument("--out", required=True, type=Path, help="folder to write the files into")
     e.add_argument("--name", help="file stem of the kohya file (default <study>-trial<N>)")
     e.add_argument("--rank", type=int, help="fusion runs: also write an SVD rank-R version (prints its error)")
+    e.add_argument(
+        "--top-rated", action="store_true", help="export the trial you rated highest in 'autolora dashboard'"
+    )
+    e.add_argument("--register-model", metavar="NAME", help="also register it in the MLflow Model Registry as NAME")
+    e.add_argument("--mlflow-uri", help="MLflow tracking URI for --register-model (default: the study's)")
     e.set_defaults(handler=cmd_export)
     return parser
 
@@ -97,7 +97,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
     job_class(kind_of(study)).show(study, run_dir)
+    _show_ratings(study)
     return 0
+
+
+def _show_ratings(study: object) -> None:
+    """The ratings people gave in ``autolora dashboard`` (trial notes), when there are any."""
+    try:
+        from autolora.report.dashboard import ratings
+
+        rated = ratings(study)  # type: ignore[arg-type]
+    except UserError:  # optuna-dashboard is not installed: nobody rated with it here
+        return
+    if rated:
+        best = sorted(rated.items(), key=lambda kv: (-kv[1], kv[0]))
+        print("rated in the dashboard: " + ", ".join(f"trial {n} {r:g}" for n, r in best))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -106,10 +120,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.rank is not None and args.rank < 1:
         raise UserError(f"--rank {args.rank}: expected at least 1")
+    if args.top_rated and args.trial is not None:
+        raise UserError("--top-rated and --trial: choose one")
+    if args.register_model is not None:
+        from autolora.report.registry import check_model_name
+
+        check_model_name(args.register_model)
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
+    if args.top_rated:
+        from autolora.report.dashboard import top_rated
+
+        args.trial = top_rated(study)
     paths = job_class(kind_of(study)).export(study, run_dir, args.trial, args.out, args.name, args.rank)
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
+    if args.register_model is not None:
+        from autolora.report.registry import register_export
+
+        name, version, uri = register_export(paths, args.register_model, study, args.mlflow_uri)
+        print(f"registered {name} version {version}: load it with mlflow.pyfunc.load_model('{uri}')")
     return 0
 
 

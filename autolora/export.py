@@ -432,6 +432,15 @@ def _kohya_tensors(entry: _KohyaModule) -> dict[str, torch.Tensor]:
     }
 
 
+def model_name(source: str) -> str:
+    """The base model's name as kohya records it: a local folder or file by its last part (a shared LoRA should
+    not carry its author's directory layout), a hub id (``org/name``) or ``builtin:...`` as given."""
+    local = source.startswith(("/", "~", ".", "\\")) or re.match(r"^[A-Za-z]:[\\/]", source) is not None
+    if local or (os.path.exists(source) and not source.startswith("builtin:")):
+        return re.split(r"[\\/]", source.rstrip("/\\"))[-1] or source
+    return source
+
+
 def _most_common(values: list[Any], default: Any) -> Any:
     return Counter(values).most_common(1)[0][0] if values else default
 
@@ -462,7 +471,7 @@ def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -
         "ss_network_args": json.dumps(network_args),
         "ss_base_model_version": _BASE_MODEL_VERSION[arch],
         "ss_output_name": name,
-        "ss_sd_model_name": str(adapter.base.get("source", "")),
+        "ss_sd_model_name": model_name(str(adapter.base.get("source", ""))),
         "ss_v2": str(arch == "sd2"),
         "ss_v_parameterization": str(prediction == "v_prediction"),
         "ss_resolution": f"({resolution}, {resolution})",

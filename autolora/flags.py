@@ -45,6 +45,15 @@ def study_flags(p: argparse.ArgumentParser, trials_help: str, default_name: str)
     )
 
 
+def study_args(p: argparse.ArgumentParser) -> None:
+    """RUN_DIR or --storage + --study-name: how show, export, report and dashboard find a study."""
+    from pathlib import Path
+
+    p.add_argument("run_dir", nargs="?", type=Path, help="run folder of a study (holds config.yaml)")
+    p.add_argument("--storage", help="Optuna storage URL (instead of RUN_DIR)")
+    p.add_argument("--study-name", help="study name in --storage")
+
+
 def override_flags(p: argparse.ArgumentParser) -> None:
     """``--set`` and ``--no-progress``."""
     p.add_argument(

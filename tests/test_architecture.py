@@ -82,6 +82,7 @@ FORBIDDEN = {
     "scoring": {"tune", "fuse", "core", "cli"},
     "models": {"tune", "fuse", "core", "scoring", "cli"},
     "miniworld": {"tune", "fuse", "core", "cli"},
+    "report": {"tune", "fuse", "cli"},  # it reaches a job only through autolora.jobs (by the study's kind)
 }
 
 

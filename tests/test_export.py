@@ -453,3 +453,25 @@ def test_info_json_is_json_safe_and_keeps_everything(tmp_path: Path) -> None:
     assert meta["modelspec.prediction_type"] == "v" and meta["ss_v2"] == "True"
     assert meta["ss_base_model_version"] == "sd_v2"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+@pytest.mark.parametrize(
+    ("source", "recorded"),
+    [
+        ("/home/me/models/sd15-art", "sd15-art"),
+        ("/home/me/models/sd15-art/", "sd15-art"),
+        ("~/models/dreamshaper_8.safetensors", "dreamshaper_8.safetensors"),
+        ("./local/sdxl-base", "sdxl-base"),
+        (r"C:\Users\me\models\sd15", "sd15"),
+        ("stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/stable-diffusion-xl-base-1.0"),
+        ("builtin:miniworld", "builtin:miniworld"),
+    ],
+)
+def test_kohya_file_names_the_base_model_without_its_authors_folders(
+    tmp_path: Path, source: str, recorded: str
+) -> None:
+    adapter = _synthetic("sd1", {"down_blocks.0.attentions.0.proj_in": (4, 8)}, {})
+    adapter.base["source"] = source
+    _, meta = _kohya(export_all(adapter, tmp_path, "art")["kohya"])
+    assert meta["ss_sd_model_name"] == recorded
+    assert "/home/me" not in json.dumps(meta) and "Users" not in json.dumps(meta)

@@ -97,7 +97,7 @@ def test_scores_follow_the_truth_on_drawn_pictures(judge: Any) -> None:
 
 
 def test_default_tune_moves_samples_towards_the_held_out_style(
-    tmp_path: Path, capsys: Any, pipe: Any, judge: Any
+    tmp_path: Path, capsys: Any, pipe: Any, judge: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No --base-model: miniworld and its checker style; a trained LoRA gains style and keeps the subject.
 
@@ -117,8 +117,10 @@ def test_default_tune_moves_samples_towards_the_held_out_style(
         "         target_blocks: [up], target_layers: [cross_attn]}\n"
     )
     args = ["tune", "--trials", "1", "--out", "run", "--search-space", str(space), "--no-progress",
-            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--set", "eval.seeds=[0, 1]"]  # fmt: skip
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--set", "eval.seeds=[0, 1]",
+            "--register-model", "checker-style"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
+    assert "registered checker-style version 1" in capsys.readouterr().out
     kept = KeptAdapter.load(tmp_path / "run" / "adapters" / "trial_0")
     assert kept.info["metrics"]["style_gain"] > 0.03, kept.info["metrics"]
     truth = content_truth(judge, kept.samples, [p for p in BUILTIN_PROMPTS for _ in range(2)])
@@ -128,6 +130,20 @@ def test_default_tune_moves_samples_towards_the_held_out_style(
     base = sample(pipe, prompts, [0, 1], steps=20, guidance_scale=7.5, resolution=32, batch_size=4)
     tone = [sum(tone_shift(im, BUILTIN_STYLE) for im in ims) / len(ims) for ims in (base, kept.samples)]
     assert tone[1] > tone[0] + 0.1, tone
+
+    # The registered version generates through MLflow's diffusers pyfunc on the embedded default.
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pyfunc.load_model(
+        "models:/checker-style/1", model_config={"device": "cpu", "torch_dtype": "float32"}
+    )
+    png = model.predict({"prompt": [prompts[0]]}, params={"num_inference_steps": 20, "height": 32, "width": 32})
+    picture = Image.open(io.BytesIO(png[0] if isinstance(png, list) else png.iloc[0, 0]))
+    assert picture.size == (32, 32)
 
 
 def test_build_is_reproducible_from_its_seed(tmp_path: Path, capsys: Any, quiet: None) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import optuna
+    from PIL import Image
 
     from autolora.config import Config
     from autolora.core.findings import Finding
@@ -112,6 +113,11 @@ class Job(ABC):
         """Extra files (name -> text) written into the run folder beside ``config.yaml`` (recipes as read)."""
         return {}
 
+    def study_images(self) -> dict[str, Image.Image]:
+        """Pictures every study of the run keeps as an Optuna artifact after ``prepare`` (``base.png``: the base
+        model's grid of the evaluation prompts and seeds, which ``autolora report`` puts beside the trials')."""
+        return {}
+
     @abstractmethod
     def prepare(self, cache_dir: Path) -> str:
         """Compute what every trial of the study shares (cached in ``cache_dir``); return the setup line."""
@@ -150,6 +156,11 @@ class Job(ABC):
         from autolora.core.report import print_table
 
         print_table(study, run_dir)
+
+    @classmethod
+    def report_parts(cls, study: optuna.Study, run_dir: Path | None) -> list[tuple[str, list[Any]]]:
+        """The job's own sections of ``autolora report``: (title, items), an item a line of text or a PIL image."""
+        return []
 
     @classmethod
     @abstractmethod

@@ -136,6 +136,7 @@ def _run(
     echo(f"MLflow: {tracker.ui_command()}")
     _record_findings(findings, studies.values(), parent, echo)
     echo(job.prepare(job.run_dir / "cache"))
+    _keep_study_images(job, studies.values())
     for study in studies.values():
         study.set_user_attr(ATTR + "setup_seconds", job.setup_seconds)
     isolated = settings.workers > 0 or settings.process_per_trial or settings.queue_only
@@ -158,6 +159,7 @@ def _run(
         for spec in specs:
             _optimize(job, spec, studies[spec.label], parent, echo, progress, len(specs) > 1)
     lines = job.summary(studies, parent)
+    lines.append(_report(job, studies[specs[0].label], parent))
     n_new = _finished(studies.values()) - before
     return RunResult(studies, specs, job.run_dir, tracker.ui_command(), parent.run_id, n_new, lines)
 
@@ -175,6 +177,33 @@ def _record_findings(
     parent.log_dict({"findings": [f.to_dict() for f in findings]}, "diagnostics.json")
     for study in studies:
         study.set_user_attr(ATTR + "warnings", [f.line for f in findings if f.warning])
+        study.set_user_attr(ATTR + "findings", [f.to_dict() for f in findings])
+
+
+REPORT_FILE = "report.html"
+
+
+def _report(job: Job, study: optuna.Study, parent: ParentRun) -> str:
+    """Write the run's HTML report into the run folder and log it to the parent run; returns the line to print."""
+    from autolora.report.html import write_report
+
+    try:
+        path = write_report(study, job.run_dir, type(job), job.run_dir / REPORT_FILE)
+        parent.client.log_artifact(parent.run_id, str(path))
+    except Exception as e:  # the trials are saved; a report can be written later with `autolora report`
+        return f"report: not written ({type(e).__name__}: {e}); try: autolora report {job.run_dir}"
+    return f"report: {path}"
+
+
+def _keep_study_images(job: Job, studies: Iterable[optuna.Study]) -> None:
+    """The job's study pictures as Optuna artifacts of every study, once (a resumed run has them)."""
+    from autolora.core.artifacts import has_artifact, upload_image
+
+    pictures = job.study_images()
+    for study in studies:
+        for name, image in pictures.items():
+            if not has_artifact(study, name):
+                upload_image(job.run_dir, study, image, name)
 
 
 def _optimize(

@@ -62,9 +62,12 @@ def prune_kept(run_dir: Path, keep: list[int]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    from autolora.folders import readable
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    readable(Path(tmp))  # mkstemp makes 0600; a kept file gets the umask's mode
     os.replace(tmp, path)
 
 

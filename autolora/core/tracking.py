@@ -9,12 +9,10 @@ from __future__ import annotations
 import re
 import shlex
 import time
-import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autolora.core.locks import sqlite_init_lock
 from autolora.errors import UserError
@@ -43,10 +41,6 @@ def flatten(params: Mapping[str, object], prefix: str = "") -> dict[str, str]:
         else:
             out[_key(f"{prefix}{k}")] = str(v)[:_MAX_PARAM]
     return out
-
-
-def _objective(i: int, sign: float = 1.0) -> Callable[[optuna.trial.FrozenTrial], float]:
-    return lambda t: sign * t.values[i]
 
 
 def _trial_info(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, object]:
@@ -206,41 +200,22 @@ class ParentRun(_Run):
         self._plots(study, names, done)
 
     def _plots(self, study: optuna.Study, names: list[str], done: list[optuna.trial.FrozenTrial]) -> None:
-        import optuna.visualization.matplotlib as vis
-
-        multi = len(names) > 1
-        first: dict[str, Any] = {"target": _objective(0), "target_name": names[0]} if multi else {}
-        self._plot("history", "plots/optimization_history.png", lambda: vis.plot_optimization_history(study, **first))
-        if multi:
-            self._plot("pareto", "plots/pareto_front.png", lambda: vis.plot_pareto_front(study, target_names=names))
-        seen: dict[str, set[str]] = {}
-        for t in done:
-            for k, v in t.params.items():
-                seen.setdefault(k, set()).add(repr(v))
-        if len(done) < 2 or all(len(values) < 2 for values in seen.values()):
-            why = f"{len(done)} complete trial(s)" if len(done) < 2 else "no parameter varies across complete trials"
-            self.set_tags({"summary.importances_skipped": why})
-            return
-        for i, name in enumerate(names):
-            sign = -1.0 if study.directions[i].name == "MAXIMIZE" else 1.0  # PED-ANOVA takes low targets as good
-            kw: dict[str, Any] = {"target": _objective(i, sign), "target_name": name} if multi else {}
-            path = f"plots/param_importances_{_key(name)}.png" if multi else "plots/param_importances.png"
-            self._plot("importances", path, partial(vis.plot_param_importances, study, **kw))
-
-    def _plot(self, what: str, path: str, draw: Callable[[], Any]) -> None:
         import matplotlib.pyplot as plt
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # experimental API, empty legends, PED-ANOVA's target note
-                fig = draw().figure
+        from autolora.core.plots import render, study_plots
+
+        plots, skipped = study_plots(study, names)
+        if skipped:
+            self.set_tags({"summary.importances_skipped": skipped})
+        for plot in plots:
             try:
-                fig.tight_layout()
-                self.client.log_figure(self.run_id, fig, path)
-            finally:
-                plt.close(fig)
-        except Exception as e:  # a plot is never worth losing the study over
-            self.set_tags({f"summary.{what}_skipped": f"{type(e).__name__}: {e}"})
+                fig = render(plot)
+                try:
+                    self.client.log_figure(self.run_id, fig, plot.path)
+                finally:
+                    plt.close(fig)
+            except Exception as e:  # a plot is never worth losing the study over
+                self.set_tags({f"summary.{plot.what}_skipped": f"{type(e).__name__}: {e}"})
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with MLflow status ``FINISHED``, ``FAILED`` or ``KILLED``."""

@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     study_flags(f, "trials per study (default 10)", "fuse-<lora names>")
     f.add_argument("--seed", type=int, help="sampler seed")
     f.add_argument("--no-baseline", action="store_true", help="skip the linear-fusion baseline study")
+    f.add_argument(
+        "--register-model", metavar="NAME", help="register the best fused LoRA in the MLflow Model Registry as NAME"
+    )
     override_flags(f)
     f.set_defaults(handler=cmd_fuse)
 
@@ -62,6 +65,10 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if args.no_baseline:
         overrides.append(("fuse", "baseline", False))
     config = load_config(args.config, overrides + flag_overrides(args, FUSE_FLAGS), FuseRunConfig)
+    if args.register_model is not None:
+        from autolora.report.registry import check_model_name
+
+        check_model_name(args.register_model)
     from autolora.core.launch import WorkersFailed
     from autolora.fuse.job import run_fuse
 
@@ -71,6 +78,11 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         print(f"autolora: {e}", file=sys.stderr)
         return 1
     print("\n".join(["summary:", *result.lines]))
+    if args.register_model is not None:
+        from autolora.report.registry import register_best
+
+        name, version, uri = register_best(result.study, result.run_dir, args.register_model)
+        print(f"registered {name} version {version}: load it with mlflow.pyfunc.load_model('{uri}')")
     print(f"Open the dashboard: {result.mlflow_ui}")
     print(f"Export the best fusion: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
     return 0

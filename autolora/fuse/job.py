@@ -24,6 +24,7 @@ from autolora.fuse.studies import FuseStudy, study_specs
 
 if TYPE_CHECKING:
     import optuna
+    from PIL import Image
 
     from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
@@ -123,6 +124,11 @@ class FuseJob(Job):
             f"parameters: {sizes}"
         )
 
+    def study_images(self) -> dict[str, Image.Image]:
+        from autolora.sampling import grid
+
+        return {"base.png": grid(self._session().base_samples, rows=len(self.the_plan.prompts))}
+
     def objective(
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
@@ -161,6 +167,30 @@ class FuseJob(Job):
         from autolora.fuse.exporting import show_run
 
         show_run(_run_dir_of(study, run_dir))
+
+    @classmethod
+    def report_parts(cls, study: optuna.Study, run_dir: Path | None) -> list[tuple[str, list[Any]]]:
+        from PIL import Image
+
+        from autolora.core.artifacts import images, last_samples
+        from autolora.fuse.exporting import load_run
+        from autolora.fuse.summary import compare, comparison_lines
+
+        folder = _run_dir_of(study, run_dir)
+        _, studies = load_run(folder)
+        names = studies["dlf"].metric_names or ["score"]
+        items: list[Any] = comparison_lines(compare(studies, names), names)
+        for label, other in studies.items():
+            done = [t for t in other.trials if t.values]
+            if label != "dlf" and done and len(other.directions) == 1:
+                grid = last_samples(images(other.best_trial, folder, storage=other._storage))
+                if grid is not None:
+                    items += [f"{label}: best trial {other.best_trial.number}'s samples", grid]
+        parts: list[tuple[str, list[Any]]] = [("Layer-wise fusion (DLF) against its baselines", items)]
+        if (folder / HEATMAP_FILE).is_file():
+            with Image.open(folder / HEATMAP_FILE) as im:
+                parts.append(("Coefficients of the best DLF trial", [im.convert("RGB")]))
+        return parts
 
     @classmethod
     def export(

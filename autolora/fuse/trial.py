@@ -29,6 +29,7 @@ class FuseTrialRunner:
         self.session, self.space, self.label, self.parent, self.echo = session, space, label, parent, echo
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        from autolora.core.artifacts import upload_image
         from autolora.sampling import grid
 
         t0 = time.perf_counter()
@@ -50,11 +51,13 @@ class FuseTrialRunner:
             metrics = self.session.scorer.score(images)
             values = objective.values(metrics)
             t_log = time.perf_counter()
+            picture = grid(images, rows=len(plan.prompts))
+            upload_image(plan.config.out_dir.resolve(), trial, picture, "samples.png")
             if run:
                 named = {f"eval.{k}": v for k, v in metrics.items()}
                 named.update({f"eval.objective.{n}": v for n, v in zip(objective.names, values, strict=True)})
                 run.log_metrics(named)
-                run.log_image(grid(images, rows=len(plan.prompts)), "samples/grid.png")
+                run.log_image(picture, "samples/grid.png")
                 run.log_dict(fusion.to_dict(), "coefficients.json")
             for k, v in metrics.items():
                 trial.set_user_attr(f"metric.{k}", v)

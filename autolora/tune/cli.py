@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
     study_flags(t, "trials to run now (default 10)", "the style folder's name")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")
+    t.add_argument(
+        "--register-model", metavar="NAME", help="register the best adapter in the MLflow Model Registry as NAME"
+    )
     override_flags(t)
     t.set_defaults(handler=cmd_tune)
 
@@ -48,6 +51,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides[:0] = [("train", "seed", args.seed), ("study", "seed", args.seed)]
     config = load_config(args.config, overrides)
+    if args.register_model is not None:
+        from autolora.report.registry import check_model_name
+
+        check_model_name(args.register_model)
     from autolora.core.launch import WorkersFailed
     from autolora.core.report import print_best
     from autolora.tune.job import run_tune
@@ -62,6 +69,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     warnings = result.study.user_attrs.get("autolora.warnings", [])
     if warnings:
         print(f"Mind the {len(warnings)} data warning(s) at setup, first: {warnings[0]}")
+    for line in result.lines:
+        print(line)
+    if args.register_model is not None:
+        from autolora.report.registry import register_best
+
+        name, version, uri = register_best(result.study, result.run_dir, args.register_model)
+        print(f"registered {name} version {version}: load it with mlflow.pyfunc.load_model('{uri}')")
     print(f"Open the dashboard: {result.mlflow_ui}")
     print(f"Export the best adapter: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
     return 0

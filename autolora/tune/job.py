@@ -19,6 +19,7 @@ from autolora.tune.plan import Plan
 
 if TYPE_CHECKING:
     import optuna
+    from PIL import Image
 
     from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
@@ -82,6 +83,19 @@ class TuneJob(Job):
             f"{plan.device}, {plan.resolution}px), judge {s.judge.name}, {len(plan.style.images)} style "
             f"images, {len(plan.prompts)} prompts x {len(self.config.eval.seeds)} seeds"
         )
+
+    def study_images(self) -> dict[str, Image.Image]:
+        from PIL import ImageOps
+
+        from autolora.sampling import grid
+
+        s, plan = self._session(), self.the_plan
+        side = max(plan.resolution, 64)
+        refs = [ImageOps.fit(im, (side, side)) for im in plan.style.images[:32]]
+        return {
+            "base.png": grid(s.base_samples, rows=len(plan.prompts)),
+            "references.png": grid(refs, rows=max(1, -(-len(refs) // 8))),
+        }
 
     def objective(
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool

@@ -43,6 +43,7 @@ class TrialRunner:
         import optuna
         import torch
 
+        from autolora.core.artifacts import upload_image
         from autolora.sampling import grid, sample
         from autolora.tune.train import TrainSettings, train_lora
 
@@ -79,11 +80,13 @@ class TrialRunner:
                 metrics = s.scorer.score(images)
                 values = plan.objective.values(metrics)
             with timer("log"):
+                picture = grid(images, rows=len(plan.prompts))
+                upload_image(cfg.out_dir.resolve(), trial, picture, f"samples_step_{step:05d}.png")
                 if run:
                     named = {f"eval.{k}": v for k, v in metrics.items()}
                     named.update({f"eval.objective.{n}": v for n, v in zip(plan.objective.names, values, strict=True)})
                     run.log_metrics(named, step=step)
-                    run.log_image(grid(images, rows=len(plan.prompts)), f"samples/step_{step:05d}.png")
+                    run.log_image(picture, f"samples/step_{step:05d}.png")
             state.update(metrics=metrics, values=values, images=images, step=step)
             self._last_images = images
             if plan.objective.is_scalar:
