@@ -8,7 +8,6 @@ numbers and ``autolora report`` puts them side by side, without MLflow. Names: `
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -36,19 +35,13 @@ def upload_image(
     """Upload ``image`` as PNG ``name`` to the study or trial ``target``; returns the artifact id."""
     from optuna.artifacts import upload_artifact
 
-    folder = Path(tempfile.mkdtemp(prefix="autolora-artifact-"))
-    try:
-        path = folder / name
+    with tempfile.TemporaryDirectory(prefix="autolora-artifact-") as folder:
+        path = Path(folder) / name  # upload_artifact names the artifact after the file
         image.save(path, format="PNG")
+        store = artifact_store(run_dir)
         return str(
-            upload_artifact(
-                artifact_store=artifact_store(run_dir), file_path=str(path), study_or_trial=target, mimetype="image/png"
-            )
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=target, mimetype="image/png")
         )
-    finally:
-        for p in folder.iterdir():
-            p.unlink()
-        os.rmdir(folder)
 
 
 def has_artifact(target: optuna.Study | optuna.trial.FrozenTrial, name: str, storage: Any = None) -> bool:

@@ -64,12 +64,10 @@ def register_export(
         raise UserError(f"--register-model: {paths['info']} names no base model")
     base = base_reference(source)
     client = MlflowClient(tracking_uri=uri)
-    experiment = study.user_attrs.get(ATTR + "mlflow_experiment_id") or client.get_experiment_by_name(
-        f"autolora/{study.study_name}"
-    )
-    experiment_id = experiment if isinstance(experiment, str) else getattr(experiment, "experiment_id", None)
-    if experiment_id is None:
-        experiment_id = client.create_experiment(f"autolora/{study.study_name}")
+    experiment_id = study.user_attrs.get(ATTR + "mlflow_experiment_id")
+    if not experiment_id:  # --mlflow-uri elsewhere: the study's experiment there, made if need be
+        found = client.get_experiment_by_name(f"autolora/{study.study_name}")
+        experiment_id = found.experiment_id if found else client.create_experiment(f"autolora/{study.study_name}")
     trial = info.get("trial")
     tags = {"mlflow.runName": f"register-trial{trial}", "autolora.study": str(study.study_name)}
     parent = study.user_attrs.get(ATTR + "mlflow_parent_run_id")
