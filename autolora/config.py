@@ -75,9 +75,13 @@ class DataConfig:
     """Training and sampling size in pixels. None: the model's native size."""
     strict: bool = False
     """Stop before the first trial when a data diagnostic warns (``--strict``); otherwise warn and run."""
+    crop: str = "buckets"
+    """``buckets``: each picture keeps its aspect ratio in the closest of a set of equal-area training sizes
+    (``autolora.buckets``); ``center``: every picture's centre square."""
 
     def validate(self, where: str) -> None:
         _check(bool(self.trigger.strip()), f"{where}.trigger", "a non-empty phrase", self.trigger)
+        _check(self.crop in ("buckets", "center"), f"{where}.crop", "buckets or center", self.crop)
         _check(
             "{prompt}" in self.prompt_template,
             f"{where}.prompt_template",
@@ -159,8 +163,9 @@ class StudyConfig:
     """Trials to run in this invocation (a resumed study adds this many)."""
     timeout: float | None = None
     """Stop starting new trials after this many seconds."""
-    search_space: str = "quick"
-    """Built-in search-space name (``search_spaces/``) or a YAML file."""
+    search_space: str | None = None
+    """Built-in search-space name (``search_spaces/``) or a YAML file. None: ``quick``, or ``sd3`` / ``flux`` for
+    those models."""
     objective: str = "balanced"
     """Built-in objective name (``objectives/``) or a YAML file."""
     sampler: str = "tpe"

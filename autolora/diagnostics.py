@@ -8,7 +8,8 @@ Four checks, each one ``Finding`` (a line, maybe a warning, and figures for MLfl
 - ``duplicates``: near-identical references (PSNR above ``DUPLICATE_DB`` between the two at 32 x 32), which
   weigh a picture twice and shrink the set.
 - ``captions``: references with and without a caption (without one, a picture trains on the trigger alone).
-- ``sizes``: sizes and aspect ratios, and what the centre crop and the resize to the training size do to them.
+- ``sizes``: sizes and aspect ratios, the aspect-ratio bucket each picture falls in (or the centre square under
+  ``data.crop: center``), and what the crop and the resize to the training size do to them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from autolora.models.roundtrip import psnr, round_trip_psnr
 if TYPE_CHECKING:
     from PIL import Image
 
+    from autolora.buckets import Bucket
     from autolora.data import StyleSet
 
 VAE_GAP_DB = 10.0
@@ -121,24 +123,48 @@ def _over(values: Sequence[float], limit: float) -> tuple[int, int]:
     return sum(v > limit for v in values), max(range(len(values)), key=lambda i: values[i])
 
 
-def sizes_finding(images: Sequence[Image.Image], names: Sequence[str], resolution: int) -> Finding:
+def _bucket_groups(names: Sequence[str], buckets: Sequence[Bucket], bucket_of: Sequence[int]) -> str:
+    parts = []
+    for k, bucket in enumerate(buckets):
+        members = [n for n, b in zip(names, bucket_of, strict=True) if b == k]
+        shown = ", ".join(members[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
+        parts.append(f"{bucket} ({len(members)}: {shown})")
+    return "; ".join(parts)
+
+
+def sizes_finding(
+    images: Sequence[Image.Image],
+    names: Sequence[str],
+    resolution: int,
+    buckets: Sequence[Bucket] = (),
+    bucket_of: Sequence[int] = (),
+) -> Finding:
+    """Sizes, aspect ratios and what the crop does; with ``buckets``, the bucket each picture is trained at."""
+    from autolora.buckets import crop_loss, square
+
     sizes = [im.size for im in images]
+    if not buckets:
+        buckets, bucket_of = [square(resolution)], [0] * len(sizes)
     aspects = [max(w, h) / min(w, h) for w, h in sizes]
-    lost = [1.0 - 1.0 / a for a in aspects]  # the centre square keeps min/max of the long side
-    upscale = [resolution / min(w, h) for w, h in sizes]
+    lost = [crop_loss(size, buckets[b]) for size, b in zip(sizes, bucket_of, strict=True)]
+    upscale = [max(buckets[b].width / w, buckets[b].height / h) for (w, h), b in zip(sizes, bucket_of, strict=True)]
     metrics = {
         "min_side": float(min(min(s) for s in sizes)),
         "max_side": float(max(max(s) for s in sizes)),
         "max_aspect": max(aspects),
         "max_crop_loss": max(lost),
         "max_upscale": max(upscale),
+        "buckets": float(len(buckets)),
     }
     small = min(sizes, key=lambda s: s[0] * s[1])
     big = max(sizes, key=lambda s: s[0] * s[1])
-    line = (
-        f"sizes {small[0]}x{small[1]} to {big[0]}x{big[1]}, aspect up to {max(aspects):.2f}; training takes the "
-        f"centre square at {resolution} px"
-    )
+    if len(buckets) == 1 and buckets[0] == square(resolution):
+        where = f"training takes the centre square at {resolution} px"
+    else:
+        where = f"training in {len(buckets)} aspect-ratio bucket(s) of about {resolution}x{resolution} px: " + (
+            _bucket_groups(names, buckets, bucket_of)
+        )
+    line = f"sizes {small[0]}x{small[1]} to {big[0]}x{big[1]}, aspect up to {max(aspects):.2f}; {where}"
     problems = []
     n_cropped, worst = _over(lost, CROP_LOSS)
     if n_cropped:
@@ -157,7 +183,13 @@ def sizes_finding(images: Sequence[Image.Image], names: Sequence[str], resolutio
 
 
 def diagnose_style_set(
-    style: StyleSet, resolution: int, vae: Any = None, yardstick: Sequence[Image.Image] = ()
+    style: StyleSet,
+    resolution: int,
+    vae: Any = None,
+    yardstick: Sequence[Image.Image] = (),
+    buckets: Sequence[Bucket] = (),
+    bucket_of: Sequence[int] = (),
+    crop: str = "center",
 ) -> list[Finding]:
     """Every check on ``style`` (the VAE one when ``vae`` is given; ``yardstick``: the base model's samples)."""
     findings = []
@@ -167,5 +199,7 @@ def diagnose_style_set(
         findings.append(vae_finding(refs, style.names, base))
     findings.append(duplicates_finding(style.images, style.names))
     findings.append(captions_finding(style.captions, style.names))
-    findings.append(sizes_finding(style.images, style.names, resolution))
+    if crop == "center":
+        buckets, bucket_of = (), ()
+    findings.append(sizes_finding(style.images, style.names, resolution, buckets, bucket_of))
     return findings

@@ -51,15 +51,27 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "sd1": ("unet", "text_encoder"),
     "sd2": ("unet", "text_encoder"),
     "sdxl": ("unet", "text_encoder", "text_encoder_2"),
+    "sd3": ("transformer",),
+    "flux": ("transformer",),
 }
-_PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+_PIPELINES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
+KOHYA_ARCHS = ("sd1", "sd2", "sdxl", "flux")
+"""Architectures with a kohya file: SD3 LoRAs go out in the diffusers format only, which ComfyUI reads for SD3
+(``transformer.`` keys) as diffusers does."""
 _KOHYA_PREFIX = {
     "sd1": {"unet": "lora_unet", "text_encoder": "lora_te"},
     "sd2": {"unet": "lora_unet", "text_encoder": "lora_te"},
     "sdxl": {"unet": "lora_unet", "text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
+    "flux": {"transformer": "lora_unet"},
 }
-_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-_DEFAULT_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024}
+_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
+_DEFAULT_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 # modelspec (https://github.com/Stability-AI/ModelSpec) spells v-prediction "v".
 _MODELSPEC_PREDICTION = {"epsilon": "epsilon", "v_prediction": "v"}
 _VERSIONED_PACKAGES = ("autolora", "torch", "diffusers", "peft", "transformers", "optuna", "safetensors")
@@ -255,7 +267,7 @@ def _canonical_key(comp: str, key: str) -> str:
     ``CLIPTextModelWithProjection``; diffusers strips the prefix again when the loaded model has none,
     so the prefixed spelling loads under both old and new transformers.
     """
-    if comp == "unet" or key.startswith(("text_model.", "text_projection.")):
+    if comp in ("unet", "transformer") or key.startswith(("text_model.", "text_projection.")):
         return key
     return f"text_model.{key}"
 
@@ -319,6 +331,13 @@ def _kohya_plan(adapter: KeptAdapter) -> list[_KohyaModule]:
             "(export without the kohya file)"
         )
     arch = adapter.base["arch"]
+    if arch not in KOHYA_ARCHS:
+        raise UserError(
+            f"cannot write the kohya file for a {arch} adapter: use the diffusers file {DIFFUSERS_FILE}, which "
+            "ComfyUI and diffusers load"
+        )
+    if arch == "flux":
+        return _flux_plan(adapter)
     plan: list[_KohyaModule] = []
     for comp in COMPONENTS[arch]:
         state_dict = adapter.state_dicts.get(comp)
@@ -338,6 +357,25 @@ def _kohya_plan(adapter: KeptAdapter) -> list[_KohyaModule]:
             kohya_name = f"{_KOHYA_PREFIX[arch][comp]}_{_kohya_module(adapter, comp, module).replace('.', '_')}"
             plan.append(_KohyaModule(comp, kohya_name, down, state_dict[up_key], alpha))
     return plan
+
+
+def _flux_plan(adapter: KeptAdapter) -> list[_KohyaModule]:
+    """Flux: BFL module names with fused q/k/v (``autolora.kohya_flux``)."""
+    from autolora.kohya_flux import flux_modules
+
+    state_dict = adapter.state_dicts["transformer"]
+    config = adapter.configs["transformer"]
+    for key in state_dict:
+        if not key.endswith((_LORA_A, _LORA_B)):
+            raise UserError(f"cannot write the kohya file: it has no place for transformer weight {key!r}")
+
+    def scale_of(module: str, rank: int) -> float:
+        return _kohya_alpha("transformer", module, rank, config) / rank
+
+    return [
+        _KohyaModule("transformer", f"lora_unet_{m.name.replace('.', '_')}", m.down, m.up, m.alpha)
+        for m in flux_modules(state_dict, scale_of)
+    ]
 
 
 def _kohya_module(adapter: KeptAdapter, comp: str, module: str) -> str:
@@ -448,7 +486,8 @@ def _most_common(values: list[Any], default: Any) -> Any:
 def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -> dict[str, str]:
     """kohya ``ss_*`` and modelspec metadata; safetensors metadata values must all be strings."""
     arch = adapter.base["arch"]
-    main_comp = "unet" if "unet" in adapter.configs and adapter.state_dicts.get("unet") else plan[0].comp
+    denoiser = "transformer" if arch == "flux" else "unet"
+    main_comp = denoiser if denoiser in adapter.configs and adapter.state_dicts.get(denoiser) else plan[0].comp
     config = adapter.configs[main_comp]
     dim = int(config.get("r", 8))
     # The alpha a module of rank ``dim`` without patterns has in this file (differs from lora_alpha under rsLoRA).
@@ -465,7 +504,7 @@ def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -
         network_args["conv_dim"] = str(_most_common([e.rank for e in conv], dim))
         network_args["conv_alpha"] = str(_most_common([e.alpha for e in conv], network_alpha))
     meta = {
-        "ss_network_module": "networks.lora",
+        "ss_network_module": "networks.lora_flux" if arch == "flux" else "networks.lora",
         "ss_network_dim": str(dim),
         "ss_network_alpha": str(network_alpha),
         "ss_network_args": json.dumps(network_args),
@@ -475,7 +514,7 @@ def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -
         "ss_v2": str(arch == "sd2"),
         "ss_v_parameterization": str(prediction == "v_prediction"),
         "ss_resolution": f"({resolution}, {resolution})",
-        "ss_network_train_unet_only": str({e.comp for e in plan} == {"unet"}),
+        "ss_network_train_unet_only": str({e.comp for e in plan} == {denoiser}),
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": _modelspec_architecture(arch, prediction),
         "modelspec.implementation": "https://github.com/huggingface/diffusers",
@@ -491,6 +530,8 @@ def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -
 
 
 def _modelspec_architecture(arch: str, prediction: str) -> str:
+    if arch == "flux":
+        return "flux-1-dev/lora"
     if arch == "sd1":
         return "stable-diffusion-v1/lora"
     if arch == "sd2":

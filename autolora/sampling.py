@@ -28,9 +28,11 @@ def sample(
     """
     import torch
 
+    from autolora.models.family import denoiser
+
     pairs = [(p, s) for p in prompts for s in seeds]
     images: list[Image.Image] = []
-    unet = pipe.unet
+    unet = denoiser(pipe)
     was_training = unet.training
     unet.eval()
     try:

@@ -93,6 +93,18 @@ FAST = [
 """Study flags for unit tests: the tiny random pipeline (miniworld, the default, has its own tests)."""
 
 
+def randomize_lora(model: Any, seed: int) -> None:
+    """Give every LoRA weight (lora_A, lora_B, DoRA magnitude) seeded non-zero values (peft starts lora_B at
+    zero, which would make every round-trip comparison pass trivially)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn(param.shape, generator=gen) * 0.1)
+
+
 def generate(pipe: object, **kwargs: object) -> object:
     """Two denoising steps at 32 px from a fixed seed, as a numpy array: the tests' standard picture."""
     import numpy as np

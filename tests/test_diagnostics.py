@@ -82,6 +82,20 @@ def test_sizes_say_what_cropping_and_resizing_do() -> None:
     assert bad.metrics["max_aspect"] == 2.0
 
 
+def test_sizes_name_the_bucket_of_each_picture_and_buckets_keep_wide_pictures_whole() -> None:
+    from autolora.buckets import plan_buckets
+
+    images = [Image.new("RGB", s) for s in [(512, 512), (1024, 512), (1000, 520), (512, 1024)]]
+    names = ["sq.png", "wide.png", "wide2.png", "tall.png"]
+    buckets, of = plan_buckets([im.size for im in images], 512, 64, "buckets")
+    found = sizes_finding(images, names, 512, buckets, of)
+    assert not found.warning, found.line
+    assert "3 aspect-ratio bucket(s) of about 512x512 px" in found.line
+    assert "704x320 (2: wide.png, wide2.png)" in found.line and "320x704 (1: tall.png)" in found.line
+    assert "512x512 (1: sq.png)" in found.line
+    assert found.metrics["buckets"] == 3 and found.metrics["max_crop_loss"] < 0.15
+
+
 def tune_args(tmp_path: Path, style: Path, *more: str) -> list[str]:
     return ["tune", "--style-images", str(style), "--out", str(tmp_path / "run"), "--study-name", "d",
             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--trials", "0", "--no-progress",

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import generate as _generate
+from conftest import randomize_lora as _randomize
 from peft import LoraConfig
 from safetensors import safe_open
 
@@ -87,15 +88,6 @@ def sd_plain(sd_pipe: Any) -> np.ndarray:
 @pytest.fixture(scope="module")
 def sdxl_plain(sdxl_pipe: Any) -> np.ndarray:
     return _generate(sdxl_pipe)
-
-
-def _randomize(model: torch.nn.Module, seed: int) -> None:
-    """Give every LoRA weight (lora_A, lora_B, DoRA magnitude) seeded non-zero values."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.1)
 
 
 def _base(arch: str, source: str) -> dict[str, Any]:
@@ -416,7 +408,7 @@ def test_unsafe_name_is_refused_and_nothing_written(tmp_path: Path, name: str) -
 
 @pytest.mark.parametrize(
     ("arch", "comp", "message"),
-    [("sd3", "unet", "architecture"), ("sd1", "text_encoder_2", "no component")],
+    [("sd4", "unet", "architecture"), ("sd1", "text_encoder_2", "no component"), ("flux", "unet", "no component")],
 )
 def test_adapter_that_does_not_fit_its_base_is_refused(tmp_path: Path, arch: str, comp: str, message: str) -> None:
     adapter = _synthetic(arch, {"text_model.encoder.layers.0.self_attn.q_proj": (4, 8)}, {}, comp=comp)

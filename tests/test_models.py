@@ -57,10 +57,13 @@ def test_not_a_model(tmp_path: Path) -> None:
         resolve_model(str(tmp_path))
     with pytest.raises(UserError, match="no such folder"):
         resolve_model(str(tmp_path / "nope"))
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyV22Pipeline"}))
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "config.json").write_text("{}")
-    with pytest.raises(UserError, match="a FluxPipeline; autolora supports"):
+    with pytest.raises(UserError, match="a KandinskyV22Pipeline; autolora supports .*FluxPipeline"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UserError, match="transformer/config.json: cannot be read"):
         resolve_model(str(tmp_path))
     with pytest.raises(UserError, match="no such built-in model"):
         resolve_model("builtin:tiny-clip")

@@ -21,7 +21,7 @@ def candidates() -> dict[str, list[str]]:
     out = {}
     for name in ("builtin:tiny-sd", "builtin:tiny-sdxl"):
         ref = resolve_model(name)
-        out[ref.arch] = unet_candidates_from_config(ref.unet_config)
+        out[ref.arch] = unet_candidates_from_config(ref.denoiser_config)
     return out
 
 
@@ -92,8 +92,9 @@ def test_fingerprint_changes_with_the_space(candidates: dict[str, list[str]]) ->
         ({"rnak": 4}, "unknown parameter 'rnak' (did you mean 'rank'?)"),
         ({"rank": 0}, "params.rank: expected an integer >= 1, got 0"),
         ({"init": "pissa"}, "survives delete_adapters"),
-        ({"target_layers": ["attn"]}, "items from self_attn, cross_attn, ff, proj, conv"),
-        ({"target_blocks": ["left"]}, "down, mid, up, down.N or up.N"),
+        ({"target_layers": ["attention"]}, "items from self_attn, cross_attn, ff, proj, conv, attn, context_attn"),
+        ({"target_blocks": ["left"]}, "down, mid, up, down.N, up.N (UNet) or double, joint, single"),
+        ({"target_blocks": ["double.5-2"]}, "single.N-M (SD3, Flux)"),
         ({"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True, "step": 1e-5}}, "log and step"),
         ({"use_dora": {"low": 0, "high": 1}}, "not a range"),
     ],

@@ -45,8 +45,9 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypa
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "nan-test")
     parent = tracker.start_parent("p", {}, [])
     good = session.train_data
-    session.train_data = type(good)(good.latent_mean * float("nan"), good.latent_std, good.prompt_embeds, None,
-                                    good.captions, good.resolution)  # fmt: skip
+    nan = [m * float("nan") for m in good.latent_mean]
+    session.train_data = type(good)(nan, good.latent_std, good.prompt_embeds, None, good.captions, good.resolution,
+                                    good.members, good.buckets)  # fmt: skip
     runner = TrialRunner(session, parent, echo=lambda s: None, progress=False)
     study.optimize(runner, n_trials=1, catch=(TrialFailed,))
     session.train_data = good

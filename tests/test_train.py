@@ -97,7 +97,8 @@ def test_min_snr_and_v_prediction(tiny_sd: Any, data: TrainData) -> None:
 
 
 def test_nan_loss_fails_the_trial(tiny_sd: Any, data: TrainData) -> None:
-    bad = TrainData(data.latent_mean * float("nan"), data.latent_std, data.prompt_embeds, None, data.captions, 32)
+    nan = [m * float("nan") for m in data.latent_mean]
+    bad = TrainData(nan, data.latent_std, data.prompt_embeds, None, data.captions, 32, data.members, data.buckets)
     before = weights_hash(tiny_sd.unet)
     with pytest.raises(TrialFailed, match="loss is nan at step 1"):
         run(tiny_sd, make_spec(tiny_sd), bad)
@@ -128,4 +129,48 @@ def test_sdxl_trains_with_text_encoders(tiny_sdxl: Any) -> None:
 def test_train_data_round_trip(tmp_path: Any, data: TrainData) -> None:
     data.save(tmp_path / "d.safetensors")
     back = TrainData.load(tmp_path / "d.safetensors")
-    assert torch.equal(back.latent_mean, data.latent_mean) and back.captions == data.captions
+    assert all(torch.equal(a, b) for a, b in zip(back.latent_mean, data.latent_mean, strict=True))
+    assert back.captions == data.captions and back.buckets == data.buckets and back.members == data.members
+
+
+def test_buckets_keep_aspect_and_batches_stay_in_one_bucket(tiny_sdxl: Any, tmp_path: Any) -> None:
+    """Wide, tall and square pictures go to three buckets of about the square's area; latents are cached per
+    bucket at the bucket's size, every batch is drawn within one bucket, and SDXL trains on them (its size
+    conditioning follows the bucket)."""
+    from PIL import Image
+
+    from autolora.buckets import Bucket, make_buckets, plan_buckets
+
+    buckets = make_buckets(32, 4)
+    assert Bucket(32, 32) in buckets
+    assert all(b.width % 4 == 0 and b.height % 4 == 0 and b.width * b.height <= 32 * 32 for b in buckets)
+    assert all(max(b.width, b.height) / min(b.width, b.height) <= 2.5 for b in buckets)
+    sizes = [(96, 48), (48, 96), (64, 64), (90, 54)]
+    used, of = plan_buckets(sizes, 32, 4, "buckets")
+    # 2:1 would be 44x22, but 22 is no multiple of 4: the closest bucket of at most the square's area is 44x20
+    assert [str(used[k]) for k in of] == ["44x20", "20x44", "32x32", "40x24"]
+    assert plan_buckets(sizes, 32, 4, "center") == ([Bucket(32, 32)], [0, 0, 0, 0])
+    folder = tmp_path / "style"
+    folder.mkdir()
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (200, 40 * i, 90)).save(folder / f"p{i}.png")
+    style = load_style_set(folder)
+    data = TrainData.build(tiny_sdxl, style, "in sks style", 32, "cpu", used, of)
+    for mean, bucket in zip(data.latent_mean, data.buckets, strict=True):
+        assert tuple(mean.shape[2:]) == (bucket.height // 2, bucket.width // 2)
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        latents, idx = data.draw(3, gen)
+        k = of[int(idx[0])]
+        assert all(of[int(i)] == k for i in idx)
+        assert tuple(latents.shape[2:]) == tuple(data.latent_mean[k].shape[2:])
+        seen.add(k)
+    assert seen == set(range(len(used)))
+    spec = make_spec(tiny_sdxl)
+    attach(tiny_sdxl.unet, spec.unet_config(), "t")
+    try:
+        losses = train_lora(tiny_sdxl, spec, data, TrainSettings(), "cpu")
+    finally:
+        detach(tiny_sdxl.unet, "t")
+    assert len(losses) == int(spec["steps"]) and all(torch.isfinite(torch.tensor(losses)))

@@ -217,7 +217,7 @@ def load_loras(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> FusedA
     error leaves the pipeline as it was.
 
     Args:
-        pipe: A loaded ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``.
+        pipe: A loaded SD 1.x/2.x, SDXL, SD 3.x or Flux.1 pipeline.
         files: LoRA files (diffusers/PEFT or kohya/A1111 ``.safetensors``).
         names: One adapter name per file: letters, digits, ``_`` and ``-`` (a ``.`` would make
             ``f"{lora}.{group}"`` parameter names ambiguous, and peft refuses it).
@@ -231,8 +231,10 @@ def load_loras(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> FusedA
     files = [Path(f) for f in files]
     _check_names(pipe, files, names)
     components = lora_components(pipe)
+    unet = getattr(pipe, "unet", None)
+    width = int(unet.config.cross_attention_dim) if unet is not None else 0
     for path in files:
-        check_lora_file(path, int(pipe.unet.config.cross_attention_dim), components)
+        check_lora_file(path, width, components)
     try:
         for path, name in zip(files, names, strict=True):
             _load_one(pipe, path, name)

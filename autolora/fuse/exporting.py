@@ -148,18 +148,21 @@ def _write_fused(
     info: dict[str, Any],
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-    from autolora.export import export_all
+    from autolora.export import KOHYA_ARCHS, export_all
     from autolora.fuse.fused import fused_adapter
     from autolora.fuse.rank import reduce_rank
 
     adapter = fused_adapter(fa, coeffs)
     adapter.info.update(info)
-    paths = export_all(adapter, folder, stem)
+    kohya = adapter.base["arch"] in KOHYA_ARCHS
+    if not kohya:
+        echo(f"kohya     skipped: {adapter.base['arch']} LoRAs are exported in the diffusers format only")
+    paths = export_all(adapter, folder, stem, kohya=kohya)
     if rank is not None:
         reduced, error = reduce_rank(adapter, rank)
         ranks = {str(c.get("r")) for c in reduced.configs.values()}
         echo(f"rank {rank}: largest relative error over the modules {error:.4f} (ranks now {', '.join(ranks)})")
-        small = export_all(reduced, folder / f"rank{rank}", f"{stem}-r{rank}")
+        small = export_all(reduced, folder / f"rank{rank}", f"{stem}-r{rank}", kohya=kohya)
         paths.update({f"rank{rank} {kind}": path for kind, path in small.items()})
     return paths
 

@@ -8,14 +8,27 @@ from autolora.errors import UserError
 
 
 def base_facts(pipe: Any) -> dict[str, Any]:
-    """The ``KeptAdapter.base`` facts of a loaded SD/SDXL pipeline (what ``autolora.export`` needs).
+    """The ``KeptAdapter.base`` facts of a loaded SD/SDXL/SD3/Flux pipeline (what ``autolora.export`` needs).
 
     Raises:
-        UserError: for a pipeline that is neither ``StableDiffusionPipeline`` nor ``StableDiffusionXLPipeline``.
+        UserError: for a pipeline of another kind.
     """
+    from autolora.models.loading import PIPELINES
+
     cls = type(pipe).__name__
-    if cls not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
-        raise UserError(f"LoRA fusion supports StableDiffusionPipeline and StableDiffusionXLPipeline, not {cls}")
+    if cls not in PIPELINES:
+        raise UserError(f"LoRA fusion supports {', '.join(PIPELINES)}, not {cls}")
+    if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):
+        config = pipe.transformer.config
+        return {
+            "source": str(pipe.config.get("_name_or_path", "") or ""),
+            "arch": "flux" if cls == "FluxPipeline" else "sd3",
+            "resolution": int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor),
+            "prediction_type": "flow",
+            "pipeline_class": cls,
+            "denoiser": "transformer",
+            "denoiser_config": dict(config),
+        }
     unet_config = pipe.unet.config
     sd_arch = "sd2" if unet_config.cross_attention_dim == 1024 else "sd1"  # the rule autolora.models.loading uses
     arch = "sdxl" if cls == "StableDiffusionXLPipeline" else sd_arch

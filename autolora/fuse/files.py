@@ -11,7 +11,17 @@ from autolora.fuse.groups import COMPONENTS
 
 # Any key of a LoRA in the formats diffusers loads: peft (lora_A/B), kohya (lora_down/up), old diffusers (lora.down).
 _LORA_KEY = re.compile(r"lora_A|lora_B|lora_down|lora_up|lora\.down|lora\.up|lora_linear_layer")
-_KNOWN_PREFIX = ("unet.", "text_encoder.", "text_encoder_2.", "lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+_KNOWN_PREFIX = (
+    "unet.",
+    "transformer.",
+    "text_encoder.",
+    "text_encoder_2.",
+    "lora_unet_",
+    "lora_transformer_",
+    "lora_te_",
+    "lora_te1_",
+    "lora_te2_",
+)
 _WIDTH_ARCH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 # The down (input) matrix of a cross-attention key/value projection, in every spelling: its input width is the
 # text-embedding width the LoRA was trained for.
@@ -23,7 +33,8 @@ def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[s
 
     Args:
         path: The file.
-        cross_attention_dim: The base model's text-embedding width (``unet.config.cross_attention_dim``).
+        cross_attention_dim: The base model's text-embedding width (``unet.config.cross_attention_dim``; 0 for
+            a transformer model, whose LoRAs have no cross-attention to check: diffusers refuses a misfit).
         components: The pipeline's LoRA-loadable components present (``unet``, ``text_encoder``...).
 
     Raises:
@@ -45,8 +56,8 @@ def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[s
     lora_keys = [k for k in keys if _LORA_KEY.search(k)]
     if not lora_keys or not any(k.startswith(_KNOWN_PREFIX) for k in lora_keys):
         raise UserError(
-            f"LoRA file {path}: no LoRA weights (expected diffusers keys unet.*/text_encoder*.* or kohya keys "
-            "lora_unet_*/lora_te*)"
+            f"LoRA file {path}: no LoRA weights (expected diffusers keys unet.*/transformer.*/text_encoder*.* or "
+            "kohya keys lora_unet_*/lora_te*)"
         )
     _check_width(path, widths, cross_attention_dim)
     has_te2 = any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in lora_keys)
@@ -61,6 +72,11 @@ def _check_width(path: Path, widths: set[int], cross_attention_dim: int) -> None
     if len(widths) > 1:
         raise UserError(f"LoRA file {path}: cross-attention widths {sorted(widths)} disagree (a damaged LoRA)")
     for width in widths:
+        if cross_attention_dim == 0:
+            raise UserError(
+                f"LoRA file {path}: made for {arch(width)} (a UNet's cross-attention width {width}), but the base "
+                "model is a transformer (SD3 or Flux)"
+            )
         if width != cross_attention_dim:
             raise UserError(
                 f"LoRA file {path}: made for {arch(width)} (cross-attention width {width}), but the base model "

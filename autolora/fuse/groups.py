@@ -8,12 +8,18 @@
   ``mid.attentions.0``, ``up.0.resnets.2``; ``unet.conv_in`` etc. outside the blocks; one per text-encoder layer,
   ``text_encoder.layers.5`` (``text_encoder.other`` for embeddings/projection). A transformer unit rather than
   single projections keeps the search space at tens of parameters instead of hundreds.
+
+SD3 and Flux transformers (component ``transformer``, ``autolora.models.dit_layers``): ``block`` keys are the
+transformer blocks, ``double.3`` (SD3's joint blocks too) and ``single.12``, and ``transformer`` for modules
+outside them; ``layer`` keys one layer kind of a block, ``double.3.attn``, ``double.3.context_attn``,
+``double.3.ff``, ``double.3.context_ff``, ``double.3.norm``, ``single.12.ff``.
 """
 
 from __future__ import annotations
 
 import re
 
+from autolora.models import dit_layers
 from autolora.models.layers import block_of
 
 GRANULARITIES = ("global", "block", "layer")
@@ -21,9 +27,20 @@ Coefficients = dict[str, dict[str, float]]
 """LoRA name -> group key -> coefficient."""
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
-COMPONENTS = ("unet", *TEXT_ENCODERS)
+COMPONENTS = ("unet", "transformer", *TEXT_ENCODERS)
 _TE_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_HEAD_ORDER = {"all": 0, "down": 1, "mid": 2, "up": 3, "unet": 4, "text_encoder": 5, "text_encoder_2": 6}
+_HEAD_ORDER = {
+    "all": 0,
+    "down": 1,
+    "mid": 2,
+    "up": 3,
+    "unet": 4,
+    "double": 1,
+    "single": 2,
+    "transformer": 4,
+    "text_encoder": 5,
+    "text_encoder_2": 6,
+}
 
 
 def key_order(key: str) -> tuple[tuple[int, int | str], ...]:
@@ -39,6 +56,13 @@ def check_granularity(granularity: str) -> None:
 
 def groups_of(component: str, name: str) -> dict[str, str]:
     """The group key of a module at every granularity."""
+    if component == "transformer":
+        found_dit = dit_layers.block_of(name)
+        kind = dit_layers.layer_of(name)
+        if found_dit is None:
+            return {"global": "all", "block": "transformer", "layer": f"transformer.{name.split('.')[0]}"}
+        block = f"{found_dit[0]}.{found_dit[1]}"
+        return {"global": "all", "block": block, "layer": f"{block}.{kind[0] if kind else 'other'}"}
     if component != "unet":
         layer = _TE_LAYER.search(name)
         return {

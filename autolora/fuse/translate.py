@@ -52,6 +52,8 @@ def diffusers_weights(groups: Mapping[str, float]) -> dict[str, Any]:
 def set_adapters_weights(fa: FusedAdapters, coeffs: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
     """See ``FusedAdapters.diffusers_set_adapters_weights``."""
     granularity = fa._check_coefficients(coeffs)
+    if getattr(fa.pipe, "unet", None) is None:
+        raise UserError("diffusers' set_adapters has no per-block weights for transformer models (use the fused LoRA)")
     out: dict[str, dict[str, Any]] = {}
     for lora in fa.names:
         if granularity[lora] != "block":

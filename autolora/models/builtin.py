@@ -137,6 +137,114 @@ def _build_tiny_pipeline(folder: Path, sdxl: bool) -> None:
     shutil.rmtree(tok_dir)
 
 
+def _tiny_text_encoders(n_clip: int, projection: bool) -> tuple[list[Any], Any]:
+    """``n_clip`` tiny CLIP text encoders (seeds 0, 1, ...) and a tiny T5 encoder (64 wide), seeded."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from autolora.miniworld.nets import TEXT_ENCODER
+    from autolora.models.tokenizer import T5_VOCAB_SIZE
+
+    narrow = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "hidden_act": "gelu"}
+    cfg = CLIPTextConfig(**{**TEXT_ENCODER, **narrow})
+    clips = []
+    for seed in range(n_clip):
+        torch.manual_seed(seed)
+        clips.append(CLIPTextModelWithProjection(cfg) if projection else CLIPTextModel(cfg))
+    torch.manual_seed(n_clip)
+    t5 = T5EncoderModel(T5Config(vocab_size=T5_VOCAB_SIZE, d_model=64, d_ff=64, d_kv=16, num_layers=2, num_heads=4))
+    return clips, t5
+
+
+def _build_tiny_dit(folder: Path, family: str) -> None:
+    """A tiny SD3 (``sd3``) or Flux.1-dev (``flux``) pipeline: miniworld's VAE shape, two or three text encoders
+    and a two-block transformer, seeded random weights, the real pipeline classes and schedulers."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    from autolora.miniworld.nets import VAE
+    from autolora.models.tokenizer import write_clip_tokenizer_files, write_t5_tokenizer_files
+
+    tok_dir, t5_dir = folder / "_tokenizer_src", folder / "_t5_src"
+    write_clip_tokenizer_files(tok_dir)
+    write_t5_tokenizer_files(t5_dir)
+    tokenizer, t5_tokenizer = CLIPTokenizer.from_pretrained(tok_dir), T5Tokenizer.from_pretrained(t5_dir)
+    torch.manual_seed(0)
+    vae_kwargs: dict[str, Any] = {**VAE, "use_quant_conv": False, "use_post_quant_conv": False}
+    pipe: Any
+    if family == "flux":
+        vae = AutoencoderKL(**{**vae_kwargs, "shift_factor": 0.06, "scaling_factor": 1.2})
+        (clip,), t5 = _tiny_text_encoders(1, projection=False)
+        torch.manual_seed(0)
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4 * VAE["latent_channels"],
+            num_layers=2,
+            num_single_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=64,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 4, 8),
+        )
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            base_image_seq_len=256,
+            base_shift=0.5,
+            max_image_seq_len=4096,
+            max_shift=1.15,
+            shift=3.0,
+            use_dynamic_shifting=True,
+        )
+        pipe = FluxPipeline(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=clip,
+            tokenizer=tokenizer,
+            text_encoder_2=t5,
+            tokenizer_2=t5_tokenizer,
+            transformer=transformer,
+        )
+    else:
+        vae = AutoencoderKL(**{**vae_kwargs, "shift_factor": 0.0, "scaling_factor": 1.5})
+        (clip1, clip2), t5 = _tiny_text_encoders(2, projection=True)
+        torch.manual_seed(0)
+        sd3 = SD3Transformer2DModel(
+            sample_size=16,
+            patch_size=2,
+            in_channels=VAE["latent_channels"],
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=64,
+            pooled_projection_dim=64,
+            out_channels=VAE["latent_channels"],
+        )
+        pipe = StableDiffusion3Pipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=vae,
+            text_encoder=clip1,
+            tokenizer=tokenizer,
+            text_encoder_2=clip2,
+            tokenizer_2=tokenizer,
+            text_encoder_3=t5,
+            tokenizer_3=t5_tokenizer,
+            transformer=sd3,
+        )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(tok_dir)
+    shutil.rmtree(t5_dir)
+
+
 TINY_CLIP_CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
@@ -221,6 +329,22 @@ BUILTINS: dict[str, Builtin] = {
             1,
             lambda f: _build_tiny_pipeline(f, sdxl=True),
             "tiny SDXL-architecture pipeline with seeded random weights (32 px; for unit tests)",
+            judge="tiny-clip",
+        ),
+        Builtin(
+            "tiny-sd3",
+            "diffusion",
+            1,
+            lambda f: _build_tiny_dit(f, "sd3"),
+            "tiny SD 3-architecture pipeline (three text encoders, flow matching), seeded random weights (32 px)",
+            judge="tiny-clip",
+        ),
+        Builtin(
+            "tiny-flux",
+            "diffusion",
+            1,
+            lambda f: _build_tiny_dit(f, "flux"),
+            "tiny Flux.1-dev-architecture pipeline (CLIP + T5, guidance embedding), seeded random weights (32 px)",
             judge="tiny-clip",
         ),
         Builtin(

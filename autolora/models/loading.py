@@ -1,4 +1,4 @@
-"""Loading Stable Diffusion 1.x/2.x and SDXL pipelines: local folder, hub id or built-in.
+"""Loading Stable Diffusion 1.x/2.x, SDXL, SD 3.x and Flux.1 pipelines: local folder, hub id or built-in.
 
 Validation (``resolve_model``) reads only small JSON files, so bad input is refused before any
 weights load. Loading goes through diffusers ``from_pretrained`` with ``use_safetensors=True``
@@ -22,7 +22,22 @@ if TYPE_CHECKING:
 
     from autolora.config import ModelConfig
 
-PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+PIPELINES = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+}
+DENOISERS = {"sd1": "unet", "sd2": "unet", "sdxl": "unet", "sd3": "transformer", "flux": "transformer"}
+"""The pipeline component a LoRA trains, per architecture."""
+DENOISER_CLASSES = {
+    "sd1": "UNet2DConditionModel",
+    "sd2": "UNet2DConditionModel",
+    "sdxl": "UNet2DConditionModel",
+    "sd3": "SD3Transformer2DModel",
+    "flux": "FluxTransformer2DModel",
+}
+DIT_ARCHS = ("sd3", "flux")
 _PICKLE = (".bin", ".ckpt", ".pt", ".pth")
 
 
@@ -35,8 +50,18 @@ class ModelRef:
     folder: Path
     pipeline_class: str
     arch: str
-    """sd1, sd2 or sdxl."""
-    unet_config: dict[str, Any]
+    """sd1, sd2, sdxl, sd3 or flux."""
+    denoiser_config: dict[str, Any]
+    """``unet/config.json`` or, for SD3 and Flux, ``transformer/config.json``."""
+
+    @property
+    def denoiser(self) -> str:
+        """``unet`` or ``transformer``: the component a LoRA trains."""
+        return DENOISERS[self.arch]
+
+    @property
+    def denoiser_class(self) -> str:
+        return DENOISER_CLASSES[self.arch]
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -97,20 +122,21 @@ def resolve_model(source: str, allow_pickle: bool = False) -> ModelRef:
     if not index.is_file():
         raise UserError(f"base model {source}: not a diffusers model folder (no model_index.json)")
     meta = read_json(index, f"base model {source}:")
-    unet_config = read_json(folder / "unet" / "config.json", f"base model {source}:")
-    if not isinstance(meta, dict) or not isinstance(unet_config, dict):
-        raise UserError(f"base model {source}: model_index.json and unet/config.json must be JSON objects")
+    if not isinstance(meta, dict):
+        raise UserError(f"base model {source}: model_index.json must be a JSON object")
     cls = meta.get("_class_name", "")
     if cls not in PIPELINES:
-        raise UserError(
-            f"base model {source}: a {cls or 'unknown pipeline'}; autolora supports {' and '.join(PIPELINES)}"
-        )
+        raise UserError(f"base model {source}: a {cls or 'unknown pipeline'}; autolora supports {', '.join(PIPELINES)}")
+    arch = PIPELINES[cls]
+    denoiser = "unet" if arch in ("sd", "sdxl") else "transformer"
+    config = read_json(folder / denoiser / "config.json", f"base model {source}:")
+    if not isinstance(config, dict):
+        raise UserError(f"base model {source}: {denoiser}/config.json must be a JSON object")
     components = [k for k, v in meta.items() if not k.startswith("_") and isinstance(v, list) and v[0]]
     _check_weights(folder, components, allow_pickle)
-    arch = PIPELINES[cls]
     if arch == "sd":
-        arch = "sd2" if unet_config.get("cross_attention_dim") == 1024 else "sd1"
-    return ModelRef(source=source, folder=folder, pipeline_class=cls, arch=arch, unet_config=unet_config)
+        arch = "sd2" if config.get("cross_attention_dim") == 1024 else "sd1"
+    return ModelRef(source=source, folder=folder, pipeline_class=cls, arch=arch, denoiser_config=config)
 
 
 def resolve_device(device: str) -> str:
@@ -151,7 +177,7 @@ def load_pipeline(ref: ModelRef, device: str, dtype: torch.dtype, allow_pickle: 
 
     cls = getattr(diffusers, ref.pipeline_class)
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": None if allow_pickle else True}
-    if ref.arch != "sdxl":
+    if ref.arch in ("sd1", "sd2"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     with warnings.catch_warnings():
         # diffusers 0.42 renames torch_dtype to dtype; older releases know only torch_dtype
@@ -159,7 +185,7 @@ def load_pipeline(ref: ModelRef, device: str, dtype: torch.dtype, allow_pickle: 
         pipe = cls.from_pretrained(str(ref.folder), **kwargs)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    for comp in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    for comp in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
         module = getattr(pipe, comp, None)
         if module is not None:
             module.requires_grad_(False)
@@ -167,18 +193,36 @@ def load_pipeline(ref: ModelRef, device: str, dtype: torch.dtype, allow_pickle: 
     return pipe
 
 
-def native_resolution(model: ModelRef) -> int:
-    """The model's own sample size in pixels (UNet sample size times the VAE's downscaling), from JSON only."""
-    sample_size = int(model.unet_config.get("sample_size", 64))
-    factor = 8
+def vae_factor(model: ModelRef) -> int:
+    """Pixels per latent pixel (2 ** (VAE levels - 1)), from JSON only."""
     vae_cfg = model.folder / "vae" / "config.json"
-    if vae_cfg.is_file():
-        vae = read_json(vae_cfg, f"base model {model.source}:")
-        blocks = vae.get("block_out_channels", [0] * 4) if isinstance(vae, dict) else None
-        if not isinstance(blocks, list) or not blocks:
-            raise UserError(f"base model {model.source}: vae/config.json has no block_out_channels list")
-        factor = 2 ** (len(blocks) - 1)
-    return sample_size * factor
+    if not vae_cfg.is_file():
+        return 8
+    vae = read_json(vae_cfg, f"base model {model.source}:")
+    blocks = vae.get("block_out_channels", [0] * 4) if isinstance(vae, dict) else None
+    if not isinstance(blocks, list) or not blocks:
+        raise UserError(f"base model {model.source}: vae/config.json has no block_out_channels list")
+    return int(2 ** (len(blocks) - 1))
+
+
+def size_factor(model: ModelRef) -> int:
+    """The multiple every training side must be, in pixels: the VAE's factor times the UNet's downsampling
+    (2 ** (levels - 1)) or the transformer's patch (SD3's ``patch_size``; Flux packs 2x2 latent patches)."""
+    cfg = model.denoiser_config
+    if model.arch == "flux":
+        inner = 2 * int(cfg.get("patch_size", 1))
+    elif model.arch == "sd3":
+        inner = int(cfg.get("patch_size", 2))
+    else:
+        inner = 2 ** (len(cfg.get("block_out_channels", [0] * 4)) - 1)
+    return vae_factor(model) * inner
+
+
+def native_resolution(model: ModelRef) -> int:
+    """The model's own sample size in pixels, from JSON only (Flux's transformer config has none: its pipeline's
+    ``default_sample_size`` of 128 latent pixels, 1024 px with Flux's VAE)."""
+    default = 128 if model.arch == "flux" else 64
+    return int(model.denoiser_config.get("sample_size", default)) * vae_factor(model)
 
 
 def load_base(model: ModelRef, settings: ModelConfig, device: str) -> tuple[Any, Any]:

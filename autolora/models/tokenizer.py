@@ -55,3 +55,30 @@ def write_clip_tokenizer_files(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+# Words a T5 tokenizer should keep whole for the built-in prompts; anything else falls back to characters.
+_T5_WORDS = [
+    *("a", "an", "the", "in", "of", "and", "with", "on", "style", "sks"),
+    *("plain", "striped", "dotted", "outline", "pastel", "grain", "checker"),
+    *("red", "green", "blue", "yellow", "purple", "orange", "circle", "square", "triangle", "star", "shape"),
+]
+
+
+def write_t5_tokenizer_files(folder: Path) -> None:
+    """A small offline T5 (SentencePiece unigram) tokenizer: miniworld's words whole, other text by character.
+
+    Built through transformers' own ``T5Tokenizer(vocab=...)``, so ``from_pretrained`` reads it as it reads
+    Flux's and SD3's ``tokenizer_2`` / ``tokenizer_3``.
+    """
+    import string
+
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + w, -2.0 - i * 0.01) for i, w in enumerate(_T5_WORDS)]
+    vocab += [("\u2581", -4.0)] + [(c, -5.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(str(folder))
+
+
+T5_VOCAB_SIZE = 3 + len(_T5_WORDS) + 1 + 26 + 10 + 32

@@ -14,6 +14,7 @@ TUNE_FLAGS = {
     "trigger": ("data", "trigger"),
     "prompts": ("data", "prompts"),
     "search_space": ("study", "search_space"),
+    "crop": ("data", "crop"),
     "objective": ("study", "objective"),
 }
 
@@ -32,7 +33,16 @@ def register(sub: Any) -> None:
     t.add_argument("--style-images", help="folder of style images (default: the built-in style set)")
     t.add_argument("--trigger", help='words that call the style (default "in sks style")')
     t.add_argument("--prompts", help="text file of content prompts, one per line")
-    t.add_argument("--search-space", help="built-in name (quick, sd15, sdxl, diffusers-default, kohya-like) or file")
+    t.add_argument(
+        "--search-space",
+        help="built-in name (quick, sd15, sdxl, sd3, flux, diffusers-default, kohya-like) or file "
+        "(default quick; sd3 or flux for those models)",
+    )
+    t.add_argument(
+        "--crop",
+        choices=("buckets", "center"),
+        help="buckets: pictures keep their aspect ratio in equal-area buckets (default); center: the centre square",
+    )
     t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
     study_flags(t, "trials to run now (default 10)", "the style folder's name")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")

@@ -18,7 +18,7 @@ def export_trial(
     from autolora.adapter import KeptAdapter
     from autolora.core.report import choose_trial
     from autolora.core.rundir import adapter_dir, kept_numbers
-    from autolora.export import export_all
+    from autolora.export import KOHYA_ARCHS, export_all
 
     n = choose_trial(study, number)
     if run_dir is None:
@@ -31,14 +31,19 @@ def export_trial(
         )
     adapter = KeptAdapter.load(folder)
     dora = any(c.get("use_dora") for c in adapter.configs.values())
+    arch = adapter.base.get("arch")
     if dora:
         # The kohya format has no DoRA encoding that diffusers, A1111 and ComfyUI read alike.
         print("kohya     skipped: DoRA adapters are exported in the diffusers format only")
-    paths = export_all(adapter, out, name or f"{study.study_name}-trial{n}", kohya=not dora)
+    elif arch not in KOHYA_ARCHS:
+        print(f"kohya     skipped: {arch} LoRAs are exported in the diffusers format, which ComfyUI and diffusers load")
+    kohya = not dora and arch in KOHYA_ARCHS
+    stem = name or f"{study.study_name}-trial{n}"
+    paths = export_all(adapter, out, stem, kohya=kohya)
     if adapter.samples:
         from autolora.sampling import grid
 
-        preview = out / f"{paths.get('kohya', paths['diffusers']).stem}.png"
+        preview = out / f"{stem}.png"
         tmp = out / f".{preview.name}.tmp"
         grid(adapter.samples, adapter.sample_rows).save(tmp, format="PNG")  # UIs show <name>.png beside the LoRA
         os.replace(tmp, preview)

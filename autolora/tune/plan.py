@@ -7,7 +7,7 @@ an existing study's search-space hash. Each failure is one ``UserError`` line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ from autolora.config import Config
 from autolora.errors import UserError
 
 if TYPE_CHECKING:
+    from autolora.buckets import Bucket
     from autolora.core.study import StudySpec
     from autolora.data import StyleSet
     from autolora.models.loading import ModelRef
@@ -40,6 +41,10 @@ class Plan:
     clip: tuple[str, str | None]
     eval_every: int = 1
     """Steps between evaluations, the same for every trial so the pruner compares like with like."""
+    buckets: list[Bucket] = field(default_factory=list)
+    """The training sizes in use (``autolora.buckets``); one square for ``data.crop: center``."""
+    bucket_of: list[int] = field(default_factory=list)
+    """Each style picture's index into ``buckets``."""
 
     @property
     def run_dir(self) -> Path:
@@ -67,14 +72,16 @@ def study_spec(plan: Plan) -> StudySpec:
 
 def make_plan(config: Config) -> Plan:
     """Validate every input in order of cost; raise ``UserError`` on the first bad one."""
+    from autolora.buckets import plan_buckets
     from autolora.core.checks import check_existing_study, check_storage
     from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
-    from autolora.models.layers import unet_candidates_from_config
-    from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model
+    from autolora.models.layers import candidates_from_config
+    from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model, size_factor
     from autolora.scoring.objective import load_objective
-    from autolora.tune.search import load_search_space
+    from autolora.tune.search import FLOW_ARCHS, load_search_space
 
-    space, space_text = load_search_space(config.study.search_space)
+    if config.study.search_space:
+        space, space_text = load_search_space(config.study.search_space)
     objective, objective_text = load_objective(config.study.objective)
     device = resolve_device(config.model.device)
     resolve_dtype(config.model.mixed_precision, device)
@@ -88,8 +95,18 @@ def make_plan(config: Config) -> Plan:
     prompts = load_prompts(Path(config.data.prompts)) if config.data.prompts else list(BUILTIN_PROMPTS)
     check_storage(config.storage_url, config.out_dir.resolve())
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
-    compiled = space.compile(unet_candidates_from_config(model.unet_config), model.arch)
+    if not config.study.search_space:
+        # No space named: the quick one for UNets, the family's own for a transformer (quick's groups are UNet's).
+        space, space_text = load_search_space(model.arch if model.arch in FLOW_ARCHS else "quick")
+    compiled = space.compile(candidates_from_config(model.denoiser_config, model.denoiser_class), model.arch)
     resolution = config.data.resolution or native_resolution(model)
+    factor = size_factor(model)
+    if resolution % factor and config.data.crop == "center":
+        raise UserError(
+            f"data.resolution {resolution}: a {model.arch} model needs a multiple of {factor} px "
+            f"(its VAE factor times its {'patch' if model.arch in FLOW_ARCHS else 'downsampling'})"
+        )
+    buckets, bucket_of = plan_buckets([im.size for im in style.images], resolution, factor, config.data.crop)
     clip = objective.resolve_clip(model.source, config.eval.clip_model, config.eval.clip_pretrained)
     plan = Plan(
         config,
@@ -105,6 +122,8 @@ def make_plan(config: Config) -> Plan:
         resolution,
         clip,
         eval_every=config.train.eval_every or _aligned_eval_every(compiled),
+        buckets=buckets,
+        bucket_of=bucket_of,
     )
     check_existing_study(config.storage_url, study_spec(plan))
     return plan

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
+from autolora.models.flow import SCHEMES
 from autolora.models.layers import BLOCKS, LAYERS, PROJECTIONS, TEXT_ENCODER_TARGETS, check_block_name, select_modules
 from autolora.recipes import read_recipe
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
     from peft import LoraConfig
+
+    from autolora.models.family import LossSettings
 
 BAD_INITS = {
     "pissa": "writes the residual into the base weights",
@@ -68,7 +71,11 @@ PARAMS: dict[str, Param] = {
     "min_snr_gamma": Param("float", 0.0, lambda v: v >= 0, "a number >= 0", help="min-SNR weighting (0: off)"),
     "dropout": Param("float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1)", help="lora_dropout"),
     "target_blocks": Param(
-        "subset", ["down", "mid", "up"], check_block_name, "down, mid, up, down.N or up.N", help="UNet block groups"
+        "subset",
+        ["down", "mid", "up"],
+        check_block_name,
+        "down, mid, up, down.N, up.N (UNet) or double, joint, single, double.N, single.N-M (SD3, Flux)",
+        help="block groups",
     ),
     "target_layers": Param("subset", ["self_attn", "cross_attn"], allowed=LAYERS, help="layer kinds in those blocks"),
     "target_projections": Param(
@@ -80,6 +87,20 @@ PARAMS: dict[str, Param] = {
     "rank_scale_down": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for down blocks"),
     "rank_scale_mid": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for the mid block"),
     "rank_scale_up": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for up blocks"),
+    "rank_scale_double": Param(
+        "float", 1.0, _pos, "a number > 0", help="rank multiplier for double-stream / joint blocks (SD3, Flux)"
+    ),
+    "rank_scale_single": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for single blocks (Flux)"),
+    "weighting_scheme": Param(
+        "choice", "none", allowed=SCHEMES, help="flow matching (SD3, Flux): timestep density / loss weighting"
+    ),
+    "logit_mean": Param("float", 0.0, lambda v: -3 <= v <= 3, "a number in [-3, 3]", help="logit_normal mean"),
+    "logit_std": Param("float", 1.0, lambda v: 0 < v <= 3, "a number in (0, 3]", help="logit_normal spread"),
+    "mode_scale": Param("float", 1.29, lambda v: 0 <= v <= 2, "a number in [0, 2]", help="mode density's scale"),
+    "flow_shift": Param(
+        "float", 0.0, lambda v: v >= 0, "a number >= 0", help="timestep shift s (SD3, Flux); 0: the scheduler's"
+    ),
+    "guidance": Param("float", 1.0, lambda v: v >= 0, "a number >= 0", help="Flux dev: guidance value in training"),
     "use_dora": Param("bool", False, help="weight-decomposed LoRA"),
     "use_rslora": Param("bool", False, help="rank-stabilised scaling alpha/sqrt(r)"),
     "init": Param("choice", "default", allowed=("default", "gaussian"), help="LoRA A init (B starts at zero)"),
@@ -87,6 +108,10 @@ PARAMS: dict[str, Param] = {
     "text_encoder_lr_ratio": Param("float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr"),
 }
 TARGET_KEYS = ("target_blocks", "target_layers", "target_projections")
+FLOW_KEYS = ("weighting_scheme", "logit_mean", "logit_std", "mode_scale", "flow_shift", "guidance")
+"""Settings of flow-matching training: SD3 and Flux only."""
+ARCHS = ("sd1", "sd2", "sdxl", "sd3", "flux")
+FLOW_ARCHS = ("sd3", "flux")
 FILE_KEYS = ("description", "architectures", "params")
 
 
@@ -142,6 +167,7 @@ class SearchSpace:
 
         if self.architectures and arch not in self.architectures:
             raise UserError(f"{self.source}: made for {', '.join(self.architectures)} models; the base model is {arch}")
+        self._check_family(arch)
         dists: dict[str, BaseDistribution] = {}
         fixed = dict(self.fixed)
         for name, r in self.ranges.items():
@@ -159,13 +185,39 @@ class SearchSpace:
         if not targets:
             raise UserError(
                 f"{self.source}: no choice of target_blocks x target_layers x "
-                f"target_projections selects any module of this UNet"
+                f"target_projections selects any module of this {arch} model's "
+                f"{'transformer' if arch in FLOW_ARCHS else 'UNet'}"
             )
         if len(targets) == 1:
             fixed["target"] = targets[0]
         else:
             dists["target"] = CategoricalDistribution(targets)
         return CompiledSpace(self, dists, fixed, candidates)
+
+    def _values(self, key: str) -> list[Any]:
+        if key in self.choices:
+            return list(self.choices[key])
+        if key in self.ranges:
+            return [self.ranges[key]["low"], self.ranges[key]["high"]]
+        return [self.fixed[key]] if key in self.fixed else []
+
+    def _check_family(self, arch: str) -> None:
+        """Refuse settings the base model's family does not train with (each named with the model's arch)."""
+        if arch in FLOW_ARCHS:
+            if any(v > 0 for v in self._values("min_snr_gamma")):
+                raise UserError(
+                    f"{self.source}: params.min_snr_gamma: a {arch} model trains by flow matching, which has no SNR "
+                    "weighting; use weighting_scheme (none, logit_normal, mode, sigma_sqrt, cosmap)"
+                )
+            if any(self._values("text_encoder")):
+                raise UserError(
+                    f"{self.source}: params.text_encoder: autolora trains the {arch} transformer only (as "
+                    "diffusers' and ai-toolkit's defaults); set text_encoder: false"
+                )
+            return
+        for key in FLOW_KEYS:
+            if self._values(key):
+                raise UserError(f"{self.source}: params.{key}: a flow-matching setting (sd3, flux); the base is {arch}")
 
 
 def _choices_of(space: SearchSpace, key: str) -> list[list[str]]:
@@ -258,6 +310,21 @@ class LoraSpec:
         found = block_of(module)
         group = found[0] if found else "mid"
         return max(1, round(self["rank"] * self[f"rank_scale_{group}"]))
+
+    def loss_settings(self, noise_offset: float = 0.0) -> LossSettings:
+        """The training-loss settings of this trial (the family uses the ones that apply to it)."""
+        from autolora.models.family import LossSettings
+
+        return LossSettings(
+            noise_offset=noise_offset,
+            min_snr_gamma=float(self["min_snr_gamma"]),
+            weighting_scheme=str(self["weighting_scheme"]),
+            logit_mean=float(self["logit_mean"]),
+            logit_std=float(self["logit_std"]),
+            mode_scale=float(self["mode_scale"]),
+            flow_shift=float(self["flow_shift"]),
+            guidance=float(self["guidance"]),
+        )
 
     def unet_config(self) -> LoraConfig:
         from peft import LoraConfig
@@ -359,8 +426,8 @@ def parse_search_space(data: Any, name: str, source: str) -> SearchSpace:
     if not isinstance(params, dict):
         raise UserError(f"{source}: params: expected a mapping of parameter names")
     archs = data.get("architectures") or []
-    if not isinstance(archs, list) or not all(a in ("sd1", "sd2", "sdxl") for a in archs):
-        raise UserError(f"{source}: architectures: expected a list of sd1, sd2, sdxl, got {archs!r}")
+    if not isinstance(archs, list) or not all(a in ARCHS for a in archs):
+        raise UserError(f"{source}: architectures: expected a list of {', '.join(ARCHS)}, got {archs!r}")
     space = SearchSpace(
         name=name,
         source=source,

@@ -81,7 +81,9 @@ class Session:
         if train_path.exists():
             self.train_data = TrainData.load(train_path)
         else:
-            self.train_data = TrainData.build(self.pipe, plan.style, cfg.data.trigger, plan.resolution, plan.device)
+            self.train_data = TrainData.build(
+                self.pipe, plan.style, cfg.data.trigger, plan.resolution, plan.device, plan.buckets, plan.bucket_of
+            )
             self.train_data.save(train_path)
         sample_key = self._sample_key(key)
         base_path = cache_dir / f"base-samples-{sample_key}.safetensors"
@@ -106,6 +108,7 @@ class Session:
     def _data_key(self) -> str:
         plan, cfg = self.plan, self.plan.config
         items = [str(plan.model.folder), plan.style.fingerprint(), cfg.data.trigger, plan.resolution, str(self.dtype)]
+        items.append([[b.width, b.height] for b in plan.buckets])  # also tells the per-bucket cache format apart
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
     def _sample_key(self, data_key: str) -> str:
@@ -147,7 +150,10 @@ class Session:
         from autolora.diagnostics import diagnose_style_set
 
         yardstick = self.ensure_base_samples(cache_dir)
-        return diagnose_style_set(self.plan.style, self.plan.resolution, self.pipe.vae, yardstick)
+        plan = self.plan
+        return diagnose_style_set(
+            plan.style, plan.resolution, self.pipe.vae, yardstick, plan.buckets, plan.bucket_of, plan.config.data.crop
+        )
 
     def eval_prompts(self) -> list[str]:
         cfg = self.plan.config

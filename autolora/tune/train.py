@@ -1,9 +1,9 @@
 """The training loop of one trial, and the per-study training data it reads.
 
-Latents of the style images and the text embeddings of their captions are computed once per
-study (``TrainData.build``), saved in the run folder and reused by every trial and every worker
-process. Noise, timesteps and loss follow the scheduler's prediction type; min-SNR weighting,
-gradient checkpointing and mixed precision are options.
+Latents of the style images (per aspect-ratio bucket) and the text embeddings of their captions are
+computed once per study (``TrainData.build``), saved in the run folder and reused by every trial and every
+worker process. The loss is the model family's (``autolora.models.family``: epsilon/v prediction for UNets,
+flow matching for SD3 and Flux); gradient checkpointing and mixed precision are options.
 """
 
 from __future__ import annotations
@@ -19,69 +19,95 @@ from autolora.errors import TrialFailed
 if TYPE_CHECKING:
     import torch
 
+    from autolora.buckets import Bucket
     from autolora.data import StyleSet
     from autolora.tune.search import LoraSpec
 
 
-def encode_prompts(pipe: Any, prompts: list[str], device: str) -> dict[str, torch.Tensor]:
-    """Text conditioning through the pipeline's own ``encode_prompt`` (grad flows if TE LoRA is on)."""
-    if hasattr(pipe, "text_encoder_2"):
-        embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
-        return {"prompt_embeds": embeds, "pooled": pooled}
-    embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
-    return {"prompt_embeds": embeds}
-
-
 @dataclass
 class TrainData:
-    """Cached per study: latent distributions of the style images and caption embeddings."""
+    """Cached per study: latent distributions of the style images (per bucket) and caption embeddings."""
 
-    latent_mean: torch.Tensor
-    latent_std: torch.Tensor
+    latent_mean: list[torch.Tensor]
+    """Per bucket: (n_b, C, h, w) means of the VAE's latent distribution of the bucket's pictures."""
+    latent_std: list[torch.Tensor]
     prompt_embeds: torch.Tensor
     pooled: torch.Tensor | None
     captions: list[str]
     resolution: int
+    members: list[list[int]]
+    """Per bucket: the indices (into ``captions``/``prompt_embeds``) of its pictures."""
+    buckets: list[Bucket]
 
     @classmethod
-    def build(cls, pipe: Any, style: StyleSet, trigger: str, resolution: int, device: str) -> TrainData:
+    def build(
+        cls,
+        pipe: Any,
+        style: StyleSet,
+        trigger: str,
+        resolution: int,
+        device: str,
+        buckets: list[Bucket] | None = None,
+        bucket_of: list[int] | None = None,
+    ) -> TrainData:
         import torch
 
+        from autolora.buckets import square
         from autolora.images import to_tensor
+        from autolora.models.family import encode_prompts
 
+        buckets = buckets or [square(resolution)]
+        bucket_of = bucket_of if bucket_of is not None else [0] * len(style.images)
+        members = [[i for i, b in enumerate(bucket_of) if b == k] for k in range(len(buckets))]
         captions = [f"{c}, {trigger}" if c else trigger for c in style.captions]
-        pixels = torch.stack([to_tensor(im, resolution) for im in style.images])
         vae = pipe.vae
         dtype = vae.dtype
         vae.to(torch.float32)  # the SDXL VAE overflows in fp16; encode once in fp32
         means, stds = [], []
         with torch.no_grad():
-            for i in range(0, len(pixels), 8):
-                dist = vae.encode(pixels[i : i + 8].to(device, torch.float32)).latent_dist
-                means.append(dist.mean.cpu())
-                stds.append(dist.std.cpu())
+            for bucket, idx in zip(buckets, members, strict=True):
+                pixels = torch.stack([to_tensor(style.images[i], bucket) for i in idx])
+                m, sd = [], []
+                for i in range(0, len(pixels), 8):
+                    dist = vae.encode(pixels[i : i + 8].to(device, torch.float32)).latent_dist
+                    m.append(dist.mean.cpu())
+                    sd.append(dist.std.cpu())
+                means.append(torch.cat(m))
+                stds.append(torch.cat(sd))
             cond = encode_prompts(pipe, captions, device)
         vae.to(dtype)
         pooled = cond.get("pooled")
         return cls(
-            torch.cat(means),
-            torch.cat(stds),
+            means,
+            stds,
             cond["prompt_embeds"].float().cpu(),
             pooled.float().cpu() if pooled is not None else None,
             captions,
             resolution,
+            members,
+            list(buckets),
         )
 
     def save(self, path: Path) -> None:
+        import json
+
         from safetensors.torch import save_file
 
         from autolora.core.rundir import temp_beside
         from autolora.folders import readable
 
-        tensors = {"latent_mean": self.latent_mean, "latent_std": self.latent_std, "prompt_embeds": self.prompt_embeds}
+        tensors = {"prompt_embeds": self.prompt_embeds}
+        for k, (mean, std) in enumerate(zip(self.latent_mean, self.latent_std, strict=True)):
+            tensors[f"latent_mean.{k}"] = mean
+            tensors[f"latent_std.{k}"] = std
         if self.pooled is not None:
             tensors["pooled"] = self.pooled
-        meta = {"captions": "\n".join(self.captions), "resolution": str(self.resolution)}
+        meta = {
+            "captions": "\n".join(self.captions),
+            "resolution": str(self.resolution),
+            "buckets": json.dumps([[b.width, b.height] for b in self.buckets]),
+            "members": json.dumps(self.members),
+        }
         tmp = temp_beside(path)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         readable(tmp)
@@ -89,19 +115,41 @@ class TrainData:
 
     @classmethod
     def load(cls, path: Path) -> TrainData:
+        import json
+
         from safetensors import safe_open
+
+        from autolora.buckets import Bucket
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        buckets = [Bucket(w, h) for w, h in json.loads(meta["buckets"])]
         return cls(
-            t["latent_mean"],
-            t["latent_std"],
+            [t[f"latent_mean.{k}"] for k in range(len(buckets))],
+            [t[f"latent_std.{k}"] for k in range(len(buckets))],
             t["prompt_embeds"],
             t.get("pooled"),
             meta["captions"].split("\n"),
             int(meta["resolution"]),
+            json.loads(meta["members"]),
+            buckets,
         )
+
+    def draw(self, bsz: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch within one bucket (chosen in proportion to its pictures): latents sampled from their
+        distributions (unscaled) and the pictures' indices."""
+        import torch
+
+        k = 0
+        if len(self.members) > 1:
+            weights = torch.tensor([len(m) for m in self.members], dtype=torch.float32)
+            k = int(torch.multinomial(weights, 1, generator=gen))
+        mean, std = self.latent_mean[k], self.latent_std[k]
+        local = torch.randint(0, mean.shape[0], (bsz,), generator=gen)
+        eps = torch.randn(mean[local].shape, generator=gen)
+        index = torch.tensor(self.members[k])[local]
+        return mean[local] + std[local] * eps, index
 
 
 @dataclass
@@ -113,17 +161,6 @@ class TrainSettings:
     noise_offset: float = 0.0
     gradient_checkpointing: bool = False
     autocast_dtype: Any = None  # torch dtype for autocast on CUDA, or None
-
-
-def _snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    import torch
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(scheduler, timesteps)
-    w = torch.clamp(snr, max=gamma)
-    if scheduler.config.prediction_type == "v_prediction":
-        return w / (snr + 1)
-    return w / snr
 
 
 def _autocast(dtype: Any) -> Any:
@@ -150,21 +187,21 @@ def train_lora(
     ``optuna.TrialPruned``). A non-finite loss raises ``TrialFailed``.
     """
     import torch
-    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
-    unet = pipe.unet
+    from autolora.models.family import denoiser, encode_prompts, make_loss
+
+    model: Any = denoiser(pipe)  # a diffusers ModelMixin (UNet or transformer)
     text_encoders = [
         m
         for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None))
         if m is not None and any(p.requires_grad for p in m.parameters())
     ]
     train_te = bool(spec["text_encoder"]) and bool(text_encoders)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     lr = float(spec["learning_rate"])
     te_lr = lr * float(spec["text_encoder_lr_ratio"])
-    unet_params = [p for p in unet.parameters() if p.requires_grad]
-    param_lists: list[tuple[list[torch.nn.Parameter], float]] = [(unet_params, lr)]
+    model_params = [p for p in model.parameters() if p.requires_grad]
+    param_lists: list[tuple[list[torch.nn.Parameter], float]] = [(model_params, lr)]
     for te in text_encoders if train_te else []:
         param_lists.append(([p for p in te.parameters() if p.requires_grad], te_lr))
     trainable = [p for params, _ in param_lists for p in params]
@@ -179,58 +216,29 @@ def train_lora(
     use_fp16 = settings.autocast_dtype == torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
     if settings.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+        model.enable_gradient_checkpointing()
     gen = torch.Generator("cpu").manual_seed(settings.seed)
-    n = data.latent_mean.shape[0]
     bsz = int(spec["batch_size"])
-    gamma = float(spec["min_snr_gamma"])
+    loss_fn = make_loss(pipe, spec.loss_settings(settings.noise_offset), device)
     scaling = pipe.vae.config.scaling_factor
     shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
     eval_every = eval_every or max(1, math.ceil(steps / 4))
     losses: list[float] = []
-    unet.train()
+    model.train()
     for te in text_encoders if train_te else []:
         te.train()
     try:
         for step in range(1, steps + 1):
-            idx = torch.randint(0, n, (bsz,), generator=gen)
-            eps = torch.randn(data.latent_mean[idx].shape, generator=gen)
-            latents = ((data.latent_mean[idx] + data.latent_std[idx] * eps) - shift) * scaling
-            noise = torch.randn(latents.shape, generator=gen)
-            if settings.noise_offset:
-                noise += settings.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=gen)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), generator=gen)
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-            if noise_scheduler.config.prediction_type == "v_prediction":
-                target = noise_scheduler.get_velocity(latents, noise, t)
-            else:
-                target = noise
+            raw, idx = data.draw(bsz, gen)
+            latents = (raw - shift) * scaling
             with _autocast(settings.autocast_dtype):
                 if train_te:
                     cond = encode_prompts(pipe, [data.captions[i] for i in idx.tolist()], device)
                 else:
-                    cond = {"prompt_embeds": data.prompt_embeds[idx].to(device)}
+                    cond = {"prompt_embeds": data.prompt_embeds[idx]}
                     if data.pooled is not None:
-                        cond["pooled"] = data.pooled[idx].to(device)
-                kwargs: dict[str, Any] = {}
-                if "pooled" in cond:
-                    res = data.resolution
-                    time_ids = torch.tensor([[res, res, 0, 0, res, res]], dtype=torch.float32).repeat(bsz, 1)
-                    kwargs["added_cond_kwargs"] = {
-                        "text_embeds": cond["pooled"].to(device),
-                        "time_ids": time_ids.to(device),
-                    }
-                dtype = unet.dtype
-                pred = unet(
-                    noisy.to(device, dtype),
-                    t.to(device),
-                    encoder_hidden_states=cond["prompt_embeds"].to(dtype),
-                    **kwargs,
-                ).sample
-            per_sample = ((pred.float() - target.to(device).float()) ** 2).mean(dim=(1, 2, 3))
-            if gamma > 0:
-                per_sample = per_sample * _snr_weights(noise_scheduler, t, gamma).to(device)
-            loss = per_sample.mean()
+                        cond["pooled"] = data.pooled[idx]
+                loss = loss_fn(latents, cond, gen).mean()
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrialFailed(f"loss is {value} at step {step} (learning rate {lr:g} too high?)")
@@ -255,8 +263,8 @@ def train_lora(
                 on_eval(step)
     finally:
         if settings.gradient_checkpointing:
-            unet.disable_gradient_checkpointing()
-        unet.eval()
+            model.disable_gradient_checkpointing()
+        model.eval()
         for te in text_encoders:
             te.eval()
     return losses

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
 from autolora.errors import TrialFailed
+from autolora.models.family import denoiser_name
 from autolora.tune.session import PhaseTimer, Session
 
 if TYPE_CHECKING:
@@ -100,8 +101,9 @@ class TrialRunner:
                 # peft draws the LoRA init from the global generator: seed it so a trial's result
                 # depends on its params only, not on what ran before it in this process.
                 torch.manual_seed(cfg.train.seed)
-                attach(pipe.unet, spec.unet_config(), ADAPTER_NAME)
-                attached.append("unet")
+                main = denoiser_name(pipe)
+                attach(getattr(pipe, main), spec.unet_config(), ADAPTER_NAME)
+                attached.append(main)
                 te_cfg = spec.text_encoder_config()
                 if te_cfg is not None:
                     for n in te_names:
@@ -202,7 +204,7 @@ class TrialRunner:
                 if all(a >= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine:
                     return
         pipe = self.session.pipe
-        configs: dict[str, dict[str, Any]] = {"unet": config_to_dict(spec.unet_config())}
+        configs: dict[str, dict[str, Any]] = {attached[0]: config_to_dict(spec.unet_config())}
         te_cfg = spec.text_encoder_config()
         for n in attached[1:]:
             if te_cfg is not None:
@@ -260,7 +262,9 @@ def base_facts(session: Session) -> dict[str, Any]:
     return {
         "source": plan.model.source,
         "arch": plan.model.arch,
-        "layers_per_block": plan.model.unet_config.get("layers_per_block", 2),
+        "layers_per_block": plan.model.denoiser_config.get("layers_per_block", 2),
+        "denoiser": plan.model.denoiser,
+        "denoiser_config": dict(plan.model.denoiser_config),
         "resolution": plan.resolution,
         "prediction_type": session.pipe.scheduler.config.get("prediction_type", "epsilon"),
         "pipeline_class": plan.model.pipeline_class,
