@@ -123,6 +123,11 @@ class TrainConfig:
         _check(self.min_snr_gamma >= 0, f"{where}.min_snr_gamma", "a number >= 0", self.min_snr_gamma)
 
 
+DEFAULT_GUIDANCE = {"sd1": 7.5, "sd2": 7.5, "sdxl": 7.5, "sd3": 7.0, "flux": 3.5}
+"""Evaluation guidance per architecture when ``eval.guidance_scale`` is not given (SD3's and Flux.1-dev's
+pipeline defaults; Flux schnell has no guidance embedding and ignores it)."""
+
+
 @dataclass
 class EvalConfig:
     """How samples are drawn for scoring: the same prompts x seeds for every trial."""
@@ -131,8 +136,21 @@ class EvalConfig:
     """Sampling seeds; each prompt is drawn once per seed."""
     inference_steps: int = 20
     """Denoising steps per sample."""
-    guidance_scale: float = 7.5
-    """Classifier-free guidance scale."""
+    guidance_scale: float | None = None
+    """Guidance scale (classifier-free; Flux dev: the distilled guidance). None: the model family's usual value,
+    ``DEFAULT_GUIDANCE`` (7.5 for SD 1.x/2.x/SDXL, 7.0 for SD3, 3.5 for Flux), resolved when the study is
+    planned and written to the run's config.yaml."""
+
+    def guidance(self) -> float:
+        """The resolved guidance scale (``resolve_guidance`` has run)."""
+        if self.guidance_scale is None:
+            raise RuntimeError("eval.guidance_scale is not resolved yet (call resolve_guidance with the model's arch)")
+        return float(self.guidance_scale)
+
+    def resolve_guidance(self, arch: str) -> None:
+        if self.guidance_scale is None:
+            self.guidance_scale = DEFAULT_GUIDANCE.get(arch, 7.5)
+
     batch_size: int = 4
     """Images per sampling call (lower it when sampling runs out of memory)."""
     clip_model: str | None = None
@@ -144,7 +162,12 @@ class EvalConfig:
         _check(len(self.seeds) > 0, f"{where}.seeds", "a non-empty list of integers", self.seeds)
         _check(self.inference_steps >= 1, f"{where}.inference_steps", "an integer >= 1", self.inference_steps)
         _check(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
-        _check(self.guidance_scale >= 0, f"{where}.guidance_scale", "a number >= 0", self.guidance_scale)
+        _check(
+            self.guidance_scale is None or self.guidance_scale >= 0,
+            f"{where}.guidance_scale",
+            "a number >= 0",
+            self.guidance_scale,
+        )
 
 
 @dataclass

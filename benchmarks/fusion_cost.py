@@ -110,7 +110,7 @@ def main() -> None:
             session.eval_prompts(),
             ev.seeds,
             steps=ev.inference_steps,
-            guidance_scale=ev.guidance_scale,
+            guidance_scale=ev.guidance(),
             resolution=plan.resolution,
             batch_size=ev.batch_size,
         )

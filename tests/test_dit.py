@@ -245,7 +245,11 @@ def test_dit_study_exports_files_that_reproduce_the_trials_samples(
     from autolora.data import BUILTIN_PROMPTS
 
     prompts = [f"{p}, in sks style" for p in BUILTIN_PROMPTS]
-    again = sample(pipe, prompts, [0], steps=2, guidance_scale=7.5, resolution=32)
+    import yaml
+
+    guidance = yaml.safe_load(Path("run/config.yaml").read_text())["eval"]["guidance_scale"]
+    assert guidance == {"flux": 3.5, "sd3": 7.0}[arch]  # the family's default, resolved into the run's config
+    again = sample(pipe, prompts, [0], steps=2, guidance_scale=guidance, resolution=32)
     for a, b in zip(again, adapter.samples, strict=True):
         diff = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max()
         assert diff <= 2, diff
@@ -291,6 +295,7 @@ def test_default_space_of_a_flux_model_is_the_flux_space(in_tmp_path: None) -> N
     config.data.resolution = 32
     plan = make_plan(config)
     assert plan.space.name == "flux"
+    assert plan.config.eval.guidance_scale == 3.5  # Flux dev's guidance, not SD's 7.5
     blocks = {b for m in plan.compiled.candidates for b in [m.split(".")[0]]}
     assert blocks == {"transformer_blocks", "single_transformer_blocks"}
 

@@ -72,6 +72,7 @@ def make_fuse_plan(config: FuseRunConfig) -> FusePlan:
     device = resolve_device(config.model.device)
     resolve_dtype(config.model.mixed_precision, device)
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
+    config.eval.resolve_guidance(model.arch)
     width = int(model.denoiser_config.get("cross_attention_dim", 0)) if model.denoiser == "unet" else 0
     second = ["text_encoder_2"] if model.arch in ("sdxl", "sd3", "flux") else []
     components = [model.denoiser, "text_encoder", *second]

@@ -70,7 +70,7 @@ class FuseSession:
 
     def _base_path(self, cache_dir: Path) -> Path:
         plan, ev = self.plan, self.plan.config.eval
-        items = [str(plan.model.folder), self.eval_prompts(), ev.seeds, ev.inference_steps, ev.guidance_scale]
+        items = [str(plan.model.folder), self.eval_prompts(), ev.seeds, ev.inference_steps, ev.guidance()]
         key = json.dumps([*items, plan.resolution])
         return cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
@@ -115,7 +115,7 @@ class FuseSession:
             self.eval_prompts(),
             ev.seeds,
             steps=ev.inference_steps,
-            guidance_scale=ev.guidance_scale,
+            guidance_scale=ev.guidance(),
             resolution=self.plan.resolution,
             batch_size=ev.batch_size,
             callback=callback,

@@ -388,6 +388,9 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     """
     if (folder / ".complete").exists():
         return folder
+    from autolora.quiet import quiet_libraries
+
+    quiet_libraries()  # the first use builds during validation, before a run quiets the libraries' progress bars
     tmp = staging_folder(folder)
     try:
         build(tmp)

@@ -95,6 +95,7 @@ def make_plan(config: Config) -> Plan:
     prompts = load_prompts(Path(config.data.prompts)) if config.data.prompts else list(BUILTIN_PROMPTS)
     check_storage(config.storage_url, config.out_dir.resolve())
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
+    config.eval.resolve_guidance(model.arch)
     if not config.study.search_space:
         # No space named: the quick one for UNets, the family's own for a transformer (quick's groups are UNet's).
         space, space_text = load_search_space(model.arch if model.arch in FLOW_ARCHS else "quick")

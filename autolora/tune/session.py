@@ -114,7 +114,7 @@ class Session:
     def _sample_key(self, data_key: str) -> str:
         cfg = self.plan.config
         ev = cfg.eval
-        items = [data_key, self.plan.prompts, ev.seeds, ev.inference_steps, ev.guidance_scale, cfg.data.prompt_template]
+        items = [data_key, self.plan.prompts, ev.seeds, ev.inference_steps, ev.guidance(), cfg.data.prompt_template]
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
     def ensure_base_samples(self, cache_dir: Path) -> list[Any]:
@@ -140,7 +140,7 @@ class Session:
             prompts,
             seeds,
             steps=ev.inference_steps,
-            guidance_scale=ev.guidance_scale,
+            guidance_scale=ev.guidance(),
             resolution=self.plan.resolution,
             batch_size=ev.batch_size,
         )

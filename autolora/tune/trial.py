@@ -73,7 +73,7 @@ class TrialRunner:
                     s.eval_prompts(),
                     cfg.eval.seeds,
                     steps=cfg.eval.inference_steps,
-                    guidance_scale=cfg.eval.guidance_scale,
+                    guidance_scale=cfg.eval.guidance(),
                     resolution=plan.resolution,
                     batch_size=cfg.eval.batch_size,
                 )
