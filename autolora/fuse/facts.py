@@ -13,6 +13,7 @@ def base_facts(pipe: Any) -> dict[str, Any]:
     Raises:
         UserError: for a pipeline of another kind.
     """
+    from autolora.models.family import arch_of
     from autolora.models.loading import PIPELINES
 
     cls = type(pipe).__name__
@@ -22,7 +23,7 @@ def base_facts(pipe: Any) -> dict[str, Any]:
         config = pipe.transformer.config
         return {
             "source": str(pipe.config.get("_name_or_path", "") or ""),
-            "arch": "flux" if cls == "FluxPipeline" else "sd3",
+            "arch": arch_of(pipe),
             "resolution": int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor),
             "prediction_type": "flow",
             "pipeline_class": cls,
@@ -30,8 +31,7 @@ def base_facts(pipe: Any) -> dict[str, Any]:
             "denoiser_config": dict(config),
         }
     unet_config = pipe.unet.config
-    sd_arch = "sd2" if unet_config.cross_attention_dim == 1024 else "sd1"  # the rule autolora.models.loading uses
-    arch = "sdxl" if cls == "StableDiffusionXLPipeline" else sd_arch
+    arch = arch_of(pipe)
     return {
         "source": str(pipe.config.get("_name_or_path", "") or ""),
         "arch": arch,
