@@ -134,3 +134,28 @@ def test_one_cycle_runs_at_any_step_count(pct_start: float) -> None:
         for _ in range(steps):
             fit.step((w**2).sum())
         assert len(fit.losses) == steps and fit.losses[-1] < fit.losses[0] or steps == 1
+
+
+def test_general_base_pool_mixes_in_patterned_content_with_its_caption() -> None:
+    """The general recipe's UNet pool: a share of miniworld content whose fill is a texture of the broad family,
+    on miniworld's ground, captioned ``in patterned style``; at share 0 the pool is the old one exactly."""
+    import torch
+
+    from autolora.miniworld import diffusion, nets
+    from autolora.miniworld.procedural import patterned_content
+    from autolora.miniworld.world import BACKGROUND
+
+    torch.manual_seed(0)
+    vae = nets.make_vae()
+    old = diffusion.encode_pool(vae, 64, 1, "cpu")
+    again = diffusion.encode_pool(vae, 64, 1, "cpu", patterned=0.0)
+    assert torch.equal(old.mean, again.mean) and old.captions == again.captions
+    mixed = diffusion.encode_pool(vae, 64, 1, "cpu", patterned=0.25)
+    names = [mixed.captions[i] for i in mixed.caption_index.tolist()]
+    assert sum(n.endswith("in patterned style") for n in names) == 16
+    for seed in range(8):
+        image = patterned_content("square", "blue", random.Random(seed))
+        arr = np.asarray(image, dtype=float)
+        assert tuple(arr[0, 0].astype(int)) == BACKGROUND  # the ground stays miniworld's
+        paint = arr[(arr != BACKGROUND).any(axis=-1)]
+        assert paint.std(axis=0).max() > 5  # never a flat fill

@@ -161,9 +161,14 @@ def test_build_is_reproducible_from_its_seed(tmp_path: Path, capsys: Any, quiet:
     assert pipe.vae.config.scaling_factor == json.loads((tmp_path / "a" / "build.json").read_text())["scaling_factor"]
     assert main(["miniworld", "build", "--out", str(tmp_path / "a")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
-    assert main(["miniworld", "build", "--general", "--scale", "0.001", "--out", str(tmp_path / "g")]) == 0
+    assert main(["miniworld", "build", "--noise-offset", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "noise_offset 2.0: expected a number in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    general = ["--general", "--patterned-share", "0.25", "--scale", "0.001"]
+    assert main(["miniworld", "build", *general, "--out", str(tmp_path / "g")]) == 0
     info = json.loads((tmp_path / "g" / "build.json").read_text())
     assert info["config"]["general"] and info["config"]["vae_steps"] == 1200 and "navy" in info["battery"]
+    assert info["config"]["noise_offset"] == 0.1 and info["config"]["patterned_share"] == 0.25
     mask = os.umask(0)
     os.umask(mask)
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask for p in (tmp_path / "g").iterdir())

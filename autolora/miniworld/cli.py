@@ -42,7 +42,18 @@ def register(sub: Any) -> None:
     mb.add_argument(
         "--general",
         action="store_true",
-        help="the general recipe: VAE and judge also on a broad procedural family of flat art (README, Miniworld)",
+        help="the general recipe: VAE and judge also on a broad procedural family of flat art, UNet with offset "
+        "noise 0.1 (README, Miniworld)",
+    )
+    mb.add_argument(
+        "--noise-offset",
+        type=float,
+        help="offset noise in the UNet's training, 0-1 (default: the recipe's, 0 or 0.1 with --general)",
+    )
+    mb.add_argument(
+        "--patterned-share",
+        type=float,
+        help="share of the UNet's pictures in the broad family's textures, captioned 'in patterned style' (default 0)",
     )
     m.set_defaults(handler=cmd_miniworld)
 
@@ -52,7 +63,10 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
         from autolora.miniworld.build import BuildConfig, build
 
         make = BuildConfig.general_recipe if args.general else BuildConfig
-        config = make(seed=args.seed, device=args.device, scale=args.scale)
+        knobs = {"noise_offset": args.noise_offset, "patterned_share": args.patterned_share}
+        config = make(
+            seed=args.seed, device=args.device, scale=args.scale, **{k: v for k, v in knobs.items() if v is not None}
+        )
         info = build(config, args.out, log=lambda line: print(line, flush=True))
         print(f"wrote {args.out} in {info['wall_s']['total']:.0f} s on {info['device']}")
         return 0

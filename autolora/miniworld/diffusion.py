@@ -98,16 +98,47 @@ class LatentPool:
     captions: list[str]  # index 0 is "" (the unconditional caption)
 
 
-def encode_pool(vae: Any, n: int, seed: int, device: str) -> LatentPool:
+PATTERNED = "patterned"
+"""The general base's caption for miniworld content in the broad family's textures (``patterned_content``)."""
+
+
+def patterned_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` pictures of ``procedural.patterned_content``, captioned ``a red circle in patterned style``."""
+    import numpy as np
+    import torch
+
+    from autolora.miniworld.nets import SIZE
+    from autolora.miniworld.procedural import patterned_content
+
+    arrays, captions = [], []
+    for _ in range(n):
+        shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        arrays.append(np.asarray(patterned_content(shape, colour, rng, SIZE), dtype=np.float32))
+        captions.append(caption(shape, colour, PATTERNED))
+    return (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous(), captions
+
+
+def encode_pool(vae: Any, n: int, seed: int, device: str, patterned: float = 0.0) -> LatentPool:
+    """``n`` encoded pictures of ``BASE_STYLES``; with ``patterned`` > 0, that share of them is miniworld content
+    in the broad family's textures (``patterned_batch``). At 0 the pool is the one it always was."""
     import torch
 
     rng = random.Random(seed)
-    captions = [""] + sorted({caption(s, c, y) for s in SHAPES for c in COLOURS for y in BASE_STYLES})
+    styles = BASE_STYLES + ((PATTERNED,) if patterned else ())
+    captions = [""] + sorted({caption(s, c, y) for s in SHAPES for c in COLOURS for y in styles})
     index = {c: i for i, c in enumerate(captions)}
     means, stds, idx = [], [], []  # type: list[torch.Tensor], list[torch.Tensor], list[int]
     with torch.no_grad():
         for start in range(0, n, 256):
-            x, caps = draw_batch(rng, min(256, n - start), BASE_STYLES)
+            k = min(256, n - start)
+            if patterned:
+                k_pat = round(k * patterned)
+                x, caps = draw_batch(rng, k - k_pat, BASE_STYLES)
+                if k_pat:
+                    xp, cp = patterned_batch(rng, k_pat)
+                    x, caps = torch.cat([x, xp]), caps + cp
+            else:
+                x, caps = draw_batch(rng, k, BASE_STYLES)
             dist = vae.encode(x.to(device)).latent_dist
             means.append(dist.mean.cpu())
             stds.append(dist.std.cpu())
@@ -126,10 +157,13 @@ def train_unet(
     seed: int,
     device: str,
     progress: Progress | None = None,
+    noise_offset: float = 0.0,
 ) -> tuple[Any, Any, list[float]]:
     """Epsilon prediction with min-SNR-5 weighting; returns the EMA UNet and text encoder and the loss curve.
 
-    ``token_ids[i]`` are the padded token ids of ``pool.captions[i]``.
+    ``token_ids[i]`` are the padded token ids of ``pool.captions[i]``. ``noise_offset`` adds a per-sample,
+    per-channel constant to the noise (offset noise, as the field trains it), so that the model learns grounds
+    from the prompt instead of from the initial noise's mean; at 0 the random stream is the one it always was.
     """
     import torch
     from diffusers import DDPMScheduler
@@ -152,6 +186,8 @@ def train_unet(
         cap = pool.caption_index[pick].clone()
         cap[torch.rand(batch_size) < 0.1] = 0
         noise = torch.randn_like(latents)
+        if noise_offset:
+            noise = noise + noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), device=device)
         noisy = noise_sched.add_noise(latents, noise, t)
         hidden = text_encoder(token_ids[cap.to(device)])[0]

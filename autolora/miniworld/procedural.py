@@ -18,7 +18,7 @@ import math
 import random
 from typing import TYPE_CHECKING, Any
 
-from autolora.miniworld.world import COLOURS, SHAPES, _outline
+from autolora.miniworld.world import BACKGROUND, COLOURS, SHAPES, _outline
 
 if TYPE_CHECKING:
     import numpy as np
@@ -242,4 +242,22 @@ def styled_content(shape: str, colour: str, rng: random.Random, size: int = 32) 
     add_shape(canvas, shape, COLOURS[colour], cx, cy, r, rng, textured=0.45, free=False)
     if rng.random() < 0.1:
         canvas += np.random.default_rng(rng.randrange(2**31)).normal(0, rng.uniform(4, 20), (size, size, 1))
+    return PILImage.fromarray(np.clip(canvas, 0, 255).round().astype(np.uint8))
+
+
+def patterned_content(shape: str, colour: str, rng: random.Random, size: int = 32) -> Image.Image:
+    """Miniworld content on miniworld's light ground, its fill a random texture, gradient or noise of the broad
+    family (never flat): what the general base UNet learns as ``patterned`` style, so that its convolutions can
+    draw textures at any period, angle and phase, as Stable Diffusion's can. A LoRA binds a texture its base can
+    already draw (README, Miniworld: a LoRA on attention and feed-forward layers moved a known texture a third of
+    the way in 300 steps, and one its base had never drawn not at all)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    canvas = np.broadcast_to(np.array(BACKGROUND, np.float32), (size, size, 3)).copy()
+    r = rng.uniform(size * 0.22, size * 0.36)
+    cx, cy = rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1)
+    m = _mask(size, _outline(shape, cx, cy, r))
+    layer = paint(size, COLOURS[colour], rng, textured=1.0, free=False)
+    canvas = canvas * (1 - m[..., None]) + layer * m[..., None]
     return PILImage.fromarray(np.clip(canvas, 0, 255).round().astype(np.uint8))

@@ -1,0 +1,115 @@
+"""Can a style LoRA learn a texture, or only a tone? The README's *Can a LoRA learn a texture?* table.
+
+Draws 16 references of a patterned miniworld style (content captions only, the built-in style's content), trains
+the figure-3 LoRA on them (``miniworld_quality.FIXED``, one trial), samples the four held-out prompts x 4 seeds
+at LoRA scales 0 / 1 / 1.25 and prints the pixel truth: texture (``truth.style_strength``), tone
+(``truth.tone_shift``) and content right.
+
+``--period P`` redraws the world's textures at period P for this process only (references and the texture
+reading; the base model keeps what it was trained on): the probe for a coarser pattern. ``--weights DIR`` takes
+a build folder (``autolora miniworld build --out DIR``) as the base model instead of the shipped one.
+
+    python benchmarks/miniworld_texture.py [--style checker] [--period 16] [--steps 300] [--weights DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--style", default="checker", help="striped, dotted or checker (default checker)")
+    parser.add_argument("--period", type=int, help="texture period in pixels (default: the world's, 8 at 32 px)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--weights", type=Path, help="a miniworld build folder to use as the base model")
+    parser.add_argument("--out", type=Path, default=Path("bench-texture"))
+    args = parser.parse_args()
+    from autolora.miniworld.truth import PATTERNED
+
+    if args.style not in PATTERNED:
+        parser.error(f"--style {args.style}: expected one of {', '.join(PATTERNED)}")
+    if args.period is not None and (args.period < 4 or args.period % 2):
+        parser.error(f"--period {args.period}: expected an even number >= 4")
+    import autolora.miniworld.world as world
+
+    if args.period is not None:
+        period = args.period
+        world._period = lambda size: period  # a probe knob: this process only, never the shipped world
+    import miniworld_quality as q
+
+    from autolora.adapter import KeptAdapter
+    from autolora.core.rundir import adapter_dir
+    from autolora.data import BUILTIN_STYLE_CONTENT
+    from autolora.export import export_all
+    from autolora.miniworld.truth import style_strength
+    from autolora.quiet import quiet_libraries
+    from autolora.sampling import grid, sample
+
+    quiet_libraries()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="autolora-texture-"))
+    os.chdir(work)
+    refs_dir = work / "style"
+    refs_dir.mkdir()
+    rng, refs = random.Random(0), []
+    for i in range(16):
+        shape, colour = BUILTIN_STYLE_CONTENT[i % len(BUILTIN_STYLE_CONTENT)]
+        image, _ = world.draw(shape, colour, args.style, rng)
+        image.save(refs_dir / f"{i:02d}.png")
+        (refs_dir / f"{i:02d}.txt").write_text(world.caption(shape, colour))
+        refs.append(image)
+    overrides: list[tuple[str, str, Any]] = [("data", "style_images", str(refs_dir))]
+    if args.weights:
+        from autolora.miniworld.build import assemble_pipeline
+
+        assemble_pipeline(work / "base", args.weights.resolve())
+        overrides += [("model", "base_model", str(work / "base")), ("eval", "clip_model", "builtin:miniworld-clip")]
+    space = q._space(work, "fixed", {**q.FIXED, "steps": args.steps})
+    seeds = [0, 1, 2, 3]
+    study = [("study", "trials", 1), ("study", "search_space", space), ("eval", "seeds", seeds)]
+    _, config = q._tune(work, "texture", study + overrides)
+    session = q._session(config)
+    files = export_all(KeptAdapter.load(adapter_dir(session.plan.run_dir, 0)), work / "export", "texture")
+    pipe = session.pipe
+    pipe.load_lora_weights(str(files["diffusers"]), adapter_name="texture")
+    prompts = session.eval_prompts()
+    result: dict[str, Any] = {
+        "style": args.style,
+        "period": args.period,
+        "steps": args.steps,
+        "weights": str(args.weights) if args.weights else "shipped",
+        "references_texture": q.mean([style_strength(im, args.style) for im in refs]),
+    }
+    print(f"references: texture {result['references_texture']:.3f}")
+    columns = []
+    for scale in (0.0, 1.0, 1.25):
+        pipe.set_adapters(["texture"], adapter_weights=[scale])
+        images = sample(pipe, prompts, seeds, steps=20, guidance_scale=7.5, resolution=session.plan.resolution)
+        truth = q._truth_of(images, session.plan.prompts, len(seeds), session.judge, args.style)
+        result[f"scale {scale}"] = truth
+        columns.append(images[:: len(seeds)])
+        print(
+            f"scale {scale:4.2f}: texture {truth['style_strength']:.3f}, tone {truth['tone_shift']:+.2f}, "
+            f"content right {truth['content_pixels']:.0%}"
+        )
+    name = f"texture-{args.style}{args.period or ''}"
+    q.upscale(grid([im for col in zip(*columns, strict=True) for im in col], rows=len(prompts))).save(
+        out / f"{name}.png"
+    )
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results in {out / name}.json; work folder {work}")
+
+
+if __name__ == "__main__":
+    main()
