@@ -26,7 +26,6 @@ BASE_STYLES = tuple(s for s in STYLES if s not in HELD_OUT_STYLES)
 def draw_batch(rng: random.Random, n: int, styles: tuple[str, ...]) -> tuple[torch.Tensor, list[str]]:
     """``n`` fresh pictures as a (n, 3, H, W) tensor in [-1, 1], with their captions."""
     import numpy as np
-    import torch
 
     from autolora.miniworld.nets import SIZE
 
@@ -35,15 +34,21 @@ def draw_batch(rng: random.Random, n: int, styles: tuple[str, ...]) -> tuple[tor
         image, item = draw(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(styles), rng, SIZE)
         arrays.append(np.asarray(image, dtype=np.float32))
         captions.append(item.caption)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
-    return x.contiguous(), captions
+    return _to_tensor(arrays), captions
+
+
+def _to_tensor(arrays: list[Any]) -> torch.Tensor:
+    """(H, W, 3) float arrays in [0, 255] -> a contiguous (n, 3, H, W) tensor in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    return (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous()
 
 
 def general_batch(rng: random.Random, n: int) -> torch.Tensor:
     """``n`` pictures for the general VAE: a quarter miniworld draws (every style), half the broad procedural
     family, a quarter miniworld content in that family's styles (``procedural``). Never the battery."""
     import numpy as np
-    import torch
 
     from autolora.miniworld.nets import SIZE
     from autolora.miniworld.procedural import random_picture, styled_content
@@ -58,7 +63,7 @@ def general_batch(rng: random.Random, n: int) -> torch.Tensor:
         else:
             image = styled_content(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng, SIZE)
         arrays.append(np.asarray(image, dtype=np.float32))
-    return (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous()
+    return _to_tensor(arrays)
 
 
 def train_vae(
@@ -105,7 +110,6 @@ PATTERNED = "patterned"
 def patterned_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]]:
     """``n`` pictures of ``procedural.patterned_content``, captioned ``a red circle in patterned style``."""
     import numpy as np
-    import torch
 
     from autolora.miniworld.nets import SIZE
     from autolora.miniworld.procedural import patterned_content
@@ -115,7 +119,7 @@ def patterned_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]
         shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
         arrays.append(np.asarray(patterned_content(shape, colour, rng, SIZE), dtype=np.float32))
         captions.append(caption(shape, colour, PATTERNED))
-    return (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous(), captions
+    return _to_tensor(arrays), captions
 
 
 def encode_pool(vae: Any, n: int, seed: int, device: str, patterned: float = 0.0) -> LatentPool:
@@ -131,14 +135,11 @@ def encode_pool(vae: Any, n: int, seed: int, device: str, patterned: float = 0.0
     with torch.no_grad():
         for start in range(0, n, 256):
             k = min(256, n - start)
-            if patterned:
-                k_pat = round(k * patterned)
-                x, caps = draw_batch(rng, k - k_pat, BASE_STYLES)
-                if k_pat:
-                    xp, cp = patterned_batch(rng, k_pat)
-                    x, caps = torch.cat([x, xp]), caps + cp
-            else:
-                x, caps = draw_batch(rng, k, BASE_STYLES)
+            k_pat = round(k * patterned)
+            x, caps = draw_batch(rng, k - k_pat, BASE_STYLES)
+            if k_pat:
+                xp, cp = patterned_batch(rng, k_pat)
+                x, caps = torch.cat([x, xp]), caps + cp
             dist = vae.encode(x.to(device)).latent_dist
             means.append(dist.mean.cpu())
             stds.append(dist.std.cpu())
