@@ -16,7 +16,7 @@ import pytest
 from conftest import DATA, FAST, fuse_args, fusion_inputs, running_in, wait_for
 from postgres import Postgres, available, postgres
 
-from autolora.core.storage import BudgetSpent, enqueue_budget, make_storage
+from autolora.core.storage import BudgetSpent, enqueue_budget, fail_started, make_storage
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -67,6 +67,39 @@ def test_pop_only_storage_refuses_new_trials(tmp_path: Path) -> None:
     with pytest.raises(BudgetSpent):
         worker.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10)
     assert [t.state for t in worker.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+class _InterruptedSampler(optuna.samplers.RandomSampler):
+    """Ctrl-C inside ``study.ask``: the trial is already taken (RUNNING), the objective not yet called."""
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_a_trial_is_taken_leaves_none_running(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/k.db"
+    study = optuna.create_study(study_name="k", storage=make_storage(url))
+    enqueue_budget(study, 3)
+    other = make_storage(url, pop_only=True)  # another worker's trial must stay its own
+    optuna.load_study(study_name="k", storage=other).ask()
+    storage = make_storage(url, pop_only=True)
+    worker = optuna.load_study(study_name="k", storage=storage)
+    worker.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # finished: not failed later
+    worker.sampler = _InterruptedSampler()
+    with pytest.raises(KeyboardInterrupt):
+        worker.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    running = optuna.trial.TrialState.RUNNING
+    assert [t.state for t in optuna.load_study(study_name="k", storage=url).trials].count(running) == 2
+    assert fail_started(storage) == 1 and fail_started(storage) == 0
+    states = {
+        t.number: (t.state, t.user_attrs.get("fail_reason"))
+        for t in optuna.load_study(study_name="k", storage=url).trials
+    }
+    assert states == {
+        0: (running, None),
+        1: (optuna.trial.TrialState.COMPLETE, None),
+        2: (optuna.trial.TrialState.FAIL, "interrupted (Ctrl-C)"),
+    }
 
 
 POP = """

@@ -156,8 +156,14 @@ def _run(
 
             run_local_workers(job, specs, storage, parent.run_id, echo=echo, progress=progress)
     else:
-        for spec in specs:
-            _optimize(job, spec, studies[spec.label], parent, echo, progress, len(specs) > 1)
+        try:
+            for spec in specs:
+                _optimize(job, spec, studies[spec.label], parent, echo, progress, len(specs) > 1)
+        except KeyboardInterrupt:
+            from autolora.core.storage import fail_started
+
+            fail_started(storage)
+            raise
     lines = job.summary(studies, parent)
     lines.append(_report(job, studies[specs[0].label], parent))
     n_new = _finished(studies.values()) - before

@@ -50,13 +50,28 @@ def make_storage(
     from optuna.storages import RDBStorage
 
     class _Storage(RDBStorage):
+        started: set[int]
+        """Trials this process set RUNNING and has not finished (see ``fail_started``)."""
+
         # Enqueued trials are created with a template, ask() creates one without. Optuna's
         # _CachedStorage (which wraps every RDBStorage) calls the private _create_new_trial, so
         # that is the one place to refuse; tests/test_workers.py fails if Optuna changes it.
         def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
             if pop_only and template_trial is None:
                 raise BudgetSpent()
-            return super()._create_new_trial(study_id, template_trial)
+            frozen = super()._create_new_trial(study_id, template_trial)
+            if frozen.state == optuna.trial.TrialState.RUNNING:
+                self.started.add(frozen._trial_id)
+            return frozen
+
+        # A waiting trial is taken (popped) by setting it RUNNING; the trial ends by a finished state.
+        def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            done = super().set_trial_state_values(trial_id, state, values)
+            if done and state == optuna.trial.TrialState.RUNNING:
+                self.started.add(trial_id)
+            elif state.is_finished():
+                self.started.discard(trial_id)
+            return bool(done)
 
     engine: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 1}
     sqlite = url.startswith("sqlite")
@@ -79,6 +94,7 @@ def make_storage(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with sqlite_init_lock(url):
         storage = with_retries(lambda: _Storage(url, engine_kwargs=engine, **kwargs))
+    storage.started = set()
     if sqlite:
         _immediate_transactions(storage.engine)
     return storage
@@ -115,6 +131,28 @@ def with_retries(open_storage: Callable[[], T], attempts: int = 5) -> T:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def fail_started(storage: optuna.storages.RDBStorage, reason: str = "interrupted (Ctrl-C)") -> int:
+    """Fail the trials this process took and left RUNNING; return how many.
+
+    Optuna fails a trial interrupted inside the objective, but not one interrupted while ``study.ask``
+    takes it from the queue or samples its parameters (a waiting trial is RUNNING from the moment it is
+    popped): Ctrl-C there would leave it RUNNING, owned by no live process, until its heartbeat goes
+    stale (or forever without one). Call this where the process stops on ``KeyboardInterrupt``.
+    """
+    import optuna
+
+    failed = 0
+    for trial_id in sorted(getattr(storage, "started", ())):
+        trial = storage.get_trial(trial_id)
+        if trial.state != optuna.trial.TrialState.RUNNING:
+            continue
+        if "fail_reason" not in trial.user_attrs:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        failed += 1
+    return failed
 
 
 def enqueue_budget(study: optuna.Study, n: int) -> int:

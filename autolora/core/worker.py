@@ -83,6 +83,7 @@ def run_worker(
     from autolora.quiet import quiet_libraries
 
     quiet_libraries()
+    _one_interrupt()
     check_storage(storage_url, None, must_exist=True)
     reader = make_storage(storage_url, pool_size=1)
     attrs = study_attrs(reader, storage_url, study_name)
@@ -129,6 +130,27 @@ def run_worker(
     return done
 
 
+def _one_interrupt() -> None:
+    """Make the first SIGINT stop the worker and ignore the ones after it.
+
+    Ctrl-C in a terminal reaches a local worker twice: from the terminal (same process group) and from
+    the ``tune --workers`` process that forwards it. A second ``KeyboardInterrupt`` landing while Optuna
+    records the first trial as failed would leave it RUNNING. The worker exits within moments of the
+    first; ``tune --workers`` kills one that does not (``STOP_GRACE``), and SIGTERM still works.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (a worker run from a test thread)
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+
+
 def _work(
     job: Job,
     spec: Any,
@@ -140,7 +162,7 @@ def _work(
     echo: Callable[[str], None],
 ) -> int:
     """Run trials of one study until its budget is spent (or ``trials``, ``timeout``); then see to the dead."""
-    from autolora.core.storage import BudgetSpent, make_storage
+    from autolora.core.storage import BudgetSpent, fail_started, make_storage
     from autolora.core.study import open_study
 
     settings = job.config.study
@@ -176,6 +198,10 @@ def _work(
         except BudgetSpent:
             if not _wait_for_the_dead(study, storage, settings.heartbeat_interval, budget=True):
                 break
+        except KeyboardInterrupt:
+            if storage is not None:  # a trial taken but not yet in its objective is failed here, not left RUNNING
+                fail_started(storage)
+            raise
         except Exception as e:
             if not _is_connection_error(e):
                 raise
