@@ -82,6 +82,20 @@ def test_pixel_ground_truth_reads_shape_and_colour(style: str) -> None:
         assert shapes >= shape_floor and colours >= 0.97, (size, shapes, colours)
 
 
+@pytest.mark.parametrize("style", ["navy", "night"])
+def test_pixel_ground_truth_reads_content_on_a_dark_ground(style: str) -> None:
+    """The reader takes the picture's own ground (its border), not miniworld's light one: battery styles on dark
+    grounds, and a model's samples on tinted ones, are read like plain pictures."""
+    from autolora.miniworld.battery import battery_items
+    from autolora.miniworld.truth import read_content
+
+    items = battery_items(style, 48, seed=5)
+    read = [read_content(image) for image, _, _ in items]
+    shapes = np.mean([r[0] == shape for r, (_, shape, _) in zip(read, items, strict=True)])
+    colours = np.mean([r[1] == colour for r, (_, _, colour) in zip(read, items, strict=True)])
+    assert shapes >= 0.9 and colours >= 0.97, (shapes, colours)
+
+
 def test_pixel_ground_truth_sees_nothing_in_a_blank_picture() -> None:
     from PIL import Image
 

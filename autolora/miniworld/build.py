@@ -59,8 +59,9 @@ class BuildConfig:
     patterned_share: float = 0.0
     """Share of the UNet's latent pool that is miniworld content in the broad family's textures, captioned
     ``in patterned style`` (``diffusion.patterned_batch``), so that the base learns to draw textures in general and a
-    style LoRA can bind one to the prompt. Off in every recipe: a 600-step fine-tune at 0.25 drew blotches, not
-    periodic textures, and did not make checker's texture learnable (README, Miniworld)."""
+    style LoRA can bind one to the prompt. Off in every recipe: a 600-step fine-tune and a full 2400-step general
+    build at 0.25 both drew blotches, not periodic textures, and made neither checker's nor dotted's texture
+    learnable (README, Miniworld)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.patterned_share < 1:

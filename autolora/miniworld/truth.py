@@ -43,7 +43,7 @@ def _subject(image: Image.Image) -> tuple[Any, str] | None:
     from scipy import ndimage
 
     arr = np.asarray(image.convert("RGB"), dtype=float)
-    painted = np.abs(arr - np.array(BACKGROUND)).sum(-1) > 60
+    painted = _painted(arr)
     opened = ndimage.binary_opening(painted, iterations=1)
     if opened.sum() > 0.7 * painted.sum():  # removes specks, but would erase a 2-pixel outline
         painted = opened
@@ -57,6 +57,20 @@ def _subject(image: Image.Image) -> tuple[Any, str] | None:
     # Judge the colour by hue-ish direction: pastel and grain move brightness, not the nearest hue.
     colour = min(COLOURS, key=lambda c: _colour_distance(mean, np.array(COLOURS[c], dtype=float)))
     return painted, colour
+
+
+def _painted(arr: Any) -> Any:
+    """Mask of the pixels far from the picture's own ground (the median colour of its outermost ring of pixels).
+
+    Not miniworld's ``BACKGROUND``: a model's samples come on slightly tinted grounds (a general VAE paints the
+    ground a latent holds), and the battery's styles on dark or coloured ones; a fixed light ground would read
+    the whole tinted picture as paint. A subject touching less than half the border leaves the median alone.
+    """
+    import numpy as np
+
+    ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
+    ground = np.median(ring, axis=0) if len(ring) else np.array(BACKGROUND, dtype=float)
+    return np.abs(arr - ground).sum(-1) > 60
 
 
 def _shape_of(filled: object) -> str:
@@ -106,7 +120,7 @@ def style_strength(image: Image.Image, style: str) -> float:
         raise ValueError(f"style_strength reads {', '.join(PATTERNED)}; not {style!r}")
     arr = np.asarray(image.convert("RGB"), dtype=float)
     size = arr.shape[0]
-    painted = np.abs(arr - np.array(BACKGROUND)).sum(-1) > 60
+    painted = _painted(arr)
     if painted.sum() < 12:
         return 0.0
     lum = arr.mean(-1)[painted]
