@@ -9,7 +9,11 @@ at LoRA scales 0 / 1 / 1.25 and prints the pixel truth: texture (``truth.style_s
 reading; the base model keeps what it was trained on): the probe for a coarser pattern. ``--weights DIR`` takes
 a build folder (``autolora miniworld build --out DIR``) as the base model instead of the shipped one.
 
+``--layers`` changes the LoRA's layer kinds (``conv`` adds the ResNet convolutions, as LyCORIS' LoCon does). The
+references' VAE round trip is printed beside them: no sample can show more texture than that.
+
     python benchmarks/miniworld_texture.py [--style checker] [--period 16] [--steps 300] [--weights DIR]
+        [--layers self_attn,cross_attn,ff,conv]
 """
 
 from __future__ import annotations
@@ -32,12 +36,20 @@ def main() -> None:
     parser.add_argument("--period", type=int, help="texture period in pixels (default: the world's, 8 at 32 px)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--weights", type=Path, help="a miniworld build folder to use as the base model")
+    parser.add_argument(
+        "--layers", help="LoRA layer kinds, comma-separated (default self_attn,cross_attn,ff; conv: LoCon-style)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-texture"))
     args = parser.parse_args()
     from autolora.miniworld.truth import PATTERNED
 
     if args.style not in PATTERNED:
         parser.error(f"--style {args.style}: expected one of {', '.join(PATTERNED)}")
+    from autolora.models.layers import UNET_LAYERS
+
+    layers = args.layers.split(",") if args.layers else None
+    if layers and not set(layers) <= set(UNET_LAYERS):
+        parser.error(f"--layers {args.layers}: expected kinds among {', '.join(UNET_LAYERS)}")
     if args.period is not None and (args.period < 4 or args.period % 2):
         parser.error(f"--period {args.period}: expected an even number >= 4")
     import autolora.miniworld.world as world
@@ -75,7 +87,7 @@ def main() -> None:
 
         assemble_pipeline(work / "base", args.weights.resolve())
         overrides += [("model", "base_model", str(work / "base")), ("eval", "clip_model", "builtin:miniworld-clip")]
-    space = q._space(work, "fixed", {**q.FIXED, "steps": args.steps})
+    space = q._space(work, "fixed", {**q.FIXED, "steps": args.steps, **({"target_layers": layers} if layers else {})})
     seeds = [0, 1, 2, 3]
     study = [("study", "trials", 1), ("study", "search_space", space), ("eval", "seeds", seeds)]
     _, config = q._tune(work, "texture", study + overrides)
@@ -89,9 +101,14 @@ def main() -> None:
         "period": args.period,
         "steps": args.steps,
         "weights": str(args.weights) if args.weights else "shipped",
+        "layers": layers or q.FIXED["target_layers"],
         "references_texture": q.mean([style_strength(im, args.style) for im in refs]),
+        "vae_round_trip_texture": q.mean([style_strength(im, args.style) for im in _round_trip(pipe.vae, refs)]),
     }
-    print(f"references: texture {result['references_texture']:.3f}")
+    print(
+        f"references: texture {result['references_texture']:.3f}; their VAE round trip (the most a sample can "
+        f"show) {result['vae_round_trip_texture']:.3f}"
+    )
     columns = []
     for scale in (0.0, 1.0, 1.25):
         pipe.set_adapters(["texture"], adapter_weights=[scale])
@@ -109,6 +126,19 @@ def main() -> None:
     )
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"results in {out / name}.json; work folder {work}")
+
+
+def _round_trip(vae: Any, images: list[Any]) -> list[Any]:
+    """``images`` encoded and decoded by the base model's VAE (latent means)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x / 127.5 - 1).latent_dist.mean).sample
+    y = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in y]
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ def make_storage(
     import optuna
     from optuna.storages import RDBStorage
 
+    from autolora.core.interrupts import deferred, without_interrupts
+
     class _Storage(RDBStorage):
         started: set[int]
         """Trials this process set RUNNING and has not finished (see ``fail_started``)."""
@@ -59,19 +61,29 @@ def make_storage(
         def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
             if pop_only and template_trial is None:
                 raise BudgetSpent()
-            frozen = super()._create_new_trial(study_id, template_trial)
+            with deferred():
+                frozen = super()._create_new_trial(study_id, template_trial)
             if frozen.state == optuna.trial.TrialState.RUNNING:
                 self.started.add(frozen._trial_id)
             return frozen
 
         # A waiting trial is taken (popped) by setting it RUNNING; the trial ends by a finished state.
         def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
-            done = super().set_trial_state_values(trial_id, state, values)
+            with deferred():
+                done = super().set_trial_state_values(trial_id, state, values)
             if done and state == optuna.trial.TrialState.RUNNING:
                 self.started.add(trial_id)
             elif state.is_finished():
                 self.started.discard(trial_id)
             return bool(done)
+
+        # Ctrl-C inside a SQLite write would leave the write lock held (core.interrupts): hold it for the write.
+        set_trial_param = without_interrupts(RDBStorage.set_trial_param)
+        set_trial_user_attr = without_interrupts(RDBStorage.set_trial_user_attr)
+        set_trial_system_attr = without_interrupts(RDBStorage.set_trial_system_attr)
+        set_trial_intermediate_value = without_interrupts(RDBStorage.set_trial_intermediate_value)
+        set_study_user_attr = without_interrupts(RDBStorage.set_study_user_attr)
+        set_study_system_attr = without_interrupts(RDBStorage.set_study_system_attr)
 
     engine: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 1}
     sqlite = url.startswith("sqlite")

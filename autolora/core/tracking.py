@@ -12,8 +12,9 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from autolora.core.interrupts import DeferredClient
 from autolora.core.locks import sqlite_init_lock
 from autolora.errors import UserError
 
@@ -104,7 +105,8 @@ class Tracker:
         for attempt in range(5):
             try:
                 with sqlite_init_lock(self.uri):  # another process may be creating the same store
-                    self.client = MlflowClient(self.uri)
+                    # A stand-in with the client's methods, each run with Ctrl-C held (core.interrupts).
+                    self.client = cast(MlflowClient, DeferredClient(MlflowClient(self.uri)))
                     exp = self.client.get_experiment_by_name(experiment)
                     if exp is None:
                         self.experiment_id: str = self.client.create_experiment(experiment, artifact_location)
