@@ -40,3 +40,17 @@ def test_mlflow_writes_finish_before_the_interrupt_and_the_store_stays_writable(
     assert tracker.client.get_run(run.info.run_id).data.tags["k"] == "v"  # the write was not cut short
     tracker.client.set_terminated(run.info.run_id, "KILLED")  # and left no lock behind
     assert tracker.client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_a_worker_stops_on_the_first_sigint_ignores_the_next_and_restores_the_handler(tmp_path: Path) -> None:
+    from autolora.cli import main
+    from autolora.core.interrupts import first_interrupt_only
+
+    with first_interrupt_only():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread at once
+        os.kill(os.getpid(), signal.SIGINT)  # the second: ignored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # A worker run in this process (here one refused at once) leaves the process's handler as it found it.
+    assert main(["worker", "--storage", f"sqlite:///{tmp_path}/none.db", "--study-name", "s"]) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -42,6 +42,31 @@ def deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
+@contextmanager
+def first_interrupt_only() -> Iterator[None]:
+    """Within the block the first SIGINT raises ``KeyboardInterrupt`` and the ones after it are ignored; the
+    previous handler is back after the block.
+
+    Ctrl-C in a terminal reaches a local worker twice: from the terminal (same process group) and from the
+    ``tune --workers`` process that forwards it. A second ``KeyboardInterrupt`` landing while Optuna records the
+    first trial as failed would leave it RUNNING. A worker exits within moments of the first; ``tune --workers``
+    kills one that does not (``launch.STOP_GRACE``), and SIGTERM still works.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def without_interrupts(method: F) -> F:
     """``method`` run under ``deferred``."""
 

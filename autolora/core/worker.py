@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
+from autolora.core.interrupts import first_interrupt_only
 from autolora.core.study import ATTR
 from autolora.errors import UserError
 
@@ -57,6 +58,7 @@ def study_attrs(storage: Any, storage_url: str, study_name: str) -> dict[str, An
     return dict(attrs)
 
 
+@first_interrupt_only()  # the first Ctrl-C stops the worker; later ones are ignored while it records that
 def run_worker(
     storage_url: str,
     study_name: str,
@@ -83,7 +85,6 @@ def run_worker(
     from autolora.quiet import quiet_libraries
 
     quiet_libraries()
-    _one_interrupt()
     check_storage(storage_url, None, must_exist=True)
     reader = make_storage(storage_url, pool_size=1)
     attrs = study_attrs(reader, storage_url, study_name)
@@ -128,27 +129,6 @@ def run_worker(
     finally:
         job.close()
     return done
-
-
-def _one_interrupt() -> None:
-    """Make the first SIGINT stop the worker and ignore the ones after it.
-
-    Ctrl-C in a terminal reaches a local worker twice: from the terminal (same process group) and from
-    the ``tune --workers`` process that forwards it. A second ``KeyboardInterrupt`` landing while Optuna
-    records the first trial as failed would leave it RUNNING. The worker exits within moments of the
-    first; ``tune --workers`` kills one that does not (``STOP_GRACE``), and SIGTERM still works.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread (a worker run from a test thread)
-
-    def stop(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, stop)
 
 
 def _work(
