@@ -64,6 +64,7 @@ def main() -> None:
     from autolora.data import BUILTIN_STYLE_CONTENT
     from autolora.export import export_all
     from autolora.miniworld.truth import style_strength
+    from autolora.models.roundtrip import round_trip_images
     from autolora.quiet import quiet_libraries
     from autolora.sampling import grid, sample
 
@@ -103,7 +104,9 @@ def main() -> None:
         "weights": str(args.weights) if args.weights else "shipped",
         "layers": layers or q.FIXED["target_layers"],
         "references_texture": q.mean([style_strength(im, args.style) for im in refs]),
-        "vae_round_trip_texture": q.mean([style_strength(im, args.style) for im in _round_trip(pipe.vae, refs)]),
+        "vae_round_trip_texture": q.mean(
+            [style_strength(im, args.style) for im in round_trip_images(pipe.vae, refs, session.plan.resolution)]
+        ),
     }
     print(
         f"references: texture {result['references_texture']:.3f}; their VAE round trip (the most a sample can "
@@ -126,19 +129,6 @@ def main() -> None:
     )
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"results in {out / name}.json; work folder {work}")
-
-
-def _round_trip(vae: Any, images: list[Any]) -> list[Any]:
-    """``images`` encoded and decoded by the base model's VAE (latent means)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images])).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        y = vae.decode(vae.encode(x / 127.5 - 1).latent_dist.mean).sample
-    y = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(a) for a in y]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ milliseconds a write takes and raises it right after, where Optuna and autolora 
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -70,12 +71,11 @@ def first_interrupt_only() -> Iterator[None]:
 def without_interrupts(method: F) -> F:
     """``method`` run under ``deferred``."""
 
+    @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:
         with deferred():
             return method(*args, **kwargs)
 
-    run.__name__ = getattr(method, "__name__", "run")
-    run.__doc__ = method.__doc__
     return run  # type: ignore[return-value]
 
 

@@ -25,6 +25,25 @@ def round_trip_psnr(
 
     ``batch_size`` defaults to 8 pictures at 32-256 px, 2 at 512 and 1 from 1024 (a float32 decode at 1024 px
     takes gigabytes)."""
+    return [psnr((x + 1) / 2, (y + 1) / 2) for x, y in _round_trips(vae, images, resolution, batch_size)]
+
+
+def round_trip_images(
+    vae: Any, images: Sequence[Image.Image], resolution: int, batch_size: int | None = None
+) -> list[Image.Image]:
+    """``vae``'s decode of each picture's encoding (latent mean), as training crops it: what the latent space keeps."""
+    import torch
+    from PIL import Image as PILImage
+
+    out = []
+    for _, y in _round_trips(vae, images, resolution, batch_size):
+        pixels = ((y + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        out.append(PILImage.fromarray(pixels))
+    return out
+
+
+def _round_trips(vae: Any, images: Sequence[Image.Image], resolution: int, batch_size: int | None) -> list[Any]:
+    """(input, decode) tensor pairs in [-1, 1], float32 on the CPU."""
     batch_size = batch_size or max(1, min(8, 2 * (512 // resolution) ** 2))
     import torch
 
@@ -35,15 +54,14 @@ def round_trip_psnr(
     # In float32: SDXL's VAE overflows in float16, and fp16/bf16 -> fp32 -> back is exact.
     if dtype != torch.float32:
         vae.to(torch.float32)
-    out: list[float] = []
+    out: list[Any] = []
     try:
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
                 x = torch.stack([to_tensor(im, resolution) for im in images[start : start + batch_size]])
                 latents = vae.encode(x.to(param.device)).latent_dist.mode()
                 y = vae.decode(latents).sample.float().cpu().clamp(-1, 1)
-                for xi, yi in zip(x, y, strict=True):
-                    out.append(psnr((xi + 1) / 2, (yi + 1) / 2))
+                out.extend(zip(x, y, strict=True))
     finally:
         if dtype != torch.float32:
             vae.to(dtype)
