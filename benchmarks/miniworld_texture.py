@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--style", default="checker", help="striped, dotted or checker (default checker)")
+    parser.add_argument("--style", default="checker", help="striped, dotted, checker or shaded (default checker)")
     parser.add_argument("--period", type=int, help="texture period in pixels (default: the world's, 8 at 32 px)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--weights", type=Path, help="a miniworld build folder to use as the base model")
@@ -41,10 +41,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-texture"))
     args = parser.parse_args()
-    from autolora.miniworld.truth import PATTERNED
+    from autolora.miniworld.truth import TEXTURED
 
-    if args.style not in PATTERNED:
-        parser.error(f"--style {args.style}: expected one of {', '.join(PATTERNED)}")
+    if args.style not in TEXTURED:
+        parser.error(f"--style {args.style}: expected one of {', '.join(TEXTURED)}")
     from autolora.models.layers import UNET_LAYERS
 
     layers = args.layers.split(",") if args.layers else None
@@ -63,6 +63,7 @@ def main() -> None:
     from autolora.core.rundir import adapter_dir
     from autolora.data import BUILTIN_STYLE_CONTENT
     from autolora.export import export_all
+    from autolora.miniworld.battery import draw_any
     from autolora.miniworld.truth import style_strength
     from autolora.models.roundtrip import round_trip_images
     from autolora.quiet import quiet_libraries
@@ -78,7 +79,7 @@ def main() -> None:
     rng, refs = random.Random(0), []
     for i in range(16):
         shape, colour = BUILTIN_STYLE_CONTENT[i % len(BUILTIN_STYLE_CONTENT)]
-        image, _ = world.draw(shape, colour, args.style, rng)
+        image = draw_any(args.style, shape, colour, rng)
         image.save(refs_dir / f"{i:02d}.png")
         (refs_dir / f"{i:02d}.txt").write_text(world.caption(shape, colour))
         refs.append(image)

@@ -135,6 +135,24 @@ def test_pixel_style_readings_tell_texture_from_tone(style: str) -> None:
         tone_shift(styled[0], "outline")
 
 
+def test_shading_reading_follows_the_ramp_not_the_tone() -> None:
+    """``style_strength(..., "shaded")``: ~1 on the battery's top-to-bottom ramp, ~0 on flat fills of any tone,
+    negative when the ramp is turned upside down."""
+    from PIL import Image
+
+    from autolora.miniworld.battery import battery_items
+    from autolora.miniworld.truth import style_strength
+
+    shaded = [image for image, _, _ in battery_items("shaded", 12, seed=3)]
+    assert min(style_strength(im, "shaded") for im in shaded) > 0.95
+    for style in ("plain", "pastel", "outline"):
+        assert max(abs(style_strength(im, "shaded")) for im, _ in sample_items(12, style=style, seed=3)) < 0.05
+    upside_down = [im.transpose(Image.Transpose.FLIP_TOP_BOTTOM) for im in shaded]
+    assert max(style_strength(im, "shaded") for im in upside_down) < -0.95
+    with pytest.raises(ValueError, match="shaded"):
+        style_strength(shaded[0], "navy")
+
+
 @pytest.mark.parametrize("pct_start", [0.05, 0.1])
 def test_one_cycle_runs_at_any_step_count(pct_start: float) -> None:
     """Smoke builds (``--scale 0.01``) train for a handful of steps; torch's schedule must not divide by zero."""

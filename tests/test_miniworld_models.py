@@ -169,6 +169,10 @@ def test_build_is_reproducible_from_its_seed(tmp_path: Path, capsys: Any, quiet:
     info = json.loads((tmp_path / "g" / "build.json").read_text())
     assert info["config"]["general"] and info["config"]["vae_steps"] == 1200 and "navy" in info["battery"]
     assert info["config"]["noise_offset"] == 0.1 and info["config"]["patterned_share"] == 0.25
+    assert info["config"]["unet_heads"] == 2 and info["config"]["unet_steps"] == 4800
+    assemble_pipeline(tmp_path / "gpipe", tmp_path / "g")  # the loader builds the UNet the build trained
+    general_pipe = load_pipeline(resolve_model(str(tmp_path / "gpipe")), "cpu", torch.float32)
+    assert general_pipe.unet.config.attention_head_dim == 2 and pipe.unet.config.attention_head_dim == 8
     mask = os.umask(0)
     os.umask(mask)
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask for p in (tmp_path / "g").iterdir())

@@ -194,6 +194,15 @@ def draw_battery(style: str, shape: str, colour: str, rng: random.Random | None 
     return PILImage.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
 
 
+def draw_any(style: str, shape: str, colour: str, rng: random.Random | None = None, size: int = 32) -> Image.Image:
+    """One picture of miniworld content in a miniworld style or a battery style."""
+    from autolora.miniworld.world import STYLES, draw
+
+    if style in STYLES:
+        return draw(shape, colour, style, rng or random.Random(0), size)[0]
+    return draw_battery(style, shape, colour, rng, size)
+
+
 def battery_items(style: str, n: int, seed: int = 0, size: int = 32) -> list[tuple[Image.Image, str, str]]:
     """``n`` pictures of ``style`` (every shape and colour equally likely) with their (shape, colour)."""
     rng = random.Random(seed)

@@ -79,10 +79,11 @@ def make_vae(scaling_factor: float = 1.0) -> Any:
     return AutoencoderKL(**VAE, scaling_factor=scaling_factor)
 
 
-def make_unet() -> Any:
+def make_unet(heads: int = 8) -> Any:
+    """The UNet with ``heads`` attention heads per transformer block (``UNET`` has 8; a build records its own)."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**UNET)
+    return UNet2DConditionModel(**{**UNET, "attention_head_dim": heads})
 
 
 def make_text_encoder() -> Any:

@@ -102,7 +102,11 @@ def _colour_distance(a: object, b: object) -> float:
 
 
 PATTERNED = ("striped", "dotted", "checker")
-"""Styles whose strength ``style_strength`` can read: a fixed texture that a plain fill lacks."""
+"""Styles whose strength ``style_strength`` can read as a texture fixed to the image grid that a plain fill lacks."""
+SHADED = "shaded"
+"""The battery style whose structure is anchored to the shape (light at its top, dark at its bottom)."""
+TEXTURED = (*PATTERNED, SHADED)
+"""Every style ``style_strength`` reads."""
 
 
 def style_strength(image: Image.Image, style: str) -> float:
@@ -116,13 +120,15 @@ def style_strength(image: Image.Image, style: str) -> float:
 
     from autolora.miniworld.world import pattern, pattern_period
 
-    if style not in PATTERNED:
-        raise ValueError(f"style_strength reads {', '.join(PATTERNED)}; not {style!r}")
+    if style not in TEXTURED:
+        raise ValueError(f"style_strength reads {', '.join(TEXTURED)}; not {style!r}")
     arr = np.asarray(image.convert("RGB"), dtype=float)
     size = arr.shape[0]
     painted = _painted(arr)
     if painted.sum() < 12:
         return 0.0
+    if style == SHADED:
+        return _shading(arr, painted)
     lum = arr.mean(-1)[painted]
     lum = lum - lum.mean()
     best = 0.0
@@ -135,6 +141,18 @@ def style_strength(image: Image.Image, style: str) -> float:
             if denom > 0:
                 best = max(best, abs(float((lum * t).sum())) / denom)
     return best
+
+
+def _shading(arr: Any, painted: Any) -> float:
+    """Correlation of the paint's darkness with its height in the picture: 1 for ``shaded``'s top-to-bottom
+    ramp, ~0 for a flat fill, negative for paint darker at the top. Invariant to the paint's mean tone."""
+    import numpy as np
+
+    ys = np.nonzero(painted)[0].astype(float)
+    lum = arr.mean(-1)[painted]
+    ys, lum = ys - ys.mean(), lum - lum.mean()
+    denom = float(np.sqrt((ys**2).sum() * (lum**2).sum()))
+    return 0.0 if denom == 0 else -float((ys * lum).sum()) / denom
 
 
 def _mean_tone(image: Image.Image) -> float | None:
@@ -155,9 +173,14 @@ def _mean_tone(image: Image.Image) -> float | None:
 @cache
 def _style_tone(style: str, size: int) -> float:
     """Mean tone of 48 drawn pictures of ``style``."""
+    from autolora.miniworld.battery import BATTERY, battery_items
     from autolora.miniworld.world import sample_items
 
-    tones = [_mean_tone(image) for image, _ in sample_items(48, style=style, seed=12345, size=size)]
+    if style in BATTERY:
+        images = [image for image, _, _ in battery_items(style, 48, seed=12345, size=size)]
+    else:
+        images = [image for image, _ in sample_items(48, style=style, seed=12345, size=size)]
+    tones = [_mean_tone(image) for image in images]
     return sum(t for t in tones if t is not None) / len(tones)
 
 
