@@ -211,3 +211,12 @@ def battery_items(style: str, n: int, seed: int = 0, size: int = 32) -> list[tup
         shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
         out.append((draw_battery(style, shape, colour, rng, size), shape, colour))
     return out
+
+
+def any_items(style: str, n: int, seed: int = 0, size: int = 32) -> list[tuple[Image.Image, str, str]]:
+    """``n`` pictures of a miniworld style (``world.sample_items``) or a battery style (``battery_items``)."""
+    from autolora.miniworld.world import sample_items
+
+    if style in BATTERY:
+        return battery_items(style, n, seed=seed, size=size)
+    return [(image, it.shape, it.colour) for image, it in sample_items(n, style=style, seed=seed, size=size)]

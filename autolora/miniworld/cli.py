@@ -77,8 +77,8 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
 
 def write_style_folder(style: str, n: int, out: Path, seed: int = 0, size: int = 32) -> list[Path]:
     """Draw ``n`` pictures of ``style`` into ``out`` (PNG + content caption in ``name.txt``), atomically."""
-    from autolora.miniworld.battery import BATTERY, battery_items
-    from autolora.miniworld.world import STYLES, sample_items
+    from autolora.miniworld.battery import BATTERY, any_items
+    from autolora.miniworld.world import STYLES
 
     known = [*STYLES, *BATTERY]
     if style not in known:
@@ -91,13 +91,7 @@ def write_style_folder(style: str, n: int, out: Path, seed: int = 0, size: int =
         raise UserError(f"{out}: exists and is not empty; choose a new folder")
     tmp = staging_folder(out)
     try:
-        if style in BATTERY:
-            pictures = battery_items(style, n, seed=seed, size=size)
-        else:
-            pictures = [
-                (image, it.shape, it.colour) for image, it in sample_items(n, style=style, seed=seed, size=size)
-            ]
-        for i, (image, shape, colour) in enumerate(pictures):
+        for i, (image, shape, colour) in enumerate(any_items(style, n, seed=seed, size=size)):
             image.save(tmp / f"{style}_{i:04d}.png")
             # The caption names the content only: autolora adds the trigger that stands for the style.
             (tmp / f"{style}_{i:04d}.txt").write_text(f"a {colour} {shape}\n")

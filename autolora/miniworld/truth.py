@@ -173,14 +173,9 @@ def _mean_tone(image: Image.Image) -> float | None:
 @cache
 def _style_tone(style: str, size: int) -> float:
     """Mean tone of 48 drawn pictures of ``style``."""
-    from autolora.miniworld.battery import BATTERY, battery_items
-    from autolora.miniworld.world import sample_items
+    from autolora.miniworld.battery import any_items
 
-    if style in BATTERY:
-        images = [image for image, _, _ in battery_items(style, 48, seed=12345, size=size)]
-    else:
-        images = [image for image, _ in sample_items(48, style=style, seed=12345, size=size)]
-    tones = [_mean_tone(image) for image in images]
+    tones = [_mean_tone(image) for image, _, _ in any_items(style, 48, seed=12345, size=size)]
     return sum(t for t in tones if t is not None) / len(tones)
 
 
