@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 PARTS = ("judge", "base", "validity", "tuning", "search")
-FIXED = {  # the LoRA the validity sweep scales: strong enough that 1.5x its scale breaks the subject
+FIXED = {  # the LoRA the validity sweep scales: the LoCon that learns dotted's texture (README, Miniworld)
     "rank": 8,
     "alpha_ratio": 1.0,
-    "learning_rate": 8.0e-3,
-    "steps": 300,
+    "learning_rate": 2.0e-3,
+    "steps": 600,
     "batch_size": 4,
     "target_blocks": ["down", "mid", "up"],
-    "target_layers": ["self_attn", "cross_attn", "ff"],
+    "target_layers": ["self_attn", "cross_attn", "ff", "conv"],
     "init": "gaussian",
 }
 
@@ -173,15 +173,15 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
     session = _session(config)
     plan = session.plan
     kept = KeptAdapter.load(adapter_dir(plan.run_dir, 0))
-    files = export_all(kept, work / "validity-export", "checker")
+    files = export_all(kept, work / "validity-export", "style")
     pipe = session.pipe
-    pipe.load_lora_weights(str(files["diffusers"]), adapter_name="checker")
+    pipe.load_lora_weights(str(files["diffusers"]), adapter_name="style")
     prompts = session.eval_prompts()
     rows: list[dict[str, float]] = []
     per_sample: dict[str, list[float]] = {}
     pictures = []
     for scale in args.scales:
-        pipe.set_adapters(["checker"], adapter_weights=[scale])
+        pipe.set_adapters(["style"], adapter_weights=[scale])
         images = sample(pipe, prompts, seeds, steps=20, guidance_scale=7.5, resolution=plan.resolution)
         each = session.scorer.score_each(images)
         truth = content_truth(session.judge, images, [p for p in plan.prompts for _ in seeds])
@@ -201,7 +201,7 @@ def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
             f"{row['style_direction']:+.4f} content_text {row['content_text']:.4f} | pixels: texture "
             f"{row['style_strength']:.3f}, tone {row['tone_shift']:+.3f}, content right {row['content_pixels']:.0%}"
         )
-    pipe.delete_adapters(["checker"])
+    pipe.delete_adapters(["style"])
     corr = {}
     for metric in ("style_fidelity", "style_gain", "style_direction"):
         for truth_key in ("style_strength", "tone_shift"):

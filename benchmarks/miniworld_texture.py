@@ -13,7 +13,7 @@ a build folder (``autolora miniworld build --out DIR``) as the base model instea
 references' VAE round trip is printed beside them: no sample can show more texture than that.
 
     python benchmarks/miniworld_texture.py [--style checker] [--period 16] [--steps 300] [--weights DIR]
-        [--layers self_attn,cross_attn,ff,conv]
+        [--layers self_attn,cross_attn,ff,conv] [--rank R] [--learning-rate LR] [--train-seed S]
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument(
         "--layers", help="LoRA layer kinds, comma-separated (default self_attn,cross_attn,ff; conv: LoCon-style)"
     )
+    parser.add_argument("--rank", type=int, help="LoRA rank (default the figure-3 LoRA's)")
+    parser.add_argument("--learning-rate", type=float, help="LoRA learning rate (default the figure-3 LoRA's)")
+    parser.add_argument("--train-seed", type=int, default=0, help="training noise and data order (train.seed)")
     parser.add_argument("--out", type=Path, default=Path("bench-texture"))
     args = parser.parse_args()
     from autolora.miniworld.truth import TEXTURED
@@ -89,9 +92,12 @@ def main() -> None:
 
         assemble_pipeline(work / "base", args.weights.resolve())
         overrides += [("model", "base_model", str(work / "base")), ("eval", "clip_model", "builtin:miniworld-clip")]
-    space = q._space(work, "fixed", {**q.FIXED, "steps": args.steps, **({"target_layers": layers} if layers else {})})
+    params = {**q.FIXED, "steps": args.steps, **({"target_layers": layers} if layers else {})}
+    params.update({k: v for k, v in (("rank", args.rank), ("learning_rate", args.learning_rate)) if v is not None})
+    space = q._space(work, "fixed", params)
     seeds = [0, 1, 2, 3]
     study = [("study", "trials", 1), ("study", "search_space", space), ("eval", "seeds", seeds)]
+    study.append(("train", "seed", args.train_seed))
     _, config = q._tune(work, "texture", study + overrides)
     session = q._session(config)
     files = export_all(KeptAdapter.load(adapter_dir(session.plan.run_dir, 0)), work / "export", "texture")
@@ -103,7 +109,10 @@ def main() -> None:
         "period": args.period,
         "steps": args.steps,
         "weights": str(args.weights) if args.weights else "shipped",
-        "layers": layers or q.FIXED["target_layers"],
+        "layers": params["target_layers"],
+        "rank": params["rank"],
+        "learning_rate": params["learning_rate"],
+        "train_seed": args.train_seed,
         "references_texture": q.mean([style_strength(im, args.style) for im in refs]),
         "vae_round_trip_texture": q.mean(
             [style_strength(im, args.style) for im in round_trip_images(pipe.vae, refs, session.plan.resolution)]
@@ -124,7 +133,7 @@ def main() -> None:
             f"scale {scale:4.2f}: texture {truth['style_strength']:.3f}, tone {truth['tone_shift']:+.2f}, "
             f"content right {truth['content_pixels']:.0%}"
         )
-    name = f"texture-{args.style}{args.period or ''}"
+    name = f"texture-{args.style}{args.period or ''}" + (f"-seed{args.train_seed}" if args.train_seed else "")
     q.upscale(grid([im for col in zip(*columns, strict=True) for im in col], rows=len(prompts))).save(
         out / f"{name}.png"
     )

@@ -53,8 +53,9 @@ def test_judge_names_shape_colour_and_style_of_fresh_draws(judge: Any) -> None:
 
 
 def test_battery_figures_cover_every_style(pipe: Any, judge: Any) -> None:
-    """The battery benchmark's measure on a few pictures: every vocabulary and battery style, and the shipped VAE
-    keeps the vocabulary's looks. (It does not keep the battery's dark grounds: README, Miniworld.)"""
+    """The battery benchmark's measure on a few pictures: every vocabulary and battery style; the shipped (general)
+    VAE keeps the vocabulary's looks and the battery's, dark grounds too (the issue's navy folder round-tripped at
+    5 dB on the narrow world's VAE). Loose floors: the README's battery table has the figures on 48 pictures."""
     from autolora.miniworld.battery import BATTERY
     from autolora.miniworld.quality import battery_figures
     from autolora.miniworld.world import STYLES
@@ -62,7 +63,8 @@ def test_battery_figures_cover_every_style(pipe: Any, judge: Any) -> None:
     figures = battery_figures(pipe.vae, judge.embed_images, judge.embed_texts, 6, seed=3)
     assert set(figures) == set(STYLES) | set(BATTERY) and len(BATTERY) >= 8
     assert min(v["psnr_median"] for k, v in figures.items() if k in STYLES) > 20, figures
-    assert figures["navy"]["psnr_median"] < figures["plain"]["psnr_median"] - 10, figures  # what diagnostics flag
+    assert figures["navy"]["psnr_median"] > 20 and figures["night"]["psnr_median"] > 20, figures
+    assert min(v["psnr_median"] for k, v in figures.items() if k in BATTERY) > 15, figures
 
 
 def test_base_model_draws_the_prompted_shape_and_colour(pipe: Any, judge: Any) -> None:
@@ -99,37 +101,37 @@ def test_scores_follow_the_truth_on_drawn_pictures(judge: Any) -> None:
 def test_default_tune_moves_samples_towards_the_held_out_style(
     tmp_path: Path, capsys: Any, pipe: Any, judge: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No --base-model: miniworld and its checker style; a trained LoRA gains style and keeps the subject.
+    """No --base-model: miniworld and its held-out dotted style; a trained LoRA learns the dots and keeps the subject.
 
-    Checked by the judge (the objective) and by the pixels: the paint's tone moves towards checker's. (Its
-    texture is not learnt at this budget, see the README's objective-validity figure.)
+    Checked by the judge (the objective) and by the pixels: the dots' texture strength (``truth.style_strength``)
+    rises over the base's on the same prompts and seeds, and the pixel check still reads the prompted subject.
     """
     from autolora.adapter import KeptAdapter
     from autolora.config import DataConfig
     from autolora.data import BUILTIN_PROMPTS, BUILTIN_STYLE
     from autolora.miniworld.quality import content_truth
-    from autolora.miniworld.truth import tone_shift
+    from autolora.miniworld.truth import style_strength
     from autolora.sampling import sample
 
     space = tmp_path / "fixed.yaml"
-    space.write_text(
-        "params: {rank: 4, alpha_ratio: 1.0, learning_rate: 3.0e-3, steps: 150, batch_size: 4, init: gaussian,\n"
-        "         target_blocks: [up], target_layers: [cross_attn]}\n"
+    space.write_text(  # LoCon: conv layers too (README, Miniworld: the texture figure)
+        "params: {rank: 8, alpha_ratio: 1.0, learning_rate: 2.0e-3, steps: 600, batch_size: 4, init: gaussian,\n"
+        "         target_blocks: [down, mid, up], target_layers: [self_attn, cross_attn, ff, conv]}\n"
     )
     args = ["tune", "--trials", "1", "--out", "run", "--search-space", str(space), "--no-progress",
             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--set", "eval.seeds=[0, 1]",
-            "--register-model", "checker-style"]  # fmt: skip
+            "--register-model", "dotted-style"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
-    assert "registered checker-style version 1" in capsys.readouterr().out
+    assert "registered dotted-style version 1" in capsys.readouterr().out
     kept = KeptAdapter.load(tmp_path / "run" / "adapters" / "trial_0")
-    assert kept.info["metrics"]["style_gain"] > 0.03, kept.info["metrics"]
     truth = content_truth(judge, kept.samples, [p for p in BUILTIN_PROMPTS for _ in range(2)])
-    assert sum(truth["pixels.both"]) / len(kept.samples) >= 0.75, truth
     data = DataConfig()  # the base samples the study compares with: the same prompts (with trigger) and seeds
     prompts = [data.prompt_template.format(prompt=p, trigger=data.trigger) for p in BUILTIN_PROMPTS]
     base = sample(pipe, prompts, [0, 1], steps=20, guidance_scale=7.5, resolution=32, batch_size=4)
-    tone = [sum(tone_shift(im, BUILTIN_STYLE) for im in ims) / len(ims) for ims in (base, kept.samples)]
-    assert tone[1] > tone[0] + 0.1, tone
+    texture = [sum(style_strength(im, BUILTIN_STYLE) for im in ims) / len(ims) for ims in (base, kept.samples)]
+    assert texture[1] > texture[0] + 0.05, texture
+    assert sum(truth["pixels.both"]) / len(kept.samples) >= 0.75, truth
+    assert kept.info["metrics"]["style_gain"] > 0.03, kept.info["metrics"]
 
     # The registered version generates through MLflow's diffusers pyfunc on the embedded default.
     import io
@@ -138,9 +140,7 @@ def test_default_tune_moves_samples_towards_the_held_out_style(
     from PIL import Image
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    model = mlflow.pyfunc.load_model(
-        "models:/checker-style/1", model_config={"device": "cpu", "torch_dtype": "float32"}
-    )
+    model = mlflow.pyfunc.load_model("models:/dotted-style/1", model_config={"device": "cpu", "torch_dtype": "float32"})
     png = model.predict({"prompt": [prompts[0]]}, params={"num_inference_steps": 20, "height": 32, "width": 32})
     picture = Image.open(io.BytesIO(png[0] if isinstance(png, list) else png.iloc[0, 0]))
     assert picture.size == (32, 32)
@@ -152,8 +152,9 @@ def test_build_is_reproducible_from_its_seed(tmp_path: Path, capsys: Any, quiet:
 
     from autolora.models.loading import load_pipeline, resolve_model
 
+    narrow = ["--recipe", "narrow", "--scale", "0.001"]  # the cheaper recipe to run twice
     for name in ("a", "b"):
-        assert main(["miniworld", "build", "--scale", "0.001", "--out", str(tmp_path / name)]) == 0
+        assert main(["miniworld", "build", *narrow, "--out", str(tmp_path / name)]) == 0
     for f in ("vae", "unet", "text_encoder", "judge"):
         assert (tmp_path / "a" / f"{f}.safetensors").read_bytes() == (tmp_path / "b" / f"{f}.safetensors").read_bytes()
     assemble_pipeline(tmp_path / "pipe", tmp_path / "a")
@@ -164,7 +165,7 @@ def test_build_is_reproducible_from_its_seed(tmp_path: Path, capsys: Any, quiet:
     assert main(["miniworld", "build", "--noise-offset", "2", "--out", str(tmp_path / "bad")]) == 2
     assert "noise_offset 2.0: expected a number in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
-    general = ["--general", "--patterned-share", "0.25", "--scale", "0.001"]
+    general = ["--patterned-share", "0.25", "--scale", "0.001"]  # the default recipe: the shipped weights
     assert main(["miniworld", "build", *general, "--out", str(tmp_path / "g")]) == 0
     info = json.loads((tmp_path / "g" / "build.json").read_text())
     assert info["config"]["general"] and info["config"]["vae_steps"] == 1200 and "navy" in info["battery"]

@@ -40,15 +40,16 @@ def register(sub: Any) -> None:
     mb.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     mb.add_argument("--scale", type=float, default=1.0, help="multiply every step count (default 1; <1 for a smoke)")
     mb.add_argument(
-        "--general",
-        action="store_true",
-        help="the general recipe: VAE and judge also on a broad procedural family of flat art, UNet with offset "
-        "noise 0.1 (README, Miniworld)",
+        "--recipe",
+        choices=("general", "narrow"),
+        default="general",
+        help="general (default, the shipped weights): VAE and judge also on a broad procedural family of flat art, "
+        "UNet with offset noise 0.1; narrow: the earlier world, miniworld's pictures only (README, Miniworld)",
     )
     mb.add_argument(
         "--noise-offset",
         type=float,
-        help="offset noise in the UNet's training, 0-1 (default: the recipe's, 0 or 0.1 with --general)",
+        help="offset noise in the UNet's training, 0-1 (default: the recipe's, 0.1 general, 0 narrow)",
     )
     mb.add_argument(
         "--patterned-share",
@@ -62,10 +63,13 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
     if args.miniworld_command == "build":
         from autolora.miniworld.build import BuildConfig, build
 
-        make = BuildConfig.general_recipe if args.general else BuildConfig
         knobs = {"noise_offset": args.noise_offset, "patterned_share": args.patterned_share}
-        config = make(
-            seed=args.seed, device=args.device, scale=args.scale, **{k: v for k, v in knobs.items() if v is not None}
+        config = BuildConfig.recipe(
+            args.recipe,
+            seed=args.seed,
+            device=args.device,
+            scale=args.scale,
+            **{k: v for k, v in knobs.items() if v is not None},
         )
         info = build(config, args.out, log=lambda line: print(line, flush=True))
         print(f"wrote {args.out} in {info['wall_s']['total']:.0f} s on {info['device']}")

@@ -6,7 +6,7 @@ Captions name any subset of (shape, colour, style): ``a red circle in striped st
 for every picture it describes (multi-positive InfoNCE), so partial captions are not punished as negatives for
 the other pictures they fit.
 
-With ``broad_share`` (the ``--general`` build: half), pictures are also miniworld content in random styles of
+With ``broad_share`` (the general build: half), pictures are also miniworld content in random styles of
 the broad procedural family (any background,
 textures, outlines: ``procedural.styled_content``), captioned by content only, so the judge names shape and
 colour on grounds and under looks it was never told about; the held-out battery (``battery``) never appears.
