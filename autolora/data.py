@@ -94,7 +94,7 @@ def load_prompts(path: Path) -> list[str]:
 
 BUILTIN_STYLE = "dotted"
 """A miniworld style the base model never saw (``HELD_OUT_STYLES``) whose texture the world's VAE keeps (its round
-trip reads 0.88 of a drawn reference's dots; checker's 4-px cells only 0.42, so no LoRA could show them)."""
+trip reads 0.87 of a drawn reference's dots; checker's 4-px cells only 0.42, so no LoRA could show them)."""
 BUILTIN_STYLE_CONTENT = [(s, c) for s in ("circle", "square") for c in ("red", "green", "blue", "yellow")]
 """What the built-in style pictures show; ``BUILTIN_PROMPTS`` ask for shapes and colours they never show."""
 

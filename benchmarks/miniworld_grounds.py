@@ -8,8 +8,9 @@ tinted ground shows as a wide spread). Writes the sample grid (rows: prompts; co
 
     python benchmarks/miniworld_grounds.py [--weights DIR] [--seeds 2] [--out bench-grounds]
 
-Figures (session 10, 2 seeds): shipped world 41/48 right (shape 46, colour 43), corners (242, 239, 232) spread
-6-10; the session-10 ``--general`` build 41/48, (232, 229, 225) spread 12-13.
+Figures (2 seeds): the shipped general world (session 11) 45/48 right (shape 45, colour 48), corners (229, 226,
+220) spread 12-14; the narrow world shipped until session 11 (``--recipe narrow``) 41/48 (shape 46, colour 43),
+(242, 239, 232) spread 6-10.
 """
 
 from __future__ import annotations

@@ -64,14 +64,14 @@ class BuildConfig:
     noise_offset: float = 0.1
     """Offset noise in the UNet's training (``noise += offset * randn(batch, channels, 1, 1)``). The general
     VAE paints whatever ground a latent holds, so without it the UNet takes the initial noise's per-channel mean
-    for the picture's ground and draws tinted grounds (README, Miniworld: 3/48 -> 34/48 by the pixel check)."""
+    for the picture's ground and draws tinted grounds (docs/miniworld/history.md: 3/48 -> 34/48 by the pixel check)."""
 
     patterned_share: float = 0.0
     """Share of the UNet's latent pool that is miniworld content in the broad family's textures, captioned
     ``in patterned style`` (``diffusion.patterned_batch``), so that the base learns to draw textures in general and a
     style LoRA can bind one to the prompt. Off in every recipe: a 600-step fine-tune and a full 2400-step general
     build at 0.25 both drew blotches, not periodic textures, and made neither checker's nor dotted's texture
-    learnable (README, Miniworld)."""
+    learnable (docs/miniworld/history.md)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.patterned_share < 1:
