@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--top-rated", action="store_true", help="export the trial you rated highest in 'autolora dashboard'"
     )
+    e.add_argument(
+        "--force", action="store_true", help="export even an infeasible trial (one that broke the recipe's constraints)"
+    )
     e.add_argument("--register-model", metavar="NAME", help="also register it in the MLflow Model Registry as NAME")
     e.add_argument("--mlflow-uri", help="MLflow tracking URI for --register-model (default: the study's)")
     e.set_defaults(handler=cmd_export)
@@ -131,7 +134,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from autolora.report.dashboard import top_rated
 
         args.trial = top_rated(study)
-    paths = job_class(kind_of(study)).export(study, run_dir, args.trial, args.out, args.name, args.rank)
+    job = job_class(kind_of(study))
+    paths = job.export(study, run_dir, args.trial, args.out, args.name, args.rank, force=args.force)
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
     if args.register_model is not None:

@@ -172,5 +172,8 @@ class Job(ABC):
         out: Path,
         name: str | None,
         rank: int | None,
+        force: bool = False,
     ) -> dict[str, Path]:
-        """Write trial ``number`` (None: the best) of the run into ``out``; return kind -> path."""
+        """Write trial ``number`` (None: the best feasible) of the run into ``out``; return kind -> path.
+
+        ``force`` takes an infeasible trial (``autolora.core.report.choose_trial``)."""

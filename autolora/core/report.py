@@ -57,6 +57,7 @@ def _fmt(v: object) -> str:
 
 
 def print_table(study: optuna.Study, run_dir: Path | None) -> None:
+    from autolora.core.feasible import BROKEN_ATTR
     from autolora.core.rundir import kept_numbers
 
     kept = set(kept_numbers(run_dir)) if run_dir else set()
@@ -84,6 +85,8 @@ def print_table(study: optuna.Study, run_dir: Path | None) -> None:
         secs = f"{t.duration.total_seconds():7.1f}" if t.duration else f"{'-':>7s}"
         params = t.user_attrs.get("spec") or " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
         reason = t.user_attrs.get("fail_reason")
+        if t.state.name == "COMPLETE" and t.user_attrs.get(BROKEN_ATTR):
+            reason = f"infeasible: {t.user_attrs[BROKEN_ATTR]}"
         if t.number in stale:
             reason = f"stale: no heartbeat for {stale[t.number]:.0f}s, its worker is probably dead"
         tail = f" [{reason}]" if reason else ""
@@ -117,39 +120,56 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
 
 
 def print_best(study: optuna.Study) -> None:
-    import optuna
+    from autolora.core.feasible import best, complete, infeasible_line
 
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not done:
+    if not complete(study):
         print("no complete trial yet")
+        return
+    line = infeasible_line(study)
+    if line:
+        print(f"{line}: `autolora export --force` takes the highest-scoring trial anyway")
         return
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
     if len(study.directions) == 1:
-        best = study.best_trial
-        print(f"best: trial {best.number} {names[0]}={best.value:+.4f} | {best.user_attrs.get('spec') or best.params}")
+        top = best(study)[0]
+        print(f"best: trial {top.number} {names[0]}={top.value:+.4f} | {top.user_attrs.get('spec') or top.params}")
     else:
-        front = sorted(study.best_trials, key=lambda t: t.number)
-        print(f"Pareto set ({len(front)} trials):")
+        front = best(study)
+        print(f"Pareto set ({len(front)} feasible trials):")
         for t in front:
             vals = " ".join(f"{n}={v:+.4f}" for n, v in zip(names, t.values, strict=True))
             print(f"  trial {t.number}: {vals} | {t.user_attrs.get('spec') or t.params}")
 
 
-def choose_trial(study: optuna.Study, number: int | None) -> int:
-    import optuna
+def choose_trial(study: optuna.Study, number: int | None, force: bool = False) -> int:
+    """The trial to export: ``number``, else the best feasible one (the only Pareto-optimal one).
 
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    An infeasible trial (it broke the objective's constraints, see ``autolora.core.feasible``) is refused unless
+    ``force``; with ``force`` and no feasible trial, the highest-scoring complete trial is taken.
+    """
+    from autolora.core.feasible import BROKEN_ATTR, best, complete, infeasible_line, is_feasible, ranked
+
+    done = complete(study)
     if number is not None:
         if number not in {t.number for t in study.trials}:
             raise UserError(f"--trial {number}: study '{study.study_name}' has trials 0..{len(study.trials) - 1}")
+        chosen = study.trials[number]
+        if chosen.state.name == "COMPLETE" and not is_feasible(chosen) and not force:
+            raise UserError(
+                f"--trial {number} is infeasible ({chosen.user_attrs.get(BROKEN_ATTR) or 'it broke a constraint'}); "
+                "pass --force to export it anyway"
+            )
         return number
     if not done:
         raise UserError(f"study '{study.study_name}' has no complete trial to export")
-    if len(study.directions) == 1:
-        return study.best_trial.number
-    front = sorted(t.number for t in study.best_trials)
-    if len(front) == 1:
-        return front[0]
+    found = best(study)
+    if not found:
+        if force:
+            return ranked(study)[0].number
+        raise UserError(f"study '{study.study_name}': {infeasible_line(study)}; pass --force to export the top trial")
+    if len(found) == 1:
+        return found[0].number
+    front = [t.number for t in found]
     raise UserError(
         f"study '{study.study_name}' has {len(front)} Pareto-optimal trials ({front}); choose one with --trial N"
     )

@@ -39,19 +39,17 @@ def kept_numbers(run_dir: Path) -> list[int]:
 
 
 def best_numbers(study: optuna.Study, k: int) -> list[int]:
-    """The trials worth keeping: the best ``k`` (single objective) or the Pareto set, at most ``k``."""
+    """The trials worth keeping: the best ``k`` feasible ones (single objective) or the feasible Pareto set, at most
+    ``k``; while no trial is feasible, the best ``k`` of the rest (what ``export --force`` takes)."""
+    from autolora.core.feasible import best, ranked
+
+    if len(study.directions) == 1:
+        return [t.number for t in ranked(study)[:k]]
     import optuna
 
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not done:
-        return []
-    if len(study.directions) == 1:
-        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-        ranked = sorted(done, key=lambda t: (sign * t.values[0], t.number))
-    else:
-        sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-        ranked = sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
-    return [t.number for t in ranked[:k]]
+    front = best(study) or ranked(study)
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    return [t.number for t in sorted(front, key=lambda t: (sign * t.values[0], t.number))[:k]]
 
 
 def prune_kept(run_dir: Path, keep: list[int]) -> None:

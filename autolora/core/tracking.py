@@ -173,12 +173,13 @@ class ParentRun(_Run):
         trial numbers as param ``best.trials`` (their params are in ``summary.json``). Plots that cannot be drawn are
         skipped with a ``summary.<plot>_skipped`` tag.
         """
-        from optuna.trial import TrialState
+        from autolora.core.feasible import best as feasible_best
+        from autolora.core.feasible import complete, infeasible_line, is_feasible
 
         multi = len(study.directions) > 1
         names = [metric_names[i] if i < len(metric_names) else f"objective_{i}" for i in range(len(study.directions))]
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        best = study.best_trials if multi else ([study.best_trial] if done else [])
+        best = feasible_best(study)
+        done = complete(study)
         counts = Counter(t.state.name.lower() for t in study.trials)
         summary = {
             "study_name": study.study_name,
@@ -188,9 +189,13 @@ class ParentRun(_Run):
             "n_complete": counts["complete"],
             "n_pruned": counts["pruned"],
             "n_failed": counts["fail"],
+            "n_feasible": sum(is_feasible(t) for t in done),
             "best_trials": [_trial_info(t, names) for t in best],
+            "no_feasible_trial": infeasible_line(study),
         }
         self.log_dict(summary, "summary.json")
+        if summary["no_feasible_trial"]:
+            self.set_tags({"autolora.no_feasible_trial": str(summary["no_feasible_trial"])})
         if len(best) == 1 and not multi:
             self._log_metrics([(f"best.{names[0]}", best[0].values[0], 0), ("best.trial_number", best[0].number, 0)])
             self._log_params({f"best.{k}": v for k, v in best[0].params.items()})

@@ -201,9 +201,11 @@ class FuseJob(Job):
         out: Path,
         name: str | None,
         rank: int | None,
+        force: bool = False,
     ) -> dict[str, Path]:
         from autolora.fuse.exporting import export_run
 
+        # fuse recipes take no constraints (autolora.scoring.objective), so every fusion trial is feasible.
         return export_run(_run_dir_of(study, run_dir), number, out, name, rank)
 
     def _session(self) -> FuseSession:

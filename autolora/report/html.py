@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
+from autolora.core.feasible import BROKEN_ATTR
 from autolora.core.study import ATTR
 
 if TYPE_CHECKING:
@@ -72,16 +73,6 @@ def _fmt(v: object) -> str:
     return f"{v:+.4f}" if isinstance(v, float) else html.escape(str(v))
 
 
-def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials, best first (by the first objective; a Pareto set's members first)."""
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-    front = {t.number for t in study.best_trials} if len(study.directions) > 1 and done else set()
-    return sorted(done, key=lambda t: (t.number not in front, sign * t.values[0], t.number))
-
-
 def _run_section(study: optuna.Study, run_dir: Path | None, kind: str) -> str:
     from collections import Counter
 
@@ -121,19 +112,21 @@ def _diagnostics(study: optuna.Study) -> str:
 
 
 def _best(study: optuna.Study) -> str:
-    import optuna
+    from autolora.core.feasible import best, complete, infeasible_line
 
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not done:
+    if not complete(study):
         return _text("No complete trial yet.")
+    line = infeasible_line(study)
+    if line:
+        return f'<p class="warn">{html.escape(line)}.</p>'
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    best = [study.best_trial] if len(study.directions) == 1 else sorted(study.best_trials, key=lambda t: t.number)
-    head = "Best trial" if len(best) == 1 else f"Pareto set ({len(best)} trials)"
+    found = best(study)
+    head = "Best trial" if len(study.directions) == 1 else f"Pareto set ({len(found)} feasible trials)"
     items = "".join(
         f"<li>trial {t.number}: "
         + " ".join(f"{html.escape(n)}={v:+.4f}" for n, v in zip(names, t.values, strict=True))
         + f" | {html.escape(str(t.user_attrs.get('spec') or t.params))}</li>"
-        for t in best
+        for t in found
     )
     return f"<p>{head}:</p><ul>{items}</ul>"
 
@@ -146,7 +139,9 @@ def _samples(study: optuna.Study, run_dir: Path | None) -> str:
     kept = images(study, run_dir)
     base, refs = kept.get("base.png"), kept.get("references.png")
     shown = []
-    for t in ranked_trials(study)[:TOP]:
+    from autolora.core.feasible import ranked
+
+    for t in ranked(study)[:TOP]:
         grid = last_samples(images(t, run_dir, storage=study._storage))
         if grid is not None:
             shown.append(figure(grid, f"trial {t.number} ({', '.join(f'{v:+.4f}' for v in t.values)})"))
@@ -202,7 +197,9 @@ def _trial_table(study: optuna.Study) -> str:
         cells = [str(t.number), t.state.name] + [_fmt(v) for v in values] + ["-"] * (len(names) - len(values))
         cells.append(f"{t.duration.total_seconds():.1f}" if t.duration else "-")
         cells.append(html.escape(str(t.user_attrs.get("spec") or t.params)))
-        cells.append(html.escape(str(t.user_attrs.get("fail_reason") or "")))
+        broken = t.user_attrs.get(BROKEN_ATTR) if t.state.name == "COMPLETE" else None
+        note = t.user_attrs.get("fail_reason") or (f"infeasible: {broken}" if broken else "")
+        cells.append(html.escape(str(note)))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 

@@ -11,6 +11,9 @@ Metrics (all cosine similarities of L2-normalised CLIP embeddings, so in [-1, 1]
   without the 2.5 factor).
 - ``content_text_delta``: ``content_text`` minus the same for the base samples: how much prompt
   agreement the LoRA cost (usually <= 0).
+- ``content_text_ratio``: ``content_text`` over the same for the base samples: the share of the base's prompt
+  agreement kept (1 kept all; the content constraint's metric: a ratio carries across judges whose cosines sit at
+  other levels better than a difference does).
 - ``content_base``: mean cos(sample, base sample of the same prompt and seed): 1 means the LoRA
   changed nothing.
 - ``style_direction``: directional CLIP similarity (as in StyleGAN-NADA): mean over samples of
@@ -101,6 +104,7 @@ class ClipStyleContentScorer(Scorer):
         "style_direction",
         "content_text",
         "content_text_delta",
+        "content_text_ratio",
         "content_base",
     )
 
@@ -166,5 +170,6 @@ class ClipStyleContentScorer(Scorer):
             "style_direction": direction.tolist(),
             "content_text": content_text.tolist(),
             "content_text_delta": (content_text - r["content_text_base"]).tolist(),
+            "content_text_ratio": (content_text / max(r["content_text_base"], 1e-6)).tolist(),
             "content_base": (emb * r["base"]).sum(-1).tolist(),
         }

@@ -5,10 +5,13 @@ A recipe (``objectives/*.yaml``)::
     clip: {model: auto, pretrained: null}     # auto: the built-in judge for built-in models, else ViT-L-14/openai
     objectives:                               # one entry: scalar (prunable); several: Pareto front
       - {name: score, direction: maximize, terms: {style_gain: 1.0, content_text_delta: 1.0}}
+    constraints:                              # optional: a trial outside them is infeasible, never best
+      - {name: content, metric: content_text_ratio, min: 0.95}
 
-Each objective value is the weighted sum of its terms. ``scorer: fusion`` marks a recipe for ``autolora fuse``,
-whose terms are ``autolora.scoring.styles.MultiStyleScorer`` metrics (``style_gain_min``...); the default,
-``style-content``, is ``tune``'s ``ClipStyleContentScorer``.
+Each objective value is the weighted sum of its terms. A constraint bounds one metric (``min``, ``max`` or both)
+at the trial's last evaluation; it is recorded with ``Trial.set_constraint`` (see ``autolora.core.feasible``).
+``scorer: fusion`` marks a recipe for ``autolora fuse``, whose terms are ``autolora.scoring.styles.MultiStyleScorer``
+metrics (``style_gain_min``...); the default, ``style-content``, is ``tune``'s ``ClipStyleContentScorer``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,36 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """A floor and/or ceiling on one metric: a trial outside it is infeasible and can never be best."""
+
+    name: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        """Optuna's constraint value: <= 0 feasible, else how far outside the bound the metric is."""
+        v = metrics[self.metric]
+        parts = [b - v for b in (self.min,) if b is not None] + [v - b for b in (self.max,) if b is not None]
+        return max(parts)
+
+    def broken(self, metrics: dict[str, float]) -> str | None:
+        """The violation in words (``content_text_ratio 0.912 < 0.95``), None when the metric is within bounds."""
+        v = metrics[self.metric]
+        if self.min is not None and v < self.min:
+            return f"{self.metric} {v:.3f} < {self.min:g}"
+        if self.max is not None and v > self.max:
+            return f"{self.metric} {v:.3f} > {self.max:g}"
+        return None
+
+    def describe(self) -> str:
+        lo = f"{self.min:g} <= " if self.min is not None else ""
+        hi = f" <= {self.max:g}" if self.max is not None else ""
+        return f"{lo}{self.metric}{hi}"
+
+
+@dataclass(frozen=True)
 class Objective:
     name: str
     source: str
@@ -48,6 +81,7 @@ class Objective:
     description: str = ""
     scorer: str = "style-content"
     """Which scorer's metrics the terms name (see ``SCORERS``)."""
+    constraints: tuple[Constraint, ...] = ()
 
     @property
     def directions(self) -> list[str]:
@@ -63,6 +97,14 @@ class Objective:
 
     def values(self, metrics: dict[str, float]) -> list[float]:
         return [t.value(metrics) for t in self.targets]
+
+    def violations(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Constraint name -> optuna constraint value (<= 0 feasible)."""
+        return {c.name: c.violation(metrics) for c in self.constraints}
+
+    def broken(self, metrics: dict[str, float]) -> list[str]:
+        """The constraints ``metrics`` break, in words; empty when feasible."""
+        return [b for c in self.constraints if (b := c.broken(metrics))]
 
     def resolve_clip(self, base_model: str, model: str | None, pretrained: str | None) -> tuple[str, str | None]:
         """The judge to load: config overrides, else the recipe, with ``auto`` resolved.
@@ -83,7 +125,7 @@ class Objective:
 def parse_objective(data: Any, name: str, source: str) -> Objective:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping with 'objectives'")
-    allowed = ("description", "clip", "objectives", "scorer")
+    allowed = ("description", "clip", "objectives", "scorer", "constraints")
     for key in data:
         if key not in allowed:
             raise UserError(f"{source}: unknown key '{key}'{closest(str(key), allowed)}")
@@ -121,6 +163,7 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
         targets.append(Target(str(e.get("name", f"objective_{i}")), direction, {m: float(w) for m, w in terms.items()}))
     if len({t.name for t in targets}) != len(targets):
         raise UserError(f"{source}: objectives: names must be distinct")
+    constraints = _parse_constraints(data.get("constraints"), metrics, scorer, source)
     return Objective(
         name=name,
         source=source,
@@ -129,7 +172,44 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
         targets=tuple(targets),
         description=str(data.get("description", "")),
         scorer=scorer,
+        constraints=constraints,
     )
+
+
+def _parse_constraints(entries: Any, metrics: tuple[str, ...], scorer: str, source: str) -> tuple[Constraint, ...]:
+    if entries is None:
+        return ()
+    if scorer != "style-content":
+        # fuse's trials do not record constraints yet: refusing beats a bound that silently does nothing.
+        raise UserError(f"{source}: constraints: {_COMMAND[scorer]} does not apply constraints yet; remove the key")
+    if not isinstance(entries, list):
+        raise UserError(f"{source}: constraints: expected a list of {{name, metric, min, max}}, got {entries!r}")
+    keys = ("name", "metric", "min", "max")
+    out = []
+    for i, e in enumerate(entries):
+        where = f"{source}: constraints[{i}]"
+        if not isinstance(e, dict):
+            raise UserError(f"{where}: expected a mapping with name, metric and min and/or max, got {e!r}")
+        for key in e:
+            if key not in keys:
+                raise UserError(f"{where}: unknown key '{key}'{closest(str(key), keys)}")
+        metric = e.get("metric")
+        if metric not in metrics:
+            raise UserError(f"{where}.metric: unknown metric {metric!r}{closest(str(metric), metrics)}")
+        bounds = {}
+        for key in ("min", "max"):
+            b = e.get(key)
+            if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool)):
+                raise UserError(f"{where}.{key}: expected a number, got {b!r}")
+            bounds[key] = None if b is None else float(b)
+        if bounds["min"] is None and bounds["max"] is None:
+            raise UserError(f"{where}: expected min, max or both")
+        if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+            raise UserError(f"{where}: min {bounds['min']:g} is above max {bounds['max']:g}")
+        out.append(Constraint(str(e.get("name", metric)), str(metric), bounds["min"], bounds["max"]))
+    if len({c.name for c in out}) != len(out):
+        raise UserError(f"{source}: constraints: names must be distinct")
+    return tuple(out)
 
 
 def load_objective(name_or_file: str, scorer: str | None = "style-content") -> tuple[Objective, str]:

@@ -81,11 +81,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"Mind the {len(warnings)} data warning(s) at setup, first: {warnings[0]}")
     for line in result.lines:
         print(line)
-    if args.register_model is not None:
+    from autolora.core.feasible import infeasible_line
+
+    nothing = infeasible_line(result.study) is not None
+    if args.register_model is not None and nothing:
+        print(f"not registered as {args.register_model}: no trial is feasible")
+    elif args.register_model is not None:
         from autolora.report.registry import register_best
 
         name, version, uri = register_best(result.study, result.run_dir, args.register_model)
         print(f"registered {name} version {version}: load it with mlflow.pyfunc.load_model('{uri}')")
     print(f"Open the dashboard: {result.mlflow_ui}")
-    print(f"Export the best adapter: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
+    export = f"autolora export {result.run_dir} --out {result.run_dir / 'export'}"
+    print(f"Export anyway (not advised): {export} --force" if nothing else f"Export the best adapter: {export}")
     return 0

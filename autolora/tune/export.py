@@ -13,14 +13,14 @@ if TYPE_CHECKING:
 
 
 def export_trial(
-    study: optuna.Study, run_dir: Path | None, number: int | None, out: Path, name: str | None
+    study: optuna.Study, run_dir: Path | None, number: int | None, out: Path, name: str | None, force: bool = False
 ) -> dict[str, Path]:
     from autolora.adapter import KeptAdapter
     from autolora.core.report import choose_trial
     from autolora.core.rundir import adapter_dir, kept_numbers
     from autolora.export import KOHYA_ARCHS, export_all
 
-    n = choose_trial(study, number)
+    n = choose_trial(study, number, force)
     if run_dir is None:
         raise UserError(f"study '{study.study_name}' records no run folder; pass its RUN_DIR")
     folder = adapter_dir(run_dir, n)

@@ -134,13 +134,14 @@ class TuneJob(Job):
         out: Path,
         name: str | None,
         rank: int | None,
+        force: bool = False,
     ) -> dict[str, Path]:
         from autolora.errors import UserError
         from autolora.tune.export import export_trial
 
         if rank is not None:
             raise UserError("--rank: rank reduction applies to fusion runs (autolora fuse)")
-        return export_trial(study, run_dir, number, out, name)
+        return export_trial(study, run_dir, number, out, name, force=force)
 
     def _session(self) -> Session:
         assert self.session is not None, "TuneJob.load first"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
+from autolora.core.feasible import BROKEN_ATTR, is_feasible
 from autolora.errors import TrialFailed
 from autolora.models.family import denoiser_name
 from autolora.tune.session import PhaseTimer, Session
@@ -86,12 +87,18 @@ class TrialRunner:
                 if run:
                     named = {f"eval.{k}": v for k, v in metrics.items()}
                     named.update({f"eval.objective.{n}": v for n, v in zip(plan.objective.names, values, strict=True)})
+                    named.update({f"eval.constraint.{n}": v for n, v in plan.objective.violations(metrics).items()})
                     run.log_metrics(named, step=step)
                     run.log_image(picture, f"samples/step_{step:05d}.png")
             state.update(metrics=metrics, values=values, images=images, step=step)
             self._last_images = images
             if plan.objective.is_scalar:
-                trial.report(values[0], step)
+                # Optuna's pruners know no constraints: unchanged, the median pruner keeps a trial that buys style
+                # with the subject and stops a careful one. What it sees is the score less the constraints' excess
+                # (in the constrained metric's units), so an infeasible trial ranks below the feasible ones.
+                excess = sum(max(0.0, v) for v in plan.objective.violations(metrics).values())
+                sign = 1.0 if plan.objective.directions[0] == "maximize" else -1.0
+                trial.report(values[0] - sign * excess, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {step} with {values[0]:.4f}")
 
@@ -153,6 +160,7 @@ class TrialRunner:
                     run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
             for k, v in state["metrics"].items():
                 trial.set_user_attr(f"metric.{k}", v)
+            self._record_constraints(trial, state["metrics"])
             values = state["values"]
             with timer("keep"):
                 self._maybe_keep(trial, spec, values, attached)
@@ -160,6 +168,7 @@ class TrialRunner:
             self._finish(trial, run, "COMPLETE", None, spec, values, timer, t_start)
             return values[0] if plan.objective.is_scalar else values
         except optuna.TrialPruned:
+            self._record_constraints(trial, state["metrics"])
             trial.set_user_attr("timings", dict(timer.seconds))
             self._finish(trial, run, "PRUNED", None, spec, state["values"], timer, t_start)
             raise
@@ -182,6 +191,20 @@ class TrialRunner:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
+    def _record_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
+        """The constraints at the trial's last evaluation (optuna takes a constraint once; later values are ignored).
+
+        A pruned trial records them too: TPE learns from its feasibility; optuna's best_trial returns feasible ones.
+        """
+        objective = self.session.plan.objective
+        if not metrics or not objective.constraints:
+            return
+        for name, violation in objective.violations(metrics).items():
+            trial.set_constraint(name, violation)
+        broken = objective.broken(metrics)
+        if broken:
+            trial.set_user_attr(BROKEN_ATTR, "; ".join(broken))
+
     def _maybe_keep(self, trial: optuna.Trial, spec: LoraSpec, values: list[float], attached: list[str]) -> None:
         """Save the adapter if it can be among the best K (or on the Pareto front)."""
         import optuna
@@ -192,6 +215,14 @@ class TrialRunner:
         study = trial.study
         k = plan.config.study.keep_top_k
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        # Feasible trials compete with feasible ones only; an infeasible trial is kept only while no trial is
+        # feasible (so that ``export --force`` has the best of a study where nothing worked).
+        feasible = [t for t in done if is_feasible(t)]
+        if trial.user_attrs.get(BROKEN_ATTR):
+            if feasible:
+                return
+        else:
+            done = feasible
         signs = [1 if d == "maximize" else -1 for d in plan.objective.directions]
         mine = [sg * v for sg, v in zip(signs, values, strict=True)]
         if plan.objective.is_scalar:
@@ -225,6 +256,7 @@ class TrialRunner:
         metrics = {k2: v2 for k2, v2 in trial.user_attrs.items() if k2.startswith("metric.")}
         kept.info["metrics"] = {k2.removeprefix("metric."): v2 for k2, v2 in metrics.items()}
         kept.info["scores"] = dict(zip(plan.objective.names, values, strict=True))
+        kept.info["infeasible"] = trial.user_attrs.get(BROKEN_ATTR) or None
         kept.samples = list(self._last_images)
         kept.sample_rows = len(plan.prompts)
         kept.save(adapter_dir(plan.run_dir, trial.number))
@@ -241,6 +273,9 @@ class TrialRunner:
         t_start: float,
     ) -> None:
         seconds = time.perf_counter() - t_start
+        broken = trial.user_attrs.get(BROKEN_ATTR) or ""
+        if run and self.session.plan.objective.constraints and state != "FAIL":
+            run.set_tags({"autolora.feasible": "false" if broken else "true", "autolora.infeasible": broken})
         if run:
             with timer("log"):
                 run.log_dict({"timings": dict(timer.seconds), "seconds": seconds}, "timings.json")
@@ -254,6 +289,8 @@ class TrialRunner:
                 f"content_text_delta={trial.user_attrs['metric.content_text_delta']:+.4f})"
             )
         why = f" [{reason}]" if reason else ""
+        if state == "COMPLETE" and broken:
+            why += f" [infeasible: {broken}]"
         self.echo(f"trial {trial.number:>3} {state:<8} {shown}{extra} | {spec.summary()} | {seconds:.1f}s{why}")
 
 
