@@ -32,7 +32,7 @@ def trials_of(run_dir: Path) -> list[dict[str, Any]]:
     out = []
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        prompts = study.user_attrs.get("autolora.prompts") or _prompts_of(run_dir)
+        prompts = _prompts_of(run_dir)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             picture = last_samples(images(t, run_dir, storage=storage))
             if picture is None or "metric.content_text_delta" not in t.user_attrs:
@@ -61,15 +61,14 @@ def _ratio(attrs: dict[str, Any]) -> float:
 
 
 def _prompts_of(run_dir: Path) -> list[str]:
+    """The run's evaluation prompts: its config's ``data.prompts`` file, else the built-in prompts."""
     import yaml
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    prompts = (config.get("eval") or {}).get("prompts")
-    if isinstance(prompts, list) and prompts:
-        return [str(p) for p in prompts]
-    from autolora.data import BUILTIN_PROMPTS
+    from autolora.data import BUILTIN_PROMPTS, load_prompts
 
-    return list(BUILTIN_PROMPTS)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    path = (config.get("data") or {}).get("prompts")
+    return load_prompts(Path(path)) if path else list(BUILTIN_PROMPTS)
 
 
 def _cells(picture: Any, rows: int) -> list[Any]:

@@ -34,7 +34,7 @@ NARROW: dict[str, Any] = {
     "unet_steps": 2400,
     "unet_heads": 8,
 }
-"""The narrow recipe (``--recipe narrow``), shipped until session 12: VAE and judge on miniworld's pictures only.
+"""The narrow recipe (``--recipe narrow``), shipped until session 11: VAE and judge on miniworld's pictures only.
 Its VAE round-trips a dark-ground folder at 5 dB (README, Miniworld); kept to reproduce the earlier figures."""
 
 

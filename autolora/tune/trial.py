@@ -62,7 +62,7 @@ class TrialRunner:
         run = self.parent.start_trial(trial.number, params) if self.parent else None
         if run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
-        state: dict[str, Any] = {"metrics": {}, "values": None, "images": None}
+        state: dict[str, Any] = {"metrics": {}, "values": None, "images": None, "broken": ""}
         pipe = s.pipe
         te_names = [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
         attached: list[str] = []
@@ -81,13 +81,14 @@ class TrialRunner:
             with timer("score"):
                 metrics = s.scorer.score(images)
                 values = plan.objective.values(metrics)
+                violations = plan.objective.violations(metrics)
             with timer("log"):
                 picture = grid(images, rows=len(plan.prompts))
                 upload_image(cfg.out_dir.resolve(), trial, picture, f"samples_step_{step:05d}.png")
                 if run:
                     named = {f"eval.{k}": v for k, v in metrics.items()}
                     named.update({f"eval.objective.{n}": v for n, v in zip(plan.objective.names, values, strict=True)})
-                    named.update({f"eval.constraint.{n}": v for n, v in plan.objective.violations(metrics).items()})
+                    named.update({f"eval.constraint.{n}": v for n, v in violations.items()})
                     run.log_metrics(named, step=step)
                     run.log_image(picture, f"samples/step_{step:05d}.png")
             state.update(metrics=metrics, values=values, images=images, step=step)
@@ -96,7 +97,7 @@ class TrialRunner:
                 # Optuna's pruners know no constraints: unchanged, the median pruner keeps a trial that buys style
                 # with the subject and stops a careful one. What it sees is the score less the constraints' excess
                 # (in the constrained metric's units), so an infeasible trial ranks below the feasible ones.
-                excess = sum(max(0.0, v) for v in plan.objective.violations(metrics).values())
+                excess = sum(max(0.0, v) for v in violations.values())
                 sign = 1.0 if plan.objective.directions[0] == "maximize" else -1.0
                 trial.report(values[0] - sign * excess, step)
                 if trial.should_prune():
@@ -160,17 +161,17 @@ class TrialRunner:
                     run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
             for k, v in state["metrics"].items():
                 trial.set_user_attr(f"metric.{k}", v)
-            self._record_constraints(trial, state["metrics"])
+            state["broken"] = self._record_constraints(trial, state["metrics"])
             values = state["values"]
             with timer("keep"):
-                self._maybe_keep(trial, spec, values, attached)
+                self._maybe_keep(trial, spec, values, attached, state["broken"])
             trial.set_user_attr("timings", dict(timer.seconds))
-            self._finish(trial, run, "COMPLETE", None, spec, values, timer, t_start)
+            self._finish(trial, run, "COMPLETE", None, spec, values, timer, t_start, state["broken"])
             return values[0] if plan.objective.is_scalar else values
         except optuna.TrialPruned:
-            self._record_constraints(trial, state["metrics"])
+            broken = self._record_constraints(trial, state["metrics"])
             trial.set_user_attr("timings", dict(timer.seconds))
-            self._finish(trial, run, "PRUNED", None, spec, state["values"], timer, t_start)
+            self._finish(trial, run, "PRUNED", None, spec, state["values"], timer, t_start, broken)
             raise
         except TrialFailed as e:
             trial.set_user_attr("fail_reason", str(e))
@@ -191,21 +192,25 @@ class TrialRunner:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    def _record_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
-        """The constraints at the trial's last evaluation (optuna takes a constraint once; later values are ignored).
+    def _record_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> str:
+        """Record the constraints at the trial's last evaluation (optuna takes a constraint once; later values are
+        ignored); return what it broke, in words ("" when feasible).
 
         A pruned trial records them too: TPE learns from its feasibility; optuna's best_trial returns feasible ones.
         """
         objective = self.session.plan.objective
         if not metrics or not objective.constraints:
-            return
+            return ""
         for name, violation in objective.violations(metrics).items():
             trial.set_constraint(name, violation)
-        broken = objective.broken(metrics)
+        broken = "; ".join(objective.broken(metrics))
         if broken:
-            trial.set_user_attr(BROKEN_ATTR, "; ".join(broken))
+            trial.set_user_attr(BROKEN_ATTR, broken)
+        return broken
 
-    def _maybe_keep(self, trial: optuna.Trial, spec: LoraSpec, values: list[float], attached: list[str]) -> None:
+    def _maybe_keep(
+        self, trial: optuna.Trial, spec: LoraSpec, values: list[float], attached: list[str], broken: str
+    ) -> None:
         """Save the adapter if it can be among the best K (or on the Pareto front)."""
         import optuna
 
@@ -218,7 +223,7 @@ class TrialRunner:
         # Feasible trials compete with feasible ones only; an infeasible trial is kept only while no trial is
         # feasible (so that ``export --force`` has the best of a study where nothing worked).
         feasible = [t for t in done if is_feasible(t)]
-        if trial.user_attrs.get(BROKEN_ATTR):
+        if broken:
             if feasible:
                 return
         else:
@@ -256,7 +261,7 @@ class TrialRunner:
         metrics = {k2: v2 for k2, v2 in trial.user_attrs.items() if k2.startswith("metric.")}
         kept.info["metrics"] = {k2.removeprefix("metric."): v2 for k2, v2 in metrics.items()}
         kept.info["scores"] = dict(zip(plan.objective.names, values, strict=True))
-        kept.info["infeasible"] = trial.user_attrs.get(BROKEN_ATTR) or None
+        kept.info["infeasible"] = broken or None
         kept.samples = list(self._last_images)
         kept.sample_rows = len(plan.prompts)
         kept.save(adapter_dir(plan.run_dir, trial.number))
@@ -271,9 +276,9 @@ class TrialRunner:
         values: list[float] | None,
         timer: PhaseTimer,
         t_start: float,
+        broken: str = "",
     ) -> None:
         seconds = time.perf_counter() - t_start
-        broken = trial.user_attrs.get(BROKEN_ATTR) or ""
         if run and self.session.plan.objective.constraints and state != "FAIL":
             run.set_tags({"autolora.feasible": "false" if broken else "true", "autolora.infeasible": broken})
         if run:
