@@ -18,8 +18,8 @@ from autolora.errors import UserError, closest
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 SWITCHES = ("auto", "on", "off")
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2", "qmc")
-PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("auto", "tpe", "random", "cmaes", "gp", "nsga2", "qmc")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
 def _check(ok: bool, where: str, expected: str, value: object) -> None:
@@ -134,6 +134,9 @@ class EvalConfig:
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     """Sampling seeds; each prompt is drawn once per seed."""
+    confirm_seeds: list[int] = field(default_factory=lambda: [100, 101, 102, 103, 104, 105])
+    """Seeds of the confirmation stage (``study.confirm_top_k``): other seeds than ``seeds``, and more of them, so
+    the exported best is the one that stays best on samples the search never saw."""
     inference_steps: int = 20
     """Denoising steps per sample."""
     guidance_scale: float | None = None
@@ -160,6 +163,14 @@ class EvalConfig:
 
     def validate(self, where: str) -> None:
         _check(len(self.seeds) > 0, f"{where}.seeds", "a non-empty list of integers", self.seeds)
+        _check(
+            len(self.confirm_seeds) >= 2 and len(set(self.confirm_seeds)) == len(self.confirm_seeds),
+            f"{where}.confirm_seeds",
+            "a list of 2 or more different integers (the noise is measured over them)",
+            self.confirm_seeds,
+        )
+        shared = sorted(set(self.seeds) & set(self.confirm_seeds))
+        _check(not shared, f"{where}.confirm_seeds", f"seeds not in eval.seeds (shared: {shared})", self.confirm_seeds)
         _check(self.inference_steps >= 1, f"{where}.inference_steps", "an integer >= 1", self.inference_steps)
         _check(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
         _check(
@@ -191,14 +202,27 @@ class StudyConfig:
     those models."""
     objective: str = "balanced"
     """Built-in objective name (``objectives/``) or a YAML file."""
-    sampler: str = "tpe"
-    """tpe, random, cmaes, gp, nsga2 or qmc."""
+    sampler: str = "auto"
+    """``auto`` (TPE whose random start is scaled to the budget: ``autolora.tune.plan.auto_startup``; constant liar
+    when workers run trials side by side), tpe (optuna's TPE, 10 random trials first), random, cmaes, gp, nsga2
+    or qmc."""
+    presets: str = "auto"
+    """The first trials of a new study: ``auto`` (the trainers' defaults that fit the model: diffusers-default and
+    kohya-like for UNets, none for SD3/Flux), ``none``, or comma-separated preset spaces (names or files)."""
+    warm_start: str | None = None
+    """A run folder or study name (in ``storage``) of an earlier study on the same base model: its best
+    configurations are the new study's first trials."""
     pruner: str = "median"
-    """median, hyperband or none (multi-objective studies never prune)."""
+    """median (a trial below the median of earlier trials at the same rung stops), successive_halving (optuna's
+    asynchronous SHA: a third of the trials go on at each rung), hyperband or none. Multi-objective studies never
+    prune. Pruners compare trials at equal steps: a low learning rate starts slower and may be cut early."""
     pruner_startup_trials: int = 2
     """Median pruner: complete trials before any pruning."""
     keep_top_k: int = 3
     """Adapters kept on disk: the best K (single objective) or the Pareto set, at most K."""
+    confirm_top_k: int = 3
+    """After the trials, re-score the top K feasible trials on ``eval.confirm_seeds``; the exported best is the
+    confirmed one (at most ``keep_top_k``: only kept adapters can be re-scored; 0: no confirmation)."""
     seed: int = 0
     """Sampler seed."""
     process_per_trial: bool = False
@@ -226,6 +250,12 @@ class StudyConfig:
         _check(self.sampler in SAMPLERS, f"{where}.sampler", "|".join(SAMPLERS), self.sampler)
         _check(self.pruner in PRUNERS, f"{where}.pruner", "|".join(PRUNERS), self.pruner)
         _check(self.keep_top_k >= 1, f"{where}.keep_top_k", "an integer >= 1", self.keep_top_k)
+        _check(
+            0 <= self.confirm_top_k <= self.keep_top_k,
+            f"{where}.confirm_top_k",
+            f"an integer from 0 to keep_top_k ({self.keep_top_k}): only kept adapters can be re-scored",
+            self.confirm_top_k,
+        )
         _check(
             self.pruner_startup_trials >= 0,
             f"{where}.pruner_startup_trials",

@@ -34,7 +34,7 @@ def trials_of(run_dir: Path) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         prompts = _prompts_of(run_dir)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            picture = last_samples(images(t, run_dir, storage=storage))
+            picture = last_samples(images(t, run_dir, storage=storage), t.user_attrs.get("best_step"))
             if picture is None or "metric.content_text_delta" not in t.user_attrs:
                 continue
             cells = _cells(picture, len(prompts))

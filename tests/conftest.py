@@ -86,11 +86,14 @@ FAST = [
     "--search-space", str(DATA / "tiny.yaml"),
     "--set", "eval.inference_steps=2",
     "--set", "eval.seeds=[0]",
+    "--set", "study.confirm_top_k=0",
+    "--set", "study.presets=none",
     "--set", "train.eval_every=3",
     "--no-progress",
     "--base-model", "builtin:tiny-sd",
 ]  # fmt: skip
-"""Study flags for unit tests: the tiny random pipeline (miniworld, the default, has its own tests)."""
+"""Study flags for unit tests: the tiny random pipeline (miniworld, the default, has its own tests); no confirmation
+stage and no preset trials (test_confirmation.py and test_presets.py turn them on)."""
 
 
 def randomize_lora(model: Any, seed: int) -> None:

@@ -39,7 +39,7 @@ def test_toml(tmp_path: Path) -> None:
         ("train:\n  batch_size: 0\n", "train.batch_size: expected an integer >= 1, got 0"),
         ("eval:\n  seeds: [1, a]\n", "eval.seeds: expected a list of integers"),
         ("model:\n  device: tpu\n", "model.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
-        ("study:\n  sampler: bayes\n", "study.sampler: expected tpe|random|cmaes|gp|nsga2|qmc"),
+        ("study:\n  sampler: bayes\n", "study.sampler: expected auto|tpe|random|cmaes|gp|nsga2|qmc"),
         ("train:\n  batch_size: [\n", "not valid YAML at line"),
         ("- a\n- b\n", "expected a mapping of sections"),
     ],

@@ -31,7 +31,7 @@ def test_recipes_parse_constraints_and_name_bad_ones(tmp_path: Path) -> None:
     obj, _ = load_objective("balanced")
     (c,) = obj.constraints
     assert (c.metric, c.min, c.max) == ("content_text_ratio", 0.95, None)
-    assert obj.broken({"content_text_ratio": 0.9}) == ["content_text_ratio 0.900 < 0.95"]
+    assert obj.broken({"content_text_ratio": 0.9}) == ["content_text_ratio 0.9000 < 0.95"]
     assert obj.broken({"content_text_ratio": 0.97}) == []
     assert obj.violations({"content_text_ratio": 0.9})["content"] == pytest.approx(0.05)
     two = parse_objective(

@@ -96,6 +96,10 @@ def test_scores_follow_the_truth_on_drawn_pictures(judge: Any) -> None:
     assert s_styled["style_direction"] > 0.3 and s_base["style_direction"] == 0.0
     assert s_styled["style_direction"] > s_wrong["style_direction"] + 0.2  # painting the refs' subject is not style
     assert s_styled["content_text"] > s_wrong["content_text"] + 0.05
+    # Gram statistics of the judge's inner features: the styled samples close much of the base's distance to the
+    # references, the base closes none; painting the references' subject in the base's plain style is not the style.
+    assert s_base["style_gram"] == pytest.approx(0.0, abs=1e-6)
+    assert s_styled["style_gram"] > 0.1 and s_styled["style_gram"] > s_wrong["style_gram"] + 0.1
 
 
 def test_default_tune_moves_samples_towards_the_held_out_style(

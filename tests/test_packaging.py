@@ -74,5 +74,8 @@ def test_wheel_builds_offline_installs_fresh_and_tunes_the_embedded_default(tmp_
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "base model builtin:miniworld" in run.stdout
     # One trial of the quick space may keep the subject or not: either way the study ends with its verdict.
-    assert "best: trial 0" in run.stdout or "no feasible trial: all 1 complete trials" in run.stdout, run.stdout
+    verdicts = ("best: trial 0", "no feasible trial: all 1 complete trials", "no confirmed trial: the top 1")
+    assert any(v in run.stdout for v in verdicts), run.stdout
+    if "best: trial 0" in run.stdout:  # the default confirms the best on 6 other seeds
+        assert "on 6 other seeds" in run.stdout, run.stdout
     assert (work / "run" / "report.html").is_file()

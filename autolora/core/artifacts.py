@@ -77,9 +77,12 @@ def images(
     return out
 
 
-def last_samples(found: dict[str, Image.Image]) -> Image.Image | None:
-    """A trial's last sample grid: ``samples.png``, else the ``samples_step_N.png`` with the largest N."""
+def last_samples(found: dict[str, Image.Image], step: int | None = None) -> Image.Image | None:
+    """A trial's result grid: ``samples.png``, else ``samples_step_<step>.png`` (a tune trial's ``best_step``: its
+    result is its best rung), else the ``samples_step_N.png`` with the largest N."""
     if "samples.png" in found:
         return found["samples.png"]
+    if step is not None and f"samples_step_{step:05d}.png" in found:
+        return found[f"samples_step_{step:05d}.png"]
     steps = sorted((int(m.group(1)), k) for k in found if (m := re.fullmatch(r"samples_step_(\d+)\.png", k)))
     return found[steps[-1][1]] if steps else None

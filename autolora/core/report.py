@@ -90,6 +90,8 @@ def print_table(study: optuna.Study, run_dir: Path | None) -> None:
         if t.number in stale:
             reason = f"stale: no heartbeat for {stale[t.number]:.0f}s, its worker is probably dead"
         tail = f" [{reason}]" if reason else ""
+        if t.user_attrs.get("autolora.preset"):
+            tail += f" [{t.user_attrs['autolora.preset']}]"
         state = "STALE" if t.number in stale else t.state.name
         print(f"{t.number:>4} {state:9s} {shown} {secs} {'yes ' if t.number in kept else '    '}  {params}{tail}")
     print_best(study)
@@ -120,34 +122,47 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
 
 
 def print_best(study: optuna.Study) -> None:
-    from autolora.core.feasible import best, complete, infeasible_line
+    from autolora.core.feasible import best, complete, confirmation, infeasible_line, noise_line
 
     if not complete(study):
         print("no complete trial yet")
         return
-    line = infeasible_line(study)
-    if line:
-        print(f"{line}: `autolora export --force` takes the highest-scoring trial anyway")
-        return
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    conf = confirmation(study)
+    if conf is not None:
+        for line in conf.lines(names):
+            print(line)
+    nothing = infeasible_line(study)
+    if nothing:
+        print(f"{nothing}: `autolora export --force` takes the highest-scoring trial anyway")
+        return
     if len(study.directions) == 1:
         top = best(study)[0]
-        print(f"best: trial {top.number} {names[0]}={top.value:+.4f} | {top.user_attrs.get('spec') or top.params}")
+        how = f" (confirmed {conf.trials[top.number].values[0]:+.4f} on {len(conf.seeds)} other seeds)" if conf else ""
+        spec = top.user_attrs.get("spec") or top.params
+        step = top.user_attrs.get("best_step")
+        if step is not None and step != top.params.get("steps"):
+            spec = f"{spec} | best at step {step} (the adapter kept)"
+        print(f"best: trial {top.number} {names[0]}={top.value:+.4f}{how} | {spec}")
     else:
         front = best(study)
         print(f"Pareto set ({len(front)} feasible trials):")
         for t in front:
             vals = " ".join(f"{n}={v:+.4f}" for n, v in zip(names, t.values, strict=True))
             print(f"  trial {t.number}: {vals} | {t.user_attrs.get('spec') or t.params}")
+    noise = noise_line(study)
+    if noise:
+        print(f"{noise}: `autolora export --force` exports it anyway")
 
 
 def choose_trial(study: optuna.Study, number: int | None, force: bool = False) -> int:
-    """The trial to export: ``number``, else the best feasible one (the only Pareto-optimal one).
+    """The trial to export: ``number``, else the best feasible one (the only Pareto-optimal one), confirmed if the
+    study was; a best whose style is within the measured noise of zero is refused unless ``force``.
 
     An infeasible trial (it broke the objective's constraints, see ``autolora.core.feasible``) is refused unless
     ``force``; with ``force`` and no feasible trial, the highest-scoring complete trial is taken.
     """
-    from autolora.core.feasible import BROKEN_ATTR, best, complete, infeasible_line, is_feasible, ranked
+    from autolora.core.feasible import BROKEN_ATTR, best, complete, infeasible_line, is_feasible, noise_line, ranked
 
     done = complete(study)
     if number is not None:
@@ -168,6 +183,9 @@ def choose_trial(study: optuna.Study, number: int | None, force: bool = False) -
             return ranked(study)[0].number
         raise UserError(f"study '{study.study_name}': {infeasible_line(study)}; pass --force to export the top trial")
     if len(found) == 1:
+        noise = noise_line(study)
+        if noise and not force:
+            raise UserError(f"study '{study.study_name}': {noise}; pass --force to export it anyway")
         return found[0].number
     front = [t.number for t in found]
     raise UserError(

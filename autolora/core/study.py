@@ -40,20 +40,34 @@ class StudySpec:
     """What the fingerprint hashes, in messages (``search space``, ``coefficient space``)."""
     sampler: str = "tpe"
     """Sampler name (see ``make_sampler``), already resolved from ``auto``."""
+    sampler_startup: int | None = None
+    """TPE's random trials before it models (None: optuna's 10)."""
+    constant_liar: bool = False
+    """TPE: treat running trials as bad (workers side by side then do not all draw the same point)."""
     pruner: str = "none"
     pruner_startup_trials: int = 2
     first_trials: list[dict[str, Any]] = field(default_factory=list)
     """Params enqueued when the study is new (they count towards the budget)."""
+    first_trial_attrs: list[dict[str, Any]] = field(default_factory=list)
+    """User attributes of those trials (same order; may be shorter)."""
     attrs: dict[str, Any] = field(default_factory=dict)
     """Extra user attributes (without the ``autolora.`` prefix) set when the study is new."""
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler called ``name`` (tpe, random, cmaes, gp, nsga2, qmc), seeded."""
+def make_sampler(
+    name: str, seed: int, startup: int | None = None, constant_liar: bool = False
+) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name`` (tpe, random, cmaes, gp, nsga2, qmc), seeded; ``startup``: TPE's random trials."""
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            multivariate=True,
+            group=True,
+            constant_liar=constant_liar,
+            n_startup_trials=10 if startup is None else startup,
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -68,13 +82,16 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, startup: int, multi: bool) -> optuna.pruners.BasePruner:
-    """``median``, ``hyperband`` or ``none``; multi-objective studies never prune (``Trial.report`` refuses them)."""
+    """``median``, ``successive_halving``, ``hyperband`` or ``none``; multi-objective studies never prune
+    (``Trial.report`` refuses them)."""
     import optuna
 
     if name == "none" or multi:
         return optuna.pruners.NopPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner()
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
 
 
@@ -113,7 +130,9 @@ def open_study(
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        sampler=make_sampler(spec.sampler, settings.seed + earlier + 7919 * seed_salt),
+        sampler=make_sampler(
+            spec.sampler, settings.seed + earlier + 7919 * seed_salt, spec.sampler_startup, spec.constant_liar
+        ),
         pruner=make_pruner(spec.pruner, spec.pruner_startup_trials, len(spec.directions) > 1),
         directions=spec.directions,  # type: ignore[arg-type]
         load_if_exists=True,
@@ -128,8 +147,9 @@ def open_study(
         for key, value in spec.attrs.items():
             study.set_user_attr(ATTR + key, value)
         study.set_metric_names(spec.metric_names)
-        for params in spec.first_trials:
-            study.enqueue_trial(params)
+        for i, params in enumerate(spec.first_trials):
+            attrs = spec.first_trial_attrs[i] if i < len(spec.first_trial_attrs) else None
+            study.enqueue_trial(params, user_attrs=attrs)
     for key, value in record.items():
         study.set_user_attr(ATTR + key, value)
     return study

@@ -174,7 +174,7 @@ class ParentRun(_Run):
         skipped with a ``summary.<plot>_skipped`` tag.
         """
         from autolora.core.feasible import best as feasible_best
-        from autolora.core.feasible import complete, infeasible_line, is_feasible
+        from autolora.core.feasible import complete, confirmation, infeasible_line, is_feasible, noise_line
 
         multi = len(study.directions) > 1
         names = [metric_names[i] if i < len(metric_names) else f"objective_{i}" for i in range(len(study.directions))]
@@ -192,10 +192,16 @@ class ParentRun(_Run):
             "n_feasible": sum(is_feasible(t) for t in done),
             "best_trials": [_trial_info(t, names) for t in best],
             "no_feasible_trial": infeasible_line(study),
+            "no_measurable_style": noise_line(study),
         }
+        conf = confirmation(study)
+        if conf is not None:
+            summary["confirmation"] = conf.to_attr()
         self.log_dict(summary, "summary.json")
         if summary["no_feasible_trial"]:
             self.set_tags({"autolora.no_feasible_trial": str(summary["no_feasible_trial"])})
+        if summary["no_measurable_style"]:
+            self.set_tags({"autolora.no_measurable_style": str(summary["no_measurable_style"])})
         if len(best) == 1 and not multi:
             self._log_metrics([(f"best.{names[0]}", best[0].values[0], 0), ("best.trial_number", best[0].number, 0)])
             self._log_params({f"best.{k}": v for k, v in best[0].params.items()})

@@ -112,23 +112,34 @@ def _diagnostics(study: optuna.Study) -> str:
 
 
 def _best(study: optuna.Study) -> str:
-    from autolora.core.feasible import best, complete, infeasible_line
+    from autolora.core.feasible import best, complete, confirmation, infeasible_line, noise_line
 
     if not complete(study):
         return _text("No complete trial yet.")
+    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    conf = confirmation(study)
+    confirmed = ""
+    if conf is not None:
+        head, *rest = conf.lines(names)
+        items = "".join(f"<li>{html.escape(x.strip())}</li>" for x in rest)
+        confirmed = f"<p>{html.escape(head[0].upper() + head[1:])}:</p><ul>{items}</ul>"
     line = infeasible_line(study)
     if line:
-        return f'<p class="warn">{html.escape(line)}.</p>'
-    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+        return confirmed + f'<p class="warn">{html.escape(line)}.</p>'
+    noise = noise_line(study)
+    if noise:
+        confirmed += f'<p class="warn">{html.escape(noise)}.</p>'
     found = best(study)
-    head = "Best trial" if len(study.directions) == 1 else f"Pareto set ({len(found)} feasible trials)"
+    head = f"Pareto set ({len(found)} feasible trials)"
+    if len(study.directions) == 1:
+        head = "Best trial (confirmed)" if conf else "Best trial"
     items = "".join(
         f"<li>trial {t.number}: "
         + " ".join(f"{html.escape(n)}={v:+.4f}" for n, v in zip(names, t.values, strict=True))
         + f" | {html.escape(str(t.user_attrs.get('spec') or t.params))}</li>"
         for t in found
     )
-    return f"<p>{head}:</p><ul>{items}</ul>"
+    return f"<p>{head}:</p><ul>{items}</ul>" + confirmed
 
 
 def _samples(study: optuna.Study, run_dir: Path | None) -> str:
@@ -142,7 +153,7 @@ def _samples(study: optuna.Study, run_dir: Path | None) -> str:
     from autolora.core.feasible import ranked
 
     for t in ranked(study)[:TOP]:
-        grid = last_samples(images(t, run_dir, storage=study._storage))
+        grid = last_samples(images(t, run_dir, storage=study._storage), t.user_attrs.get("best_step"))
         if grid is not None:
             shown.append(figure(grid, f"trial {t.number} ({', '.join(f'{v:+.4f}' for v in t.values)})"))
     if base is None and not shown:

@@ -60,9 +60,9 @@ class Constraint:
         """The violation in words (``content_text_ratio 0.912 < 0.95``), None when the metric is within bounds."""
         v = metrics[self.metric]
         if self.min is not None and v < self.min:
-            return f"{self.metric} {v:.3f} < {self.min:g}"
+            return f"{self.metric} {v:.4f} < {self.min:g}"
         if self.max is not None and v > self.max:
-            return f"{self.metric} {v:.3f} > {self.max:g}"
+            return f"{self.metric} {v:.4f} > {self.max:g}"
         return None
 
     def describe(self) -> str:

@@ -16,6 +16,8 @@ TUNE_FLAGS = {
     "search_space": ("study", "search_space"),
     "crop": ("data", "crop"),
     "objective": ("study", "objective"),
+    "warm_start": ("study", "warm_start"),
+    "presets": ("study", "presets"),
 }
 
 
@@ -44,6 +46,15 @@ def register(sub: Any) -> None:
         help="buckets: pictures keep their aspect ratio in equal-area buckets (default); center: the centre square",
     )
     t.add_argument("--objective", help="built-in name (balanced, style-first, pareto) or file")
+    t.add_argument(
+        "--warm-start",
+        metavar="RUN_DIR_OR_STUDY",
+        help="a new study's first trials are the best configurations of this earlier study (same base model)",
+    )
+    t.add_argument(
+        "--presets",
+        help="a new study's first trials: auto (diffusers-default and kohya-like for UNets), none, or NAME,NAME",
+    )
     study_flags(t, "trials to run now (default 10)", "the style folder's name")
     t.add_argument("--seed", type=int, help="seed of the sampler and of training")
     t.add_argument(
@@ -81,11 +92,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"Mind the {len(warnings)} data warning(s) at setup, first: {warnings[0]}")
     for line in result.lines:
         print(line)
-    from autolora.core.feasible import infeasible_line
+    from autolora.core.feasible import infeasible_line, refusal
 
-    nothing = infeasible_line(result.study) is not None
+    nothing = refusal(result.study) is not None
     if args.register_model is not None and nothing:
-        print(f"not registered as {args.register_model}: no trial is feasible")
+        why = "no trial is feasible" if infeasible_line(result.study) else "the best learnt no measurable style"
+        print(f"not registered as {args.register_model}: {why}")
     elif args.register_model is not None:
         from autolora.report.registry import register_best
 

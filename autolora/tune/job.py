@@ -121,9 +121,25 @@ class TuneJob(Job):
 
         study = studies["tune"]
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
+        if self.config.study.confirm_top_k and not self.config.study.queue_only:
+            self._confirm(study, parent)
         if parent is not None:
             parent.log_summary(study, self.the_plan.objective.names)
         return []
+
+    def _confirm(self, study: optuna.Study, parent: ParentRun | None) -> None:
+        """The confirmation stage (``autolora.tune.confirm``); the models are loaded again if workers ran the trials."""
+        from autolora.core.feasible import candidates, confirmation
+        from autolora.tune.confirm import confirm
+
+        if confirmation(study) is not None or not candidates(study, self.config.study.confirm_top_k):
+            return  # confirmed already (nothing new at the top), or nothing feasible to confirm
+        if self.session is None or self.session.pipe is None:
+            from autolora.tune.session import Session
+
+            self.session = Session.load(self.the_plan)
+            self.session.prepare(self.run_dir / "cache")
+        confirm(self.session, study, parent)
 
     @classmethod
     def export(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from autolora.data import StyleSet
     from autolora.models.loading import ModelRef
     from autolora.scoring.objective import Objective
+    from autolora.tune.presets import FirstTrial
     from autolora.tune.search import CompiledSpace, SearchSpace
 
 
@@ -45,6 +46,8 @@ class Plan:
     """The training sizes in use (``autolora.buckets``); one square for ``data.crop: center``."""
     bucket_of: list[int] = field(default_factory=list)
     """Each style picture's index into ``buckets``."""
+    first_trials: list[FirstTrial] = field(default_factory=list)
+    """Warm-start configurations, then presets: the first trials of a new study."""
 
     @property
     def run_dir(self) -> Path:
@@ -56,6 +59,10 @@ def study_spec(plan: Plan) -> StudySpec:
     from autolora.core.study import StudySpec
 
     cfg = plan.config
+    sampler, startup = cfg.study.sampler, None
+    if sampler == "auto":
+        sampler, startup = "tpe", auto_startup(cfg.study.trials, len(plan.first_trials))
+    side_by_side = cfg.study.workers > 1 or cfg.study.queue_only  # queued trials: any number of workers
     return StudySpec(
         label="tune",
         name=cfg.study_name,
@@ -64,10 +71,21 @@ def study_spec(plan: Plan) -> StudySpec:
         metric_names=plan.objective.names,
         objective=plan.objective.name,
         space_kind="search space",
-        sampler=cfg.study.sampler,
+        sampler=sampler,
+        sampler_startup=startup,
+        constant_liar=sampler == "tpe" and side_by_side,
         pruner=cfg.study.pruner,
         pruner_startup_trials=cfg.study.pruner_startup_trials,
+        first_trials=[t.params for t in plan.first_trials],
+        first_trial_attrs=[t.attrs() for t in plan.first_trials],
     )
+
+
+def auto_startup(budget: int, first: int) -> int:
+    """TPE's random start for ``sampler: auto``: a quarter of the budget, at least one trial after the first
+    (preset or warm-start) trials and at most optuna's 10. Optuna's fixed 10 makes a 10-trial study random search
+    (README figure 5); from the eleventh trial on TPE models, whatever the budget."""
+    return max(first + 1, min(10, budget // 4))
 
 
 def make_plan(config: Config) -> Plan:
@@ -108,6 +126,7 @@ def make_plan(config: Config) -> Plan:
             f"(its VAE factor times its {'patch' if model.arch in FLOW_ARCHS else 'downsampling'})"
         )
     buckets, bucket_of = plan_buckets([im.size for im in style.images], resolution, factor, config.data.crop)
+    first = first_trials(config, model.source, model.arch, compiled)
     clip = objective.resolve_clip(model.source, config.eval.clip_model, config.eval.clip_pretrained)
     plan = Plan(
         config,
@@ -125,9 +144,25 @@ def make_plan(config: Config) -> Plan:
         eval_every=config.train.eval_every or _aligned_eval_every(compiled),
         buckets=buckets,
         bucket_of=bucket_of,
+        first_trials=first,
     )
     check_existing_study(config.storage_url, study_spec(plan))
     return plan
+
+
+def first_trials(config: Config, base_model: str, arch: str, compiled: CompiledSpace) -> list[FirstTrial]:
+    """A warm start's configurations, then the presets, without repeats (enqueued only when the study is new)."""
+    from autolora.tune.presets import preset_trials, warm_start_trials
+
+    found = []
+    if config.study.warm_start:
+        found += warm_start_trials(config.study.warm_start, config.storage_url, base_model, compiled)
+    found += preset_trials(config.study.presets, compiled, arch)
+    out: list[FirstTrial] = []
+    for t in found:
+        if all(t.params != o.params for o in out):
+            out.append(t)
+    return out
 
 
 def _aligned_eval_every(compiled: CompiledSpace) -> int:

@@ -50,6 +50,8 @@ class Session:
     train_data: Any = None
     scorer: Any = None
     base_samples: list[Any] = field(default_factory=list)
+    anchors: list[Any] | None = None
+    """The base model's rendering of each reference's caption (None without captions)."""
     setup_seconds: float = 0.0
 
     @classmethod
@@ -98,8 +100,9 @@ class Session:
             if anchor_path.exists():
                 anchors = load_images(anchor_path)
             else:
-                anchors = self._draw(plan.style.captions, ev.seeds[:1])
+                anchors = self.draw(plan.style.captions, ev.seeds[:1])
                 save_images(anchor_path, anchors)
+        self.anchors = anchors
         self.scorer = ClipStyleContentScorer(self.judge)
         self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples, anchors)
         torch.set_grad_enabled(True)
@@ -111,11 +114,23 @@ class Session:
         items.append([[b.width, b.height] for b in plan.buckets])  # also tells the per-bucket cache format apart
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
-    def _sample_key(self, data_key: str) -> str:
+    def _sample_key(self, data_key: str, seeds: list[int] | None = None) -> str:
         cfg = self.plan.config
         ev = cfg.eval
-        items = [data_key, self.plan.prompts, ev.seeds, ev.inference_steps, ev.guidance(), cfg.data.prompt_template]
+        seeds = seeds or ev.seeds
+        items = [data_key, self.plan.prompts, seeds, ev.inference_steps, ev.guidance(), cfg.data.prompt_template]
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+    def base_samples_for(self, seeds: list[int], cache_dir: Path) -> list[Any]:
+        """The base model's samples of the evaluation prompts on other ``seeds`` (the confirmation's), cached."""
+        from autolora.sampling import load_images, save_images
+
+        path = cache_dir / f"base-samples-{self._sample_key(self._data_key(), seeds)}.safetensors"
+        if path.exists():
+            return load_images(path)
+        images = self.draw(self.eval_prompts(), seeds)
+        save_images(path, images)
+        return images
 
     def ensure_base_samples(self, cache_dir: Path) -> list[Any]:
         """The base model's samples of the evaluation prompts: kept, else read from ``cache_dir``, else drawn
@@ -127,11 +142,12 @@ class Session:
             if path.exists():
                 self.base_samples = load_images(path)
             else:
-                self.base_samples = self._draw(self.eval_prompts(), self.plan.config.eval.seeds)
+                self.base_samples = self.draw(self.eval_prompts(), self.plan.config.eval.seeds)
         return self.base_samples
 
-    def _draw(self, prompts: list[str], seeds: list[int]) -> list[Any]:
-        """The base model's samples of ``prompts`` x ``seeds`` at the study's evaluation settings."""
+    def draw(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        """Samples of ``prompts`` x ``seeds`` by the pipeline as it is (the base model, or with an adapter attached)
+        at the study's evaluation settings."""
         from autolora.sampling import sample
 
         ev = self.plan.config.eval

@@ -1,4 +1,11 @@
-"""One trial: attach -> train (with evaluations the pruner sees) -> score -> log -> keep -> detach."""
+"""One trial: attach -> train (with evaluations the pruner sees) -> score -> log -> keep -> detach.
+
+Steps are a resource, not a guess: a trial trains up to its step budget and is evaluated at fixed rungs (every
+``plan.eval_every`` steps, the same for every trial, and after its last step). Its result is its best rung
+(feasible rungs first, then the highest value; a Pareto objective takes the last rung): the values Optuna records,
+the constraints, the adapter kept and exported and the samples all come from that rung, and the step is recorded as
+``best_step`` (the adapter's metadata says ``steps`` = the best step, ``steps_budget`` = what it trained).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_
 from autolora.core.feasible import BROKEN_ATTR, is_feasible
 from autolora.errors import TrialFailed
 from autolora.models.family import denoiser_name
+from autolora.tune.presets import PRESET_ATTR, short_origin
 from autolora.tune.session import PhaseTimer, Session
 
 if TYPE_CHECKING:
@@ -39,7 +47,6 @@ class TrialRunner:
         self.parent = parent
         self.echo = echo
         self.progress = progress
-        self._last_images: list[Any] = []
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         import optuna
@@ -59,7 +66,9 @@ class TrialRunner:
         )
         trial.set_user_attr("spec", spec.summary())
         params = _flat_params(spec)
-        run = self.parent.start_trial(trial.number, params) if self.parent else None
+        origin = trial.user_attrs.get(PRESET_ATTR)
+        tags = {PRESET_ATTR: origin} if origin else None
+        run = self.parent.start_trial(trial.number, params, tags=tags) if self.parent else None
         if run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         state: dict[str, Any] = {"metrics": {}, "values": None, "images": None, "broken": ""}
@@ -92,7 +101,24 @@ class TrialRunner:
                     run.log_metrics(named, step=step)
                     run.log_image(picture, f"samples/step_{step:05d}.png")
             state.update(metrics=metrics, values=values, images=images, step=step)
-            self._last_images = images
+            rank = _rung_rank(plan.objective.directions, values, violations)
+            if "best" not in state or rank >= state["best"]["rank"]:
+                # A copy of this rung's adapter on the CPU (a few MB): the one kept if no later rung beats it.
+                weights = {
+                    n: {
+                        k: v.detach().to("cpu", copy=True)
+                        for k, v in adapter_state_dict(getattr(pipe, n), ADAPTER_NAME).items()
+                    }
+                    for n in attached
+                }
+                state["best"] = {
+                    "rank": rank,
+                    "step": step,
+                    "metrics": metrics,
+                    "values": values,
+                    "images": images,
+                    "weights": weights,
+                }
             if plan.objective.is_scalar:
                 # Optuna's pruners know no constraints: unchanged, the median pruner keeps a trial that buys style
                 # with the subject and stops a careful one. What it sees is the score less the constraints' excess
@@ -155,16 +181,20 @@ class TrialRunner:
                 timer.seconds["train"] += (
                     train_total - timer.seconds["sample"] - timer.seconds["score"] - timer.seconds["log"]
                 )
+            top = state["best"]
+            state.update(metrics=top["metrics"], values=top["values"], images=top["images"])
+            trial.set_user_attr("best_step", top["step"])
             with timer("log"):
                 if run:
                     run.log_curve("train.loss", losses)
                     run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
+                    run.log_metrics({"final.best_step": float(top["step"])})
             for k, v in state["metrics"].items():
                 trial.set_user_attr(f"metric.{k}", v)
             state["broken"] = self._record_constraints(trial, state["metrics"])
             values = state["values"]
             with timer("keep"):
-                self._maybe_keep(trial, spec, values, attached, state["broken"])
+                self._maybe_keep(trial, spec, values, top, state["broken"])
             trial.set_user_attr("timings", dict(timer.seconds))
             self._finish(trial, run, "COMPLETE", None, spec, values, timer, t_start, state["broken"])
             return values[0] if plan.objective.is_scalar else values
@@ -209,7 +239,7 @@ class TrialRunner:
         return broken
 
     def _maybe_keep(
-        self, trial: optuna.Trial, spec: LoraSpec, values: list[float], attached: list[str], broken: str
+        self, trial: optuna.Trial, spec: LoraSpec, values: list[float], top: dict[str, Any], broken: str
     ) -> None:
         """Save the adapter if it can be among the best K (or on the Pareto front)."""
         import optuna
@@ -239,7 +269,7 @@ class TrialRunner:
                 theirs = [sg * v for sg, v in zip(signs, t.values, strict=True)]
                 if all(a >= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine:
                     return
-        pipe = self.session.pipe
+        attached = list(top["weights"])
         configs: dict[str, dict[str, Any]] = {attached[0]: config_to_dict(spec.unet_config())}
         te_cfg = spec.text_encoder_config()
         for n in attached[1:]:
@@ -247,12 +277,12 @@ class TrialRunner:
                 configs[n] = config_to_dict(te_cfg)
         kept = KeptAdapter(
             configs=configs,
-            state_dicts={n: adapter_state_dict(getattr(pipe, n), ADAPTER_NAME) for n in attached},
+            state_dicts=top["weights"],
             base=base_facts(self.session),
             info={
                 "study": study.study_name,
                 "trial": trial.number,
-                "params": _flat_params(spec),
+                "params": {**_flat_params(spec), "steps": top["step"], "steps_budget": int(spec["steps"])},
                 "values": values,
                 "objective": plan.objective.name,
                 "objective_names": plan.objective.names,
@@ -262,7 +292,7 @@ class TrialRunner:
         kept.info["metrics"] = {k2.removeprefix("metric."): v2 for k2, v2 in metrics.items()}
         kept.info["scores"] = dict(zip(plan.objective.names, values, strict=True))
         kept.info["infeasible"] = broken or None
-        kept.samples = list(self._last_images)
+        kept.samples = list(top["images"])
         kept.sample_rows = len(plan.prompts)
         kept.save(adapter_dir(plan.run_dir, trial.number))
 
@@ -294,6 +324,11 @@ class TrialRunner:
                 f"content_text_delta={trial.user_attrs['metric.content_text_delta']:+.4f})"
             )
         why = f" [{reason}]" if reason else ""
+        best_step = trial.user_attrs.get("best_step")
+        if state == "COMPLETE" and best_step is not None and best_step != int(spec["steps"]):
+            why += f" [best at step {best_step}]"
+        if trial.user_attrs.get(PRESET_ATTR):
+            why += f" [{short_origin(trial.user_attrs[PRESET_ATTR])}]"
         if state == "COMPLETE" and broken:
             why += f" [infeasible: {broken}]"
         self.echo(f"trial {trial.number:>3} {state:<8} {shown}{extra} | {spec.summary()} | {seconds:.1f}s{why}")
@@ -311,6 +346,16 @@ def base_facts(session: Session) -> dict[str, Any]:
         "prediction_type": session.pipe.scheduler.config.get("prediction_type", "epsilon"),
         "pipeline_class": plan.model.pipeline_class,
     }
+
+
+def _rung_rank(directions: list[str], values: list[float], violations: dict[str, float]) -> tuple[float, ...]:
+    """How a rung compares within its trial: feasible first, then less constraint excess, then the value (a later
+    rung wins a tie). A Pareto objective has no single order: its later rungs always win (its result is its last)."""
+    if len(directions) > 1:
+        return (0.0,)
+    excess = sum(max(0.0, v) for v in violations.values())
+    sign = 1.0 if directions[0] == "maximize" else -1.0
+    return (float(excess == 0), -excess, sign * values[0])
 
 
 def _checkpointing(setting: str, device: str) -> bool:

@@ -1,0 +1,121 @@
+"""The confirmation record: the top trials re-scored on sample seeds the search never saw.
+
+A search ranks trials by one evaluation on a few seeds (8 samples by default), so its best is partly the luckiest
+draw. The confirmation stage (``autolora.tune.confirm``) re-scores the top K feasible trials on more, other seeds
+and the confirmed best is the one exported. Optuna's trial values cannot change once a trial is complete, so the
+record lives in the study's user attribute ``autolora.confirmation``::
+
+    {"seeds": [100, ...], "top_k": 3, "samples": 24, "search_best": 5, "best": 2,
+     "trials": {"5": {"values": [...], "search_values": [...], "metrics": {...}, "broken": "",
+                      "style": 0.031, "style_se": 0.008, "seconds": 4.1}, ...}}
+
+``style`` is the objective's style part (its terms on ``style_*`` metrics) on the confirmation samples and
+``style_se`` its standard error over the confirmation seeds (the seed is what a re-draw changes; the prompts stay).
+A best whose style is within ``NOISE_SIGMAS`` standard errors of zero has learnt no style that can be measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autolora.core.study import ATTR
+
+if TYPE_CHECKING:
+    import optuna
+
+CONFIRM_ATTR = ATTR + "confirmation"
+NOISE_SIGMAS = 2.0
+"""A style part under this many standard errors (over the confirmation seeds) is noise, not a learnt style."""
+
+
+@dataclass
+class Rescore:
+    """One trial's confirmation."""
+
+    number: int
+    values: list[float]
+    """Objective values on the confirmation samples."""
+    search_values: list[float]
+    """The trial's values in the search (its last evaluation)."""
+    metrics: dict[str, float]
+    broken: str = ""
+    """The constraints it broke on the confirmation samples, in words ("" when feasible)."""
+    style: float | None = None
+    """The objective's style part; None when the objective has no style term."""
+    style_se: float | None = None
+    seconds: float = 0.0
+
+    def within_noise(self) -> bool:
+        """Whether the style part is not measurably above zero (no style term: False)."""
+        if self.style is None or self.style_se is None:
+            return False
+        return self.style <= NOISE_SIGMAS * self.style_se
+
+    def noise_text(self) -> str:
+        if self.style is None or self.style_se is None:
+            return ""
+        return f"style {self.style:+.4f} ± {self.style_se:.4f}"
+
+
+@dataclass
+class Confirmation:
+    seeds: list[int]
+    top_k: int
+    samples: int
+    trials: dict[int, Rescore] = field(default_factory=dict)
+    search_best: int | None = None
+    """The search's best (single objective) before confirmation."""
+    best: int | None = None
+    """The confirmed best: the highest confirmed value among trials feasible on the confirmation samples."""
+
+    @property
+    def changed(self) -> bool:
+        return self.best is not None and self.best != self.search_best
+
+    def to_attr(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trials"] = {str(n): {k: v for k, v in asdict(r).items() if k != "number"} for n, r in self.trials.items()}
+        return d
+
+    @classmethod
+    def from_attr(cls, data: Any) -> Confirmation | None:
+        if not isinstance(data, dict) or "trials" not in data:
+            return None
+        trials = {int(n): Rescore(number=int(n), **r) for n, r in data["trials"].items()}
+        return cls(
+            seeds=list(data["seeds"]),
+            top_k=int(data["top_k"]),
+            samples=int(data["samples"]),
+            trials=trials,
+            search_best=data.get("search_best"),
+            best=data.get("best"),
+        )
+
+    def lines(self, names: list[str]) -> list[str]:
+        """What the confirmation found, for ``tune``'s summary and ``show``."""
+        head = (
+            f"confirmation: the top {len(self.trials)} feasible trials re-scored on {len(self.seeds)} other seeds "
+            f"({self.samples} samples)"
+        )
+        out = [head]
+        for r in sorted(self.trials.values(), key=lambda r: r.number):
+            pairs = " ".join(
+                f"{n} {a:+.4f} -> {b:+.4f}" for n, a, b in zip(names, r.search_values, r.values, strict=True)
+            )
+            extra = f" ({r.noise_text()})" if r.noise_text() else ""
+            tail = f" [infeasible on confirmation: {r.broken}]" if r.broken else ""
+            out.append(f"  trial {r.number}: {pairs}{extra}{tail}")
+        if self.best is None and self.search_best is not None:
+            out.append("  no trial stayed feasible on the confirmation seeds")
+        elif self.changed:
+            out.append(f"  confirmation changed the winner: trial {self.best} (the search had {self.search_best})")
+        elif self.best is not None:
+            out.append(f"  confirmation kept the winner: trial {self.best}")
+        return out
+
+
+def stored(study: optuna.Study) -> Confirmation | None:
+    """The study's confirmation record, whatever trials it covers (``autolora.core.feasible.confirmation`` checks
+    that it still covers the study's top trials)."""
+    return Confirmation.from_attr(study.user_attrs.get(CONFIRM_ATTR))
