@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-rated", action="store_true", help="export the trial you rated highest in 'autolora dashboard'"
     )
     e.add_argument(
-        "--force", action="store_true", help="export even an infeasible trial (one that broke the recipe's constraints)"
+        "--force",
+        action="store_true",
+        help="export even an infeasible trial (it broke the recipe's constraints) or a best with no measurable style",
     )
     e.add_argument("--register-model", metavar="NAME", help="also register it in the MLflow Model Registry as NAME")
     e.add_argument("--mlflow-uri", help="MLflow tracking URI for --register-model (default: the study's)")

@@ -203,6 +203,7 @@ def fuse_args(work: dict[str, Any], out: Path) -> list[str]:
         "--base-model", "builtin:tiny-sd",
         "--set", "eval.inference_steps=2",
         "--set", "eval.seeds=[0]",
+        "--set", "study.confirm_top_k=0",
         "--no-progress",
     ]  # fmt: skip
 

@@ -52,7 +52,9 @@ def test_tune_writes_the_study(first_run: dict[str, Any]) -> None:
     for name in ("config.yaml", "search_space.yaml", "objective.yaml", "optuna.db"):
         assert (run / name).is_file(), name
     lines = [ln for ln in first_run["out"].splitlines() if ln.startswith("trial ")]
-    pattern = re.compile(r"^trial +\d+ (COMPLETE|PRUNED) +score=[-+][\d.]+ .*\| r=\d+ a=[\d.]+ lr=.* \| [\d.]+s$")
+    pattern = re.compile(
+        r"^trial +\d+ (COMPLETE|PRUNED) +score=[-+][\d.]+ .*\| r=\d+ a=[\d.]+ lr=.* \| [\d.]+s( \[best at step \d+\])?$"
+    )
     assert len(lines) == 3 and all(pattern.match(ln) for ln in lines), lines
     assert "mlflow ui --backend-store-uri sqlite:///" in first_run["out"]
     study = optuna.load_study(study_name="s1", storage=f"sqlite:///{run}/optuna.db")

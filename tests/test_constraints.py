@@ -61,8 +61,10 @@ def test_recipes_parse_constraints_and_name_bad_ones(tmp_path: Path) -> None:
         "scorer: fusion\nobjectives:\n  - {name: s, terms: {style_gain_min: 1}}\n"
         "constraints:\n  - {metric: style_gain_min, min: 0}\n"
     )
-    with pytest.raises(UserError, match="autolora fuse does not apply constraints yet"):
-        load_objective(str(fuse), scorer="fusion")
+    fused, _ = load_objective(str(fuse), scorer="fusion")  # fuse records constraints too (tests/test_fuse.py)
+    assert fused.constraints[0].metric == "style_gain_min"
+    (c,) = load_objective("fuse-balanced", scorer="fusion")[0].constraints
+    assert (c.metric, c.min) == ("content_text_ratio", 0.95)
 
 
 def test_an_infeasible_trial_is_never_best(tmp_path: Path) -> None:

@@ -186,7 +186,10 @@ def test_two_phase_pareto_run_and_export(work: dict[str, Any], capsys: pytest.Ca
     assert "sampler tpe" in out and "Pareto set of" in out and "hypervolume" in out
     trial = optuna.load_study(study_name="two", storage=f"sqlite:///{run_dir}/optuna.db").trials[1]
     assert "switch_at" in trial.params and "early.ink.all" in trial.params and "late.water.all" in trial.params
-    rc, out, err = _cli(capsys, "export", str(run_dir), "--out", str(work["root"] / "two-export"), "--trial", "1")
+    # --force: the tiny random LoRAs may break the content constraint; what is tested is the two-phase export.
+    rc, out, err = _cli(
+        capsys, "export", str(run_dir), "--out", str(work["root"] / "two-export"), "--trial", "1", "--force"
+    )
     assert rc == 0, err
     for phase in ("early", "late"):
         assert (work["root"] / "two-export" / phase / "pytorch_lora_weights.safetensors").is_file()
@@ -247,3 +250,47 @@ def test_bad_input_one_line_nothing_created(
     assert len(lines) == 1 and lines[0].startswith("autolora: error: "), err
     assert message in lines[0]
     assert set(tmp_path.rglob("*")) == before  # no run folder, storage or MLflow store
+
+
+def test_fusion_constraints_and_confirmation(work: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Fuse records the recipe's constraints (an infeasible blend is never best) and confirms both studies' top
+    blends on other seeds; the summary and export take the confirmed best."""
+    base = "scorer: fusion\nclip: {model: auto, pretrained: null}\n"
+    base += "objectives:\n  - {name: score, terms: {style_gain_min: 1}}\n"
+    never = work["root"] / "never.yaml"
+    never.write_text(base + "constraints:\n  - {name: content, metric: content_text_ratio, min: 2.0}\n")
+    run_dir = work["root"] / "never"
+    args = [*fuse_args(work, run_dir), "--granularity", "global", "--trials", "2", "--study-name", "nv"]
+    rc, out, err = _cli(capsys, *args, "--objective", str(never))
+    assert rc == 0, err
+    assert out.count("[infeasible: content_text_ratio") == 2, out  # global: DLF is linear fusion, no baseline
+    assert "no feasible trial: all 2 complete trials" in out and "Export anyway (not advised)" in out
+    rc, _, err = _cli(capsys, "export", str(run_dir), "--out", str(work["root"] / "nv-export"))
+    assert rc == 2 and "no feasible trial" in err and "--force" in err
+    assert not (work["root"] / "nv-export").exists()
+
+    fine = work["root"] / "fine.yaml"
+    fine.write_text(base + "constraints:\n  - {name: sane, metric: content_text_ratio, max: 100}\n")
+    run_dir = work["root"] / "confirmed"
+    args = [*fuse_args(work, run_dir), "--granularity", "block", "--trials", "3", "--study-name", "cf"]
+    args += ["--objective", str(fine), "--set", "study.confirm_top_k=2", "--set", "eval.confirm_seeds=[3,4,5]"]
+    rc, out, err = _cli(capsys, *args)
+    assert rc == 0, err
+    assert "dlf: confirming the top 2 blends on 3 other seeds" in out
+    assert "linear: confirming the top 2 blends on 3 other seeds" in out
+    studies = {label: optuna.load_study(study_name=n, storage=f"sqlite:///{run_dir}/optuna.db")
+               for label, n in (("dlf", "cf"), ("linear", "cf-linear"))}  # fmt: skip
+    from autolora.core.feasible import confirmation
+
+    for label, study in studies.items():
+        conf = confirmation(study)
+        assert conf is not None and len(conf.trials) == 2 and conf.best is not None, label
+        assert all(r.style_se is not None for r in conf.trials.values())
+        assert "best score=" in out and ", confirmed " in out
+    summary = json.loads((run_dir / "fusion_summary.json").read_text())
+    dlf = confirmation(studies["dlf"])
+    assert dlf is not None and summary["dlf"]["best_trial"] == dlf.best
+    assert summary["dlf"]["confirmed_value"] == pytest.approx(dlf.trials[dlf.best].values[0])
+    rc, printed, err = _cli(capsys, "export", str(run_dir), "--out", str(work["root"] / "cf-export"), "--force")
+    assert rc == 0, err
+    assert f"cf-trial{dlf.best}" in printed

@@ -16,6 +16,7 @@ A best whose style is within ``NOISE_SIGMAS`` standard errors of zero has learnt
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ from autolora.core.study import ATTR
 
 if TYPE_CHECKING:
     import optuna
+
+    from autolora.core.tracking import ParentRun
+    from autolora.scoring.objective import Objective
 
 CONFIRM_ATTR = ATTR + "confirmation"
 NOISE_SIGMAS = 2.0
@@ -119,3 +123,75 @@ def stored(study: optuna.Study) -> Confirmation | None:
     """The study's confirmation record, whatever trials it covers (``autolora.core.feasible.confirmation`` checks
     that it still covers the study's top trials)."""
     return Confirmation.from_attr(study.user_attrs.get(CONFIRM_ATTR))
+
+
+def style_part(objective: Objective, metrics: dict[str, float]) -> float | None:
+    """The objective's terms on style metrics (``style_*``) summed with their weights; None when it has none."""
+    terms = [(m, w) for t in objective.targets for m, w in t.terms.items() if m.startswith("style")]
+    return sum(w * metrics[m] for m, w in terms) if terms else None
+
+
+def rescore(
+    trial: optuna.trial.FrozenTrial,
+    objective: Objective,
+    metrics: dict[str, float],
+    per_seed: list[dict[str, float]],
+    seconds: float,
+) -> Rescore:
+    """A trial's confirmation from the metrics of all its confirmation samples and of each seed's samples."""
+    parts = [style_part(objective, m) for m in per_seed]
+    se = None
+    if parts and all(p is not None for p in parts) and len(parts) > 1:
+        xs = [float(p) for p in parts if p is not None]
+        mu = sum(xs) / len(xs)
+        se = math.sqrt(sum((x - mu) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+    return Rescore(
+        number=trial.number,
+        values=objective.values(metrics),
+        search_values=list(trial.values),
+        metrics=metrics,
+        broken="; ".join(objective.broken(metrics)),
+        style=style_part(objective, metrics),
+        style_se=se,
+        seconds=seconds,
+    )
+
+
+def decide(conf: Confirmation, objective: Objective, top: list[optuna.trial.FrozenTrial]) -> None:
+    """Single objective: the search's best (``top[0]``) and the confirmed best (highest confirmed value among the
+    trials still feasible; None when none is)."""
+    if not objective.is_scalar:
+        return
+    sign = 1.0 if objective.directions[0] == "maximize" else -1.0
+    conf.search_best = top[0].number
+    ok = [r for r in conf.trials.values() if not r.broken]
+    conf.best = max(ok, key=lambda r: (sign * r.values[0], -r.number)).number if ok else None
+
+
+def record(study: optuna.Study, conf: Confirmation, parent: ParentRun | None, label: str = "") -> None:
+    """The record in the study (``autolora.confirmation``) and on the MLflow parent run (``confirm.changed``, tag
+    ``autolora.confirmed_best``; with a ``label``, ``confirm.<label>.changed`` and ``autolora.confirmed_best.<label>``
+    for a run of several studies)."""
+    study.set_user_attr(CONFIRM_ATTR, conf.to_attr())
+    if parent is not None:
+        at = f".{label}" if label else ""
+        parent.log_metrics(
+            {f"confirm{at}.changed": float(conf.changed), f"confirm{at}.trials": float(len(conf.trials))}
+        )
+        parent.set_tags({f"autolora.confirmed_best{at}": "none" if conf.best is None else str(conf.best)})
+
+
+def log_trial(parent: ParentRun | None, trial: optuna.trial.FrozenTrial, r: Rescore, objective: Objective) -> None:
+    """``confirm.*`` metrics and the ``autolora.confirmed`` tag on the trial's own MLflow run."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if parent is None or not run_id:
+        return
+    from autolora.core.tracking import TrialRun
+
+    run = TrialRun(parent.client, run_id, parent.experiment_id)
+    named: dict[str, float] = {f"confirm.{k}": v for k, v in r.metrics.items()}
+    named.update({f"confirm.objective.{n}": v for n, v in zip(objective.names, r.values, strict=True)})
+    if r.style is not None and r.style_se is not None:
+        named.update({"confirm.style": r.style, "confirm.style_se": r.style_se})
+    run.log_metrics(named)
+    run.set_tags({"autolora.confirmed": "infeasible" if r.broken else "feasible", "autolora.confirm_broken": r.broken})

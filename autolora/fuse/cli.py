@@ -78,11 +78,20 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         print(f"autolora: {e}", file=sys.stderr)
         return 1
     print("\n".join(["summary:", *result.lines]))
-    if args.register_model is not None:
+    from autolora.core.feasible import noise_line, refusal
+
+    refused = refusal(result.study)
+    noise = noise_line(result.study)
+    if noise:
+        print(f"{noise}: `autolora export --force` exports it anyway")
+    if args.register_model is not None and refused:
+        print(f"not registered as {args.register_model}: {refused}")
+    elif args.register_model is not None:
         from autolora.report.registry import register_best
 
         name, version, uri = register_best(result.study, result.run_dir, args.register_model)
         print(f"registered {name} version {version}: load it with mlflow.pyfunc.load_model('{uri}')")
     print(f"Open the dashboard: {result.mlflow_ui}")
-    print(f"Export the best fusion: autolora export {result.run_dir} --out {result.run_dir / 'export'}")
+    export = f"autolora export {result.run_dir} --out {result.run_dir / 'export'}"
+    print(f"Export anyway (not advised): {export} --force" if refused else f"Export the best fusion: {export}")
     return 0

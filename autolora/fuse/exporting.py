@@ -73,15 +73,17 @@ def export_run(
     name: str | None,
     rank: int | None,
     echo: Callable[[str], None] = print,
+    force: bool = False,
 ) -> dict[str, Path]:
-    """``autolora export`` for a fusion run: see the module docstring."""
+    """``autolora export`` for a fusion run: see the module docstring (``force``: as for ``tune``, an infeasible
+    or not measurably stylish best)."""
     from autolora.core.report import choose_trial
 
     if rank is not None and rank < 1:
         raise UserError(f"--rank {rank}: expected at least 1")
     config, studies = load_run(run_dir)
     study = studies["dlf"]
-    trial = study.trials[choose_trial(study, number)]
+    trial = study.trials[choose_trial(study, number, force)]
     fusion = _fusion_of(trial)
     stem = name or f"{study.study_name}-trial{trial.number}"
     from autolora.export import check_name

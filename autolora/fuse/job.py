@@ -148,6 +148,8 @@ class FuseJob(Job):
         from autolora.fuse.summary import compare, comparison_lines, heatmap
 
         plan, names = self.the_plan, self.the_plan.objective.names
+        if plan.config.study.confirm_top_k and not plan.config.study.queue_only:
+            self._confirm(studies, parent)
         comparison = compare(studies, names)
         write_summary(self.run_dir, comparison)
         best = _best_fusion(studies["dlf"], self.spaces["dlf"])
@@ -161,6 +163,22 @@ class FuseJob(Job):
             if picture is not None:
                 parent.client.log_artifact(parent.run_id, str(picture), "plots")
         return comparison_lines(comparison, names)
+
+    def _confirm(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> None:
+        """The confirmation stage of every study (``autolora.fuse.confirm``); the models are loaded again if workers
+        ran the trials."""
+        from autolora.core.feasible import candidates, confirmation
+        from autolora.fuse.confirm import confirm_fusion
+
+        k = self.the_plan.config.study.confirm_top_k
+        todo = [label for label, st in studies.items() if confirmation(st) is None and candidates(st, k)]
+        if not todo:
+            return
+        if self.session is None:
+            self.load()
+            self._session().prepare(self.run_dir / "cache")
+        for label in todo:
+            confirm_fusion(self._session(), studies[label], self.spaces[label], label, parent)
 
     @classmethod
     def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
@@ -180,12 +198,14 @@ class FuseJob(Job):
         _, studies = load_run(folder)
         names = studies["dlf"].metric_names or ["score"]
         items: list[Any] = comparison_lines(compare(studies, names), names)
+        from autolora.core.feasible import best as feasible_best
+
         for label, other in studies.items():
-            done = [t for t in other.trials if t.values]
-            if label != "dlf" and done and len(other.directions) == 1:
-                grid = last_samples(images(other.best_trial, folder, storage=other._storage))
+            found = feasible_best(other)
+            if label != "dlf" and found and len(other.directions) == 1:
+                grid = last_samples(images(found[0], folder, storage=other._storage))
                 if grid is not None:
-                    items += [f"{label}: best trial {other.best_trial.number}'s samples", grid]
+                    items += [f"{label}: best trial {found[0].number}'s samples", grid]
         parts: list[tuple[str, list[Any]]] = [("Layer-wise fusion (DLF) against its baselines", items)]
         if (folder / HEATMAP_FILE).is_file():
             with Image.open(folder / HEATMAP_FILE) as im:
@@ -205,8 +225,7 @@ class FuseJob(Job):
     ) -> dict[str, Path]:
         from autolora.fuse.exporting import export_run
 
-        # fuse recipes take no constraints (autolora.scoring.objective), so every fusion trial is feasible.
-        return export_run(_run_dir_of(study, run_dir), number, out, name, rank)
+        return export_run(_run_dir_of(study, run_dir), number, out, name, rank, force=force)
 
     def _session(self) -> FuseSession:
         assert self.session is not None, "FuseJob.load first"
@@ -231,16 +250,13 @@ def _run_dir_of(study: optuna.Study, run_dir: Path | None) -> Path:
 
 def _best_fusion(study: optuna.Study, space: CoefficientSpace) -> tuple[int, Any] | None:
     """(trial number, Fusion) of the best trial (the first of a Pareto set by its first objective)."""
-    from autolora.fuse.summary import complete
+    from autolora.core.feasible import best as feasible_best
 
-    done = complete(study)
-    if not done:
+    found = feasible_best(study)  # confirmed, and feasible only
+    if not found:
         return None
-    if len(study.directions) == 1:
-        best = study.best_trial
-    else:
-        sign = -1 if study.directions[0].name == "MAXIMIZE" else 1
-        best = min(study.best_trials, key=lambda t: sign * t.values[0])
+    sign = -1 if study.directions[0].name == "MAXIMIZE" else 1
+    best = min(found, key=lambda t: (sign * t.values[0], t.number))
     return best.number, space.fusion(best.params)
 
 

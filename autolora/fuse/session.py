@@ -104,8 +104,8 @@ class FuseSession:
         data = self.plan.config.data
         return [data.prompt_template.format(prompt=p, trigger=data.trigger) for p in self.plan.prompts]
 
-    def draw(self, fusion: Fusion) -> list[Image.Image]:
-        """Apply ``fusion`` and sample the fixed prompts x seeds."""
+    def draw(self, fusion: Fusion, seeds: list[int] | None = None) -> list[Image.Image]:
+        """Apply ``fusion`` and sample the fixed prompts x seeds (``eval.seeds`` unless given)."""
         from autolora.sampling import sample
 
         ev = self.plan.config.eval
@@ -113,13 +113,29 @@ class FuseSession:
         return sample(
             self.pipe,
             self.eval_prompts(),
-            ev.seeds,
+            seeds or ev.seeds,
             steps=ev.inference_steps,
             guidance_scale=ev.guidance(),
             resolution=self.plan.resolution,
             batch_size=ev.batch_size,
             callback=callback,
         )
+
+    def base_samples_for(self, seeds: list[int], cache_dir: Path) -> list[Image.Image]:
+        """The base model's samples on other ``seeds`` (the confirmation's), cached in the run folder."""
+        from autolora.sampling import load_images, save_images
+
+        plan, ev = self.plan, self.plan.config.eval
+        items = [str(plan.model.folder), self.eval_prompts(), seeds, ev.inference_steps, ev.guidance()]
+        key = json.dumps([*items, plan.resolution])
+        path = cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+        if path.exists():
+            return load_images(path)
+        zero = {name: {"all": 0.0} for name in plan.names}
+        images = self.draw(_constant(zero), seeds)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_images(path, images)
+        return images
 
     def close(self) -> None:
         """Remove the LoRAs from the pipeline (its base weights are then bit-identical to the loaded ones)."""

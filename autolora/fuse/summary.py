@@ -45,18 +45,30 @@ def _hypervolume(losses: Any, reference: Any) -> float:
 
 def compare(studies: dict[str, optuna.Study], names: list[str]) -> dict[str, Any]:
     """Per study (label -> study): trials, best value(s) and trial, and for Pareto studies the hypervolume."""
+    from autolora.core.feasible import best as feasible_best
+    from autolora.core.feasible import confirmation, infeasible_line, is_feasible
+
     out: dict[str, Any] = {}
     multi = len(names) > 1
     hv = hypervolumes(list(studies.values())) if multi else []
     for i, (label, study) in enumerate(studies.items()):
         done = complete(study)
         entry: dict[str, Any] = {"study": study.study_name, "n_complete": len(done)}
-        if done and not multi:
-            best = study.best_trial
+        found = feasible_best(study)
+        conf = confirmation(study)
+        entry["n_feasible"] = sum(is_feasible(t) for t in done)
+        if done and not found:
+            entry["no_best"] = infeasible_line(study)
+        elif done and not multi:
+            best = found[0]
             entry.update(best_value=best.values[0], best_trial=best.number, best_spec=best.user_attrs.get("spec"))
             entry["best_metrics"] = {k[7:]: v for k, v in best.user_attrs.items() if k.startswith("metric.")}
+            if conf is not None and best.number in conf.trials:
+                entry["confirmed_value"] = conf.trials[best.number].values[0]
+                entry["confirmed_metrics"] = conf.trials[best.number].metrics
+                entry["confirmation_changed"] = conf.changed
         elif done:
-            front = study.best_trials
+            front = found
             pick = [min if d.name == "MINIMIZE" else max for d in study.directions]
             entry.update(pareto_size=len(front), hypervolume=hv[i], pareto_trials=sorted(t.number for t in front))
             entry["best_values"] = {n: pick[j](t.values[j] for t in front) for j, n in enumerate(names)}
@@ -69,9 +81,15 @@ def comparison_lines(comparison: dict[str, Any], names: list[str]) -> list[str]:
     lines = []
     for label, e in comparison.items():
         head = f"{label:7s} {e['study']}: {e['n_complete']} complete"
-        if "best_value" in e:
-            gains = " ".join(f"{k}={v:+.4f}" for k, v in e["best_metrics"].items() if k.startswith("style_gain."))
-            lines.append(f"{head}, best {names[0]}={e['best_value']:+.4f} (trial {e['best_trial']}; {gains})")
+        if "no_best" in e:
+            lines.append(f"{head}, {e['no_best']}")
+        elif "best_value" in e:
+            shown = e.get("confirmed_metrics") or e["best_metrics"]
+            gains = " ".join(f"{k}={v:+.4f}" for k, v in shown.items() if k.startswith("style_gain."))
+            value = f"{e['best_value']:+.4f}"
+            if "confirmed_value" in e:
+                value += f", confirmed {e['confirmed_value']:+.4f}"
+            lines.append(f"{head}, best {names[0]}={value} (trial {e['best_trial']}; {gains})")
         elif "hypervolume" in e:
             best = " ".join(f"{n}={v:+.4f}" for n, v in e["best_values"].items())
             lines.append(f"{head}, Pareto set of {e['pareto_size']}, hypervolume {e['hypervolume']:.5f}, best {best}")

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from autolora.core.feasible import BROKEN_ATTR
 from autolora.fuse.session import FuseSession
 from autolora.fuse.space import CoefficientSpace
 
@@ -50,13 +51,22 @@ class FuseTrialRunner:
             assert self.session.scorer is not None, "FuseSession.prepare first"
             metrics = self.session.scorer.score(images)
             values = objective.values(metrics)
+            violations = objective.violations(metrics)
+            broken = "; ".join(objective.broken(metrics))
+            for key, violation in violations.items():  # one evaluation: the constraint is set once, here
+                trial.set_constraint(key, violation)
+            if broken:
+                trial.set_user_attr(BROKEN_ATTR, broken)
             t_log = time.perf_counter()
             picture = grid(images, rows=len(plan.prompts))
             upload_image(plan.config.out_dir.resolve(), trial, picture, "samples.png")
             if run:
                 named = {f"eval.{k}": v for k, v in metrics.items()}
                 named.update({f"eval.objective.{n}": v for n, v in zip(objective.names, values, strict=True)})
+                named.update({f"eval.constraint.{n}": v for n, v in violations.items()})
                 run.log_metrics(named)
+                if objective.constraints:
+                    run.set_tags({"autolora.feasible": "false" if broken else "true", "autolora.infeasible": broken})
                 run.log_image(picture, "samples/grid.png")
                 run.log_dict(fusion.to_dict(), "coefficients.json")
             for k, v in metrics.items():
@@ -75,6 +85,6 @@ class FuseTrialRunner:
         gains = " ".join(f"{k.removeprefix('style_gain.')}={v:+.4f}" for k, v in metrics.items() if "gain." in k)
         self.echo(
             f"{self.label:<6} trial {trial.number:>3} {shown} (style_gain {gains}) | {fusion.summary()} | "
-            f"{time.perf_counter() - t0:.1f}s"
+            f"{time.perf_counter() - t0:.1f}s" + (f" [infeasible: {broken}]" if broken else "")
         )
         return values[0] if objective.is_scalar else values

@@ -179,9 +179,6 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
 def _parse_constraints(entries: Any, metrics: tuple[str, ...], scorer: str, source: str) -> tuple[Constraint, ...]:
     if entries is None:
         return ()
-    if scorer != "style-content":
-        # fuse's trials do not record constraints yet: refusing beats a bound that silently does nothing.
-        raise UserError(f"{source}: constraints: {_COMMAND[scorer]} does not apply constraints yet; remove the key")
     if not isinstance(entries, list):
         raise UserError(f"{source}: constraints: expected a list of {{name, metric, min, max}}, got {entries!r}")
     keys = ("name", "metric", "min", "max")

@@ -8,7 +8,8 @@ For ``autolora fuse``. With styles ``s`` (one per LoRA) and the metrics of ``aut
   0 (or below), so its minimum is low however strong the other styles are: the aggregate a fusion should raise;
 - ``style_gain_mean``: the mean of the gains (rewards a strong blend that may neglect one style);
 - ``style_fidelity_min``: the smallest ``style_fidelity.<s>``;
-- ``content_text``, ``content_text_delta``, ``content_base``: as for ``tune``.
+- ``content_text``, ``content_text_delta``, ``content_text_ratio``, ``content_base``: as for ``tune`` (the ratio is
+  the content constraint's metric).
 
 Samples are embedded once per call, whatever the number of styles.
 """
@@ -33,6 +34,7 @@ class MultiStyleScorer:
         "style_fidelity_min",
         "content_text",
         "content_text_delta",
+        "content_text_ratio",
         "content_base",
     )
     """The metrics an objective recipe may name (per-style metrics are logged, not named in recipes)."""
@@ -85,6 +87,7 @@ class MultiStyleScorer:
             style_fidelity_min=min(out[f"style_fidelity.{s}"] for s in r["centroids"]),
             content_text=content_text,
             content_text_delta=content_text - r["content_text_base"],
+            content_text_ratio=content_text / max(r["content_text_base"], 1e-6),
             content_base=float((emb * r["base"]).sum(-1).mean()),
         )
         return out

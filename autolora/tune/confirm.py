@@ -13,42 +13,19 @@ A trial confirmed before on the same seeds is not scored again (a resumed study 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import CONFIRM_ATTR, Confirmation, Rescore, stored
+from autolora.core.confirmed import Confirmation, decide, log_trial, record, rescore, stored
 
 if TYPE_CHECKING:
     import optuna
 
     from autolora.core.tracking import ParentRun
-    from autolora.scoring.objective import Objective
     from autolora.tune.session import Session
 
 ADAPTER_NAME = "autolora-confirm"
-
-
-def style_part(objective: Objective, metrics: dict[str, float]) -> float | None:
-    """The objective's terms on style metrics (``style_*``) summed with their weights; None when it has none."""
-    terms = [(m, w) for t in objective.targets for m, w in t.terms.items() if m.startswith("style")]
-    return sum(w * metrics[m] for m, w in terms) if terms else None
-
-
-def seed_spread(objective: Objective, each: dict[str, list[float]], n_prompts: int, n_seeds: int) -> float | None:
-    """Standard error of the style part over seeds: the mean over prompts per seed, their sd / sqrt(seeds)."""
-    per_seed = []
-    for s in range(n_seeds):
-        idx = [p * n_seeds + s for p in range(n_prompts)]
-        metrics = {k: sum(v[i] for i in idx) / len(idx) for k, v in each.items()}
-        part = style_part(objective, metrics)
-        if part is None:
-            return None
-        per_seed.append(part)
-    mean = sum(per_seed) / n_seeds
-    var = sum((x - mean) ** 2 for x in per_seed) / (n_seeds - 1)
-    return math.sqrt(var / n_seeds)
 
 
 def confirm(
@@ -73,8 +50,7 @@ def confirm(
     reuse = earlier.trials if earlier is not None and earlier.seeds == seeds else {}
     conf = Confirmation(seeds=seeds, top_k=k, samples=len(plan.prompts) * len(seeds))
     objective = plan.objective
-    todo = [t for t in top if t.number not in reuse]
-    if todo:
+    if any(t.number not in reuse for t in top):
         t0 = time.perf_counter()
         base = session.base_samples_for(seeds, plan.run_dir / "cache")
         scorer = ClipStyleContentScorer(session.judge)
@@ -99,40 +75,15 @@ def confirm(
                 detach(getattr(session.pipe, comp), ADAPTER_NAME)
         each = scorer.score_each(images)
         metrics = {name: sum(v) / len(v) for name, v in each.items()}
-        conf.trials[t.number] = Rescore(
-            number=t.number,
-            values=objective.values(metrics),
-            search_values=list(t.values),
-            metrics=metrics,
-            broken="; ".join(objective.broken(metrics)),
-            style=style_part(objective, metrics),
-            style_se=seed_spread(objective, each, len(plan.prompts), len(seeds)),
-            seconds=time.perf_counter() - t0,
-        )
-        _log_trial(parent, t, conf.trials[t.number], objective)
-    if objective.is_scalar:
-        sign = 1.0 if objective.directions[0] == "maximize" else -1.0
-        conf.search_best = top[0].number
-        ok = [r for r in conf.trials.values() if not r.broken]
-        conf.best = max(ok, key=lambda r: (sign * r.values[0], -r.number)).number if ok else None
-    study.set_user_attr(CONFIRM_ATTR, conf.to_attr())
-    if parent is not None:
-        parent.log_metrics({"confirm.changed": float(conf.changed), "confirm.trials": float(len(conf.trials))})
-        parent.set_tags({"autolora.confirmed_best": "none" if conf.best is None else str(conf.best)})
+        per_seed = [_subset_mean(each, len(plan.prompts), len(seeds), i) for i in range(len(seeds))]
+        conf.trials[t.number] = rescore(t, objective, metrics, per_seed, time.perf_counter() - t0)
+        log_trial(parent, t, conf.trials[t.number], objective)
+    decide(conf, objective, top)
+    record(study, conf, parent)
     return conf
 
 
-def _log_trial(parent: ParentRun | None, trial: optuna.trial.FrozenTrial, r: Rescore, objective: Objective) -> None:
-    """``confirm.*`` metrics and the ``autolora.confirmed`` tag on the trial's own MLflow run."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if parent is None or not run_id:
-        return
-    from autolora.core.tracking import TrialRun
-
-    run = TrialRun(parent.client, run_id, parent.experiment_id)
-    named: dict[str, Any] = {f"confirm.{k}": v for k, v in r.metrics.items()}
-    named.update({f"confirm.objective.{n}": v for n, v in zip(objective.names, r.values, strict=True)})
-    if r.style is not None and r.style_se is not None:
-        named.update({"confirm.style": r.style, "confirm.style_se": r.style_se})
-    run.log_metrics(named)
-    run.set_tags({"autolora.confirmed": "infeasible" if r.broken else "feasible", "autolora.confirm_broken": r.broken})
+def _subset_mean(each: dict[str, list[float]], n_prompts: int, n_seeds: int, seed: int) -> dict[str, float]:
+    """The metrics of one seed's samples (prompt-major order: sample ``p * n_seeds + seed``)."""
+    idx = [p * n_seeds + seed for p in range(n_prompts)]
+    return {k: sum(v[i] for i in idx) / len(idx) for k, v in each.items()}

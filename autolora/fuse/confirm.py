@@ -1,0 +1,76 @@
+"""The confirmation stage of a fusion run: each study's top K feasible blends drawn again on other seeds.
+
+As for ``tune`` (``autolora.tune.confirm``, the record in ``autolora.core.confirmed``): the DLF study and its
+linear baseline are both confirmed, so the side-by-side summary compares confirmed bests, and ``export`` takes the
+confirmed best DLF blend. A blend is its coefficients: nothing needs keeping to draw it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from autolora.core.confirmed import Confirmation, decide, log_trial, record, rescore, stored
+
+if TYPE_CHECKING:
+    import optuna
+    from PIL import Image
+
+    from autolora.core.tracking import ParentRun
+    from autolora.fuse.session import FuseSession
+    from autolora.fuse.space import CoefficientSpace
+
+
+def confirm_fusion(
+    session: FuseSession,
+    study: optuna.Study,
+    space: CoefficientSpace,
+    label: str,
+    parent: ParentRun | None,
+    echo: Callable[[str], None] = print,
+) -> Confirmation | None:
+    """Re-score the study's top blends on ``eval.confirm_seeds``; record and return the result (None: off, or none
+    feasible)."""
+    from autolora.core.feasible import candidates
+    from autolora.scoring.styles import MultiStyleScorer
+
+    plan, cfg = session.plan, session.plan.config
+    k, seeds = cfg.study.confirm_top_k, list(cfg.eval.confirm_seeds)
+    top = candidates(study, k) if k else []
+    if not top:
+        return None
+    earlier = stored(study)
+    reuse = earlier.trials if earlier is not None and earlier.seeds == seeds else {}
+    conf = Confirmation(seeds=seeds, top_k=k, samples=len(plan.prompts) * len(seeds))
+    todo = [t for t in top if t.number not in reuse]
+    references = {name: style.images for name, style in plan.styles.items()}
+    n_prompts = len(plan.prompts)
+    scorers: list[MultiStyleScorer] = []
+    if todo:
+        base = session.base_samples_for(seeds, plan.run_dir / "cache")
+        # All samples, then each seed's own (the spread over seeds is the noise): the fusion scorer's aggregates
+        # (the weakest style's mean gain) are not means of per-sample values, so each seed is scored on its own.
+        for subset in [None, *range(len(seeds))]:
+            scorer = MultiStyleScorer(session.judge)
+            picked = base if subset is None else _of_seed(base, n_prompts, len(seeds), subset)
+            scorer.prepare(references, plan.prompts, len(seeds) if subset is None else 1, picked)
+            scorers.append(scorer)
+        echo(f"{label}: confirming the top {len(top)} blends on {len(seeds)} other seeds")
+    for t in top:
+        if t.number in reuse:
+            conf.trials[t.number] = reuse[t.number]
+            continue
+        t0 = time.perf_counter()
+        images = session.draw(space.fusion(t.params), seeds)
+        metrics = scorers[0].score(images)
+        per_seed = [scorers[1 + s].score(_of_seed(images, n_prompts, len(seeds), s)) for s in range(len(seeds))]
+        conf.trials[t.number] = rescore(t, plan.objective, metrics, per_seed, time.perf_counter() - t0)
+        log_trial(parent, t, conf.trials[t.number], plan.objective)
+    decide(conf, plan.objective, top)
+    record(study, conf, parent, label)
+    return conf
+
+
+def _of_seed(images: list[Image.Image], n_prompts: int, n_seeds: int, seed: int) -> list[Image.Image]:
+    return [images[p * n_seeds + seed] for p in range(n_prompts)]
