@@ -25,7 +25,6 @@ from autolora.core.study import ATTR
 if TYPE_CHECKING:
     import optuna
 
-    from autolora.core.tracking import ParentRun
     from autolora.scoring.objective import Objective
 
 CONFIRM_ATTR = ATTR + "confirmation"
@@ -49,6 +48,8 @@ class Rescore:
     """The objective's style part; None when the objective has no style term."""
     style_se: float | None = None
     seconds: float = 0.0
+    run_id: str = ""
+    """The trial's MLflow run (where ``confirm.*`` is logged)."""
 
     def within_noise(self) -> bool:
         """Whether the style part is not measurably above zero (no style term: False)."""
@@ -154,6 +155,7 @@ def rescore(
         style=style_part(objective, metrics),
         style_se=se,
         seconds=seconds,
+        run_id=str(trial.user_attrs.get("mlflow_run_id") or ""),
     )
 
 
@@ -168,30 +170,6 @@ def decide(conf: Confirmation, objective: Objective, top: list[optuna.trial.Froz
     conf.best = max(ok, key=lambda r: (sign * r.values[0], -r.number)).number if ok else None
 
 
-def record(study: optuna.Study, conf: Confirmation, parent: ParentRun | None, label: str = "") -> None:
-    """The record in the study (``autolora.confirmation``) and on the MLflow parent run (``confirm.changed``, tag
-    ``autolora.confirmed_best``; with a ``label``, ``confirm.<label>.changed`` and ``autolora.confirmed_best.<label>``
-    for a run of several studies)."""
+def record(study: optuna.Study, conf: Confirmation) -> None:
+    """Keep the record with the study (MLflow's side: ``ParentRun.log_confirmation``)."""
     study.set_user_attr(CONFIRM_ATTR, conf.to_attr())
-    if parent is not None:
-        at = f".{label}" if label else ""
-        parent.log_metrics(
-            {f"confirm{at}.changed": float(conf.changed), f"confirm{at}.trials": float(len(conf.trials))}
-        )
-        parent.set_tags({f"autolora.confirmed_best{at}": "none" if conf.best is None else str(conf.best)})
-
-
-def log_trial(parent: ParentRun | None, trial: optuna.trial.FrozenTrial, r: Rescore, objective: Objective) -> None:
-    """``confirm.*`` metrics and the ``autolora.confirmed`` tag on the trial's own MLflow run."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if parent is None or not run_id:
-        return
-    from autolora.core.tracking import TrialRun
-
-    run = TrialRun(parent.client, run_id, parent.experiment_id)
-    named: dict[str, float] = {f"confirm.{k}": v for k, v in r.metrics.items()}
-    named.update({f"confirm.objective.{n}": v for n, v in zip(objective.names, r.values, strict=True)})
-    if r.style is not None and r.style_se is not None:
-        named.update({"confirm.style": r.style, "confirm.style_se": r.style_se})
-    run.log_metrics(named)
-    run.set_tags({"autolora.confirmed": "infeasible" if r.broken else "feasible", "autolora.confirm_broken": r.broken})

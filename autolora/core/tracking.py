@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
+    from autolora.core.confirmed import Confirmation
+
 PARENT_TAG = "mlflow.parentRunId"
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 _MAX_KEY, _MAX_PARAM, _MAX_TAG, _MAX_BATCH, _MAX_PARAMS_BATCH = 250, 6000, 8000, 1000, 100  # mlflow.utils.validation
@@ -211,6 +213,27 @@ class ParentRun(_Run):
             self._log_metrics([("best.pareto_size", len(best), 0)])
             self._log_params({"best.trials": ",".join(str(t.number) for t in best)})
         self._plots(study, names, done)
+
+    def log_confirmation(self, conf: Confirmation, names: list[str], label: str = "") -> None:
+        """The confirmation stage (``autolora.core.confirmed``): each confirmed trial's run gets ``confirm.*``
+        metrics and an ``autolora.confirmed`` tag; this run ``confirm.changed``, ``confirm.trials`` and the tag
+        ``autolora.confirmed_best`` (with a ``label``, ``confirm.<label>.*`` and ``autolora.confirmed_best.<label>``,
+        for a run of several studies)."""
+        for r in conf.trials.values():
+            if not r.run_id:
+                continue
+            run = TrialRun(self.client, r.run_id, self.experiment_id)
+            named: dict[str, float] = {f"confirm.{k}": v for k, v in r.metrics.items()}
+            named.update({f"confirm.objective.{n}": v for n, v in zip(names, r.values, strict=True)})
+            if r.style is not None and r.style_se is not None:
+                named.update({"confirm.style": r.style, "confirm.style_se": r.style_se})
+            run.log_metrics(named)
+            verdict = "infeasible" if r.broken else "feasible"
+            run.set_tags({"autolora.confirmed": verdict, "autolora.confirm_broken": r.broken})
+        at = f".{label}" if label else ""
+        n = float(len(conf.trials))
+        self.log_metrics({f"confirm{at}.changed": float(conf.changed), f"confirm{at}.trials": n})
+        self.set_tags({f"autolora.confirmed_best{at}": "none" if conf.best is None else str(conf.best)})
 
     def _plots(self, study: optuna.Study, names: list[str], done: list[optuna.trial.FrozenTrial]) -> None:
         import matplotlib.pyplot as plt

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import Confirmation, decide, log_trial, record, rescore, stored
+from autolora.core.confirmed import Confirmation, decide, record, rescore, stored
 
 if TYPE_CHECKING:
     import optuna
@@ -66,9 +66,10 @@ def confirm_fusion(
         metrics = scorers[0].score(images)
         per_seed = [scorers[1 + s].score(_of_seed(images, n_prompts, len(seeds), s)) for s in range(len(seeds))]
         conf.trials[t.number] = rescore(t, plan.objective, metrics, per_seed, time.perf_counter() - t0)
-        log_trial(parent, t, conf.trials[t.number], plan.objective)
     decide(conf, plan.objective, top)
-    record(study, conf, parent, label)
+    record(study, conf)
+    if parent is not None:
+        parent.log_confirmation(conf, plan.objective.names, label)
     return conf
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import Confirmation, decide, log_trial, record, rescore, stored
+from autolora.core.confirmed import Confirmation, decide, record, rescore, stored
 
 if TYPE_CHECKING:
     import optuna
@@ -77,9 +77,10 @@ def confirm(
         metrics = {name: sum(v) / len(v) for name, v in each.items()}
         per_seed = [_subset_mean(each, len(plan.prompts), len(seeds), i) for i in range(len(seeds))]
         conf.trials[t.number] = rescore(t, objective, metrics, per_seed, time.perf_counter() - t0)
-        log_trial(parent, t, conf.trials[t.number], objective)
     decide(conf, objective, top)
-    record(study, conf, parent)
+    record(study, conf)
+    if parent is not None:
+        parent.log_confirmation(conf, objective.names)
     return conf
 
 

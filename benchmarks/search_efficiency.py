@@ -1,0 +1,159 @@
+"""Does the default search beat random search at the budgets users run? (issue "Selection users can trust").
+
+Four arms per style and seed, each a whole ``autolora tune`` study on miniworld with the default objective
+(content constraint and confirmation on):
+
+- ``auto``: the default (``sampler: auto`` = TPE with a budget-scaled random start, the presets first, median
+  pruning at the rungs);
+- ``random``: random search, no presets, no pruning;
+- ``tpe``: optuna's TPE with its default 10 random trials, no presets, median pruning;
+- ``presets``: the two presets alone (2 trials).
+
+Printed: the best *feasible* search value reached against the training steps spent (mean and spread over seeds at
+four checkpoints of the smallest total), the confirmed best's value at the end (``selection.py`` reads the pixel
+truth of every trial), and the
+ratio of steps ``auto`` needs to reach random search's final best (the issue's aim: at most 1/3).
+
+    python benchmarks/search_efficiency.py [--styles dotted,navy,shaded] [--seeds 5] [--trials 30]
+        [--out bench-search] [--json docs/miniworld/search-efficiency.json] [--base-model builtin:miniworld]
+
+The issue's size (3 styles x 5 seeds x 30 trials x 3 searching arms) is about 45 hours on the 2-core CPU machine
+(a 10-trial study takes about 10 minutes there): a GPU run, or ``--seeds 2 --trials 12`` for a first look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+ARMS: dict[str, list[tuple[str, str, Any]]] = {
+    "auto": [("study", "sampler", "auto"), ("study", "presets", "auto"), ("study", "pruner", "median")],
+    "random": [("study", "sampler", "random"), ("study", "presets", "none"), ("study", "pruner", "none")],
+    "tpe": [("study", "sampler", "tpe"), ("study", "presets", "none"), ("study", "pruner", "median")],
+    "presets": [("study", "presets", "auto"), ("study", "pruner", "none")],
+}
+
+
+def curve(study: Any) -> list[tuple[int, float]]:
+    """(training steps spent so far, best feasible value so far) in order of completion."""
+    import optuna
+
+    from autolora.core.feasible import is_feasible
+
+    spent, best, points = 0, float("-inf"), []
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in sorted((t for t in study.trials if t.state in ended), key=lambda t: t.datetime_complete):
+        last = max(t.intermediate_values) if t.intermediate_values else 0
+        spent += int(t.params["steps"]) if t.state == optuna.trial.TrialState.COMPLETE else last
+        if t.state == optuna.trial.TrialState.COMPLETE and is_feasible(t):
+            best = max(best, float(t.value))
+        points.append((spent, best))
+    return points
+
+
+def best_at(points: list[tuple[int, float]], budget: int) -> float:
+    vals = [b for s, b in points if s <= budget]
+    return vals[-1] if vals else float("-inf")
+
+
+def steps_to_reach(points: list[tuple[int, float]], target: float) -> int | None:
+    return next((s for s, b in points if b >= target), None)
+
+
+def run_arm(arm: str, style: str, seed: int, trials: int, work: Path, base_model: str) -> dict[str, Any]:
+    from selection import style_folder  # type: ignore[import-not-found]
+
+    from autolora.config import load_config
+    from autolora.core.feasible import best, confirmation
+    from autolora.tune.job import run_tune
+
+    name = f"{arm}-{style}-s{seed}"
+    overrides = [
+        ("study", "name", name),
+        ("study", "out", str(work / name)),
+        ("study", "mlflow_uri", f"sqlite:///{work}/mlflow.db"),
+        ("study", "trials", 2 if arm == "presets" else trials),
+        ("study", "seed", seed),
+        ("train", "seed", seed),
+        ("model", "base_model", base_model),
+        ("data", "style_images", str(style_folder(style, work))),
+        *ARMS[arm],
+    ]
+    result = run_tune(load_config(None, overrides), echo=lambda s: None, progress=False)
+    study = result.study
+    found = best(study)
+    conf = confirmation(study)
+    out: dict[str, Any] = {"curve": curve(study), "confirmed": None}
+    if found and conf is not None and found[0].number in conf.trials:
+        out["confirmed"] = conf.trials[found[0].number].values[0]
+    return out
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--styles", default="dotted,navy,shaded")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("bench-search"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--base-model", default="builtin:miniworld", help="builtin:tiny-sd for a smoke test")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for style in args.styles.split(","):
+        for arm in ARMS:
+            for seed in range(args.seeds):
+                print(f"== {style} {arm} seed {seed} ({time.perf_counter() - t0:.0f}s)")
+                runs.setdefault(style, {}).setdefault(arm, []).append(
+                    run_arm(arm, style, seed, args.trials, args.out, args.base_model)
+                )
+    table: dict[str, Any] = {}
+    for style, arms in runs.items():
+        budget = min(r["curve"][-1][0] for arm, rs in arms.items() if arm != "presets" for r in rs if r["curve"])
+        checkpoints = [budget // 4, budget // 2, budget * 3 // 4, budget]
+        print(f"\n{style}: best feasible value by training steps spent (mean ± sd over {args.seeds} seeds)")
+        print("  " + f"{'arm':>8s}" + "".join(f"{c:>18d}" for c in checkpoints) + "   confirmed at the end")
+        table[style] = {"checkpoints": checkpoints, "arms": {}}
+        for arm, rs in arms.items():
+            cols = [[best_at(r["curve"], c) for r in rs] for c in checkpoints]
+            cells = "".join(f"{_ms(col):>18s}" for col in cols)
+            confirmed = [r["confirmed"] for r in rs if r["confirmed"] is not None]
+            print(f"  {arm:>8s}{cells}   {_ms(confirmed)}")
+            table[style]["arms"][arm] = {
+                "at_checkpoints": cols,
+                "confirmed": confirmed,
+                "truth": [r["truth"] for r in rs],
+            }
+        ratios = []
+        for a, r in zip(arms["auto"], arms["random"], strict=True):
+            target = r["curve"][-1][1]
+            reach = steps_to_reach(a["curve"], target)
+            ratios.append(None if reach is None else reach / max(1, r["curve"][-1][0]))
+        reached = [x for x in ratios if x is not None]
+        print(
+            f"  steps auto needs to reach random search's final best: {_ms(reached)} of random's "
+            f"(reached in {len(reached)} of {len(ratios)} seeds; aim <= 0.33)"
+        )
+        table[style]["steps_ratio"] = ratios
+    print(f"\n{time.perf_counter() - t0:.0f}s in all")
+    if args.json:
+        args.json.write_text(json.dumps({"table": table, "trials": args.trials, "seeds": args.seeds}, indent=1))
+
+
+def _ms(xs: list[float]) -> str:
+    xs = [x for x in xs if x != float("-inf")]
+    if not xs:
+        return "-"
+    return f"{statistics.mean(xs):+.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
+
+
+if __name__ == "__main__":
+    main()
