@@ -64,7 +64,7 @@ def steps_to_reach(points: list[tuple[int, float]], target: float) -> int | None
     return next((s for s, b in points if b >= target), None)
 
 
-def run_arm(arm: str, style: str, seed: int, trials: int, work: Path, base_model: str) -> dict[str, Any]:
+def run_arm(arm: str, style: str, seed: int, trials: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from selection import style_folder  # type: ignore[import-not-found]
 
     from autolora.config import load_config
@@ -79,7 +79,8 @@ def run_arm(arm: str, style: str, seed: int, trials: int, work: Path, base_model
         ("study", "trials", 2 if arm == "presets" else trials),
         ("study", "seed", seed),
         ("train", "seed", seed),
-        ("model", "base_model", base_model),
+        ("model", "base_model", args.base_model),
+        *([("study", "search_space", args.search_space)] if args.search_space else []),
         ("data", "style_images", str(style_folder(style, work))),
         *ARMS[arm],
     ]
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-search"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--base-model", default="builtin:miniworld", help="builtin:tiny-sd for a smoke test")
+    parser.add_argument("--search-space", help="default: quick (tests/data/tiny.yaml for a smoke test)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -113,7 +115,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 print(f"== {style} {arm} seed {seed} ({time.perf_counter() - t0:.0f}s)")
                 runs.setdefault(style, {}).setdefault(arm, []).append(
-                    run_arm(arm, style, seed, args.trials, args.out, args.base_model)
+                    run_arm(arm, style, seed, args.trials, args.out, args)
                 )
     table: dict[str, Any] = {}
     for style, arms in runs.items():
@@ -127,11 +129,7 @@ def main() -> None:
             cells = "".join(f"{_ms(col):>18s}" for col in cols)
             confirmed = [r["confirmed"] for r in rs if r["confirmed"] is not None]
             print(f"  {arm:>8s}{cells}   {_ms(confirmed)}")
-            table[style]["arms"][arm] = {
-                "at_checkpoints": cols,
-                "confirmed": confirmed,
-                "truth": [r["truth"] for r in rs],
-            }
+            table[style]["arms"][arm] = {"at_checkpoints": cols, "confirmed": confirmed}
         ratios = []
         for a, r in zip(arms["auto"], arms["random"], strict=True):
             target = r["curve"][-1][1]
