@@ -30,11 +30,37 @@ from typing import Any
 
 
 def style_truth(style: str) -> tuple[str, Any]:
+    """The pixel reading of ``style``: its texture, else its paint's tone, else its ground's colour."""
+    from autolora.miniworld.battery import any_items
     from autolora.miniworld.truth import TEXTURED, style_strength, tone_shift
 
     if style in TEXTURED:
         return "texture", lambda im: style_strength(im, style)
-    return "tone", lambda im: tone_shift(im, style)
+    probe = any_items(style, 1, seed=7)[0][0]
+    try:
+        tone_shift(probe, style)
+        return "tone", lambda im: tone_shift(im, style)
+    except ValueError:
+        return "ground", ground_shift(style)
+
+
+def ground_shift(style: str) -> Any:
+    """How far a picture's ground (the median of its outermost ring of pixels) moved from the plain ground towards
+    ``style``'s (0: plain, 1: the style's; a projection on the line between the two colours)."""
+    import numpy as np
+
+    from autolora.miniworld.battery import any_items
+    from autolora.miniworld.world import BACKGROUND
+
+    def ground(im: Any) -> Any:
+        arr = np.asarray(im.convert("RGB"), dtype=float)
+        ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
+        return np.median(ring, axis=0)
+
+    plain = np.array(BACKGROUND, dtype=float)
+    target = np.mean([ground(im) for im, _, _ in any_items(style, 16, seed=7)], axis=0)
+    line = target - plain
+    return lambda im: float((ground(im) - plain) @ line / (line @ line))
 
 
 def style_folder(style: str, work: Path) -> Path:
@@ -195,6 +221,8 @@ def main() -> None:
             studies[f"{style}-s{seed}"] = {"style": style, "seed": seed, **figures, "rows": rescored["rows"]}
             shown = {k: v for k, v in figures.items() if not isinstance(v, list)}
             print("   ", json.dumps(shown, default=lambda v: round(v, 4) if isinstance(v, float) else str(v)))
+            if args.json:  # after every study: a long run stopped early keeps what it measured
+                args.json.write_text(json.dumps({"studies": studies, "trials": args.trials}, indent=1))
     pooled = {
         key: spread([s.get(key) for s in studies.values()])  # type: ignore[misc]
         for key in (
