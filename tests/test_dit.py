@@ -32,6 +32,7 @@ DIT_FAST = [
     "--search-space", str(DATA / "tiny-dit.yaml"),
     "--set", "eval.inference_steps=2",
     "--set", "eval.seeds=[0]",
+    "--set", "study.confirm_top_k=0",
     "--set", "train.eval_every=3",
     "--set", "data.resolution=32",
     "--no-progress",
@@ -351,7 +352,8 @@ def test_fuse_two_flux_loras_over_transformer_blocks_and_export(
     args = ["fuse", "--lora", f"ink={files['ink']}", "--lora", f"water={files['water']}", "--granularity", "block",
             "--base-model", "builtin:tiny-flux", "--out", str(run), "--trials", "2", "--no-baseline",
             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--set", "eval.inference_steps=2",
-            "--set", "eval.seeds=[0]", "--set", "data.resolution=32", "--no-progress"]  # fmt: skip
+            "--set", "eval.seeds=[0]", "--set", "data.resolution=32", "--set", "study.confirm_top_k=0",
+            "--no-progress"]  # fmt: skip
     rc = main(args)
     out, err = capsys.readouterr()
     assert rc == 0, err
