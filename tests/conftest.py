@@ -134,6 +134,7 @@ def make_lora(pipe: Any, configs: dict[str, Any], seed: int) -> tuple[Any, Any]:
 
     name = f"make{seed}"
     gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # peft draws lora_A's init from the global generator: else the LoRA hangs on test order
     try:
         for comp, config in configs.items():
             attach(getattr(pipe, comp), config, name)
@@ -204,6 +205,7 @@ def fuse_args(work: dict[str, Any], out: Path) -> list[str]:
         "--set", "eval.inference_steps=2",
         "--set", "eval.seeds=[0]",
         "--set", "study.confirm_top_k=0",
+        "--objective", str(DATA / "fuse-unconstrained.yaml"),
         "--no-progress",
     ]  # fmt: skip
 

@@ -126,6 +126,18 @@ def stored(study: optuna.Study) -> Confirmation | None:
     return Confirmation.from_attr(study.user_attrs.get(CONFIRM_ATTR))
 
 
+def begin(
+    study: optuna.Study, top: list[optuna.trial.FrozenTrial], top_k: int, seeds: list[int], n_prompts: int
+) -> tuple[Confirmation, list[optuna.trial.FrozenTrial]]:
+    """A new confirmation of ``top`` on ``seeds``, holding already what an earlier one scored on the same seeds, and
+    the trials still to score (a resumed study confirms only what is new)."""
+    earlier = stored(study)
+    reuse = earlier.trials if earlier is not None and earlier.seeds == seeds else {}
+    conf = Confirmation(seeds=list(seeds), top_k=top_k, samples=n_prompts * len(seeds))
+    conf.trials = {t.number: reuse[t.number] for t in top if t.number in reuse}
+    return conf, [t for t in top if t.number not in reuse]
+
+
 def style_part(objective: Objective, metrics: dict[str, float]) -> float | None:
     """The objective's terms on style metrics (``style_*``) summed with their weights; None when it has none."""
     terms = [(m, w) for t in objective.targets for m, w in t.terms.items() if m.startswith("style")]
@@ -159,17 +171,16 @@ def rescore(
     )
 
 
-def decide(conf: Confirmation, objective: Objective, top: list[optuna.trial.FrozenTrial]) -> None:
-    """Single objective: the search's best (``top[0]``) and the confirmed best (highest confirmed value among the
-    trials still feasible; None when none is)."""
-    if not objective.is_scalar:
-        return
-    sign = 1.0 if objective.directions[0] == "maximize" else -1.0
-    conf.search_best = top[0].number
-    ok = [r for r in conf.trials.values() if not r.broken]
-    conf.best = max(ok, key=lambda r: (sign * r.values[0], -r.number)).number if ok else None
-
-
-def record(study: optuna.Study, conf: Confirmation) -> None:
-    """Keep the record with the study (MLflow's side: ``ParentRun.log_confirmation``)."""
+def settle(
+    study: optuna.Study, conf: Confirmation, objective: Objective, top: list[optuna.trial.FrozenTrial]
+) -> Confirmation:
+    """Decide and keep the record with the study (MLflow's side: ``ParentRun.log_confirmation``). Single objective:
+    the search's best (``top[0]``) and the confirmed best (the highest confirmed value among the trials still
+    feasible; None when none is)."""
+    if objective.is_scalar:
+        sign = 1.0 if objective.directions[0] == "maximize" else -1.0
+        conf.search_best = top[0].number
+        ok = [r for r in conf.trials.values() if not r.broken]
+        conf.best = max(ok, key=lambda r: (sign * r.values[0], -r.number)).number if ok else None
     study.set_user_attr(CONFIRM_ATTR, conf.to_attr())
+    return conf

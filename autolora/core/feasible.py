@@ -81,7 +81,7 @@ def best(study: optuna.Study) -> list[FrozenTrial]:
             front = [t for t in front if not (t.number in conf.trials and conf.trials[t.number].broken)]
         return front
     if conf is not None:
-        return [study.trials[conf.best]] if conf.best is not None else []
+        return [study.get_trials(deepcopy=False)[conf.best]] if conf.best is not None else []
     return [t for t in ranked(study)[:1] if is_feasible(t)]
 
 

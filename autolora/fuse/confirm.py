@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import Confirmation, decide, record, rescore, stored
+from autolora.core.confirmed import Confirmation, begin, rescore, settle
 
 if TYPE_CHECKING:
     import optuna
@@ -40,10 +40,7 @@ def confirm_fusion(
     top = candidates(study, k) if k else []
     if not top:
         return None
-    earlier = stored(study)
-    reuse = earlier.trials if earlier is not None and earlier.seeds == seeds else {}
-    conf = Confirmation(seeds=seeds, top_k=k, samples=len(plan.prompts) * len(seeds))
-    todo = [t for t in top if t.number not in reuse]
+    conf, todo = begin(study, top, k, seeds, len(plan.prompts))
     references = {name: style.images for name, style in plan.styles.items()}
     n_prompts = len(plan.prompts)
     scorers: list[MultiStyleScorer] = []
@@ -57,17 +54,13 @@ def confirm_fusion(
             scorer.prepare(references, plan.prompts, len(seeds) if subset is None else 1, picked)
             scorers.append(scorer)
         echo(f"{label}: confirming the top {len(top)} blends on {len(seeds)} other seeds")
-    for t in top:
-        if t.number in reuse:
-            conf.trials[t.number] = reuse[t.number]
-            continue
+    for t in todo:
         t0 = time.perf_counter()
         images = session.draw(space.fusion(t.params), seeds)
         metrics = scorers[0].score(images)
         per_seed = [scorers[1 + s].score(_of_seed(images, n_prompts, len(seeds), s)) for s in range(len(seeds))]
         conf.trials[t.number] = rescore(t, plan.objective, metrics, per_seed, time.perf_counter() - t0)
-    decide(conf, plan.objective, top)
-    record(study, conf)
+    settle(study, conf, plan.objective, top)
     if parent is not None:
         parent.log_confirmation(conf, plan.objective.names, label)
     return conf

@@ -68,9 +68,9 @@ class FuseSession:
         self.scorer.prepare(references, plan.prompts, len(ev.seeds), self.base_samples)
         self.setup_seconds += time.perf_counter() - t0
 
-    def _base_path(self, cache_dir: Path) -> Path:
+    def _base_path(self, cache_dir: Path, seeds: list[int] | None = None) -> Path:
         plan, ev = self.plan, self.plan.config.eval
-        items = [str(plan.model.folder), self.eval_prompts(), ev.seeds, ev.inference_steps, ev.guidance()]
+        items = [str(plan.model.folder), self.eval_prompts(), seeds or ev.seeds, ev.inference_steps, ev.guidance()]
         key = json.dumps([*items, plan.resolution])
         return cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
@@ -83,9 +83,12 @@ class FuseSession:
             if path.exists():
                 self.base_samples = load_images(path)
             else:
-                zero = {name: {"all": 0.0} for name in self.plan.names}  # scale 0: exactly the base model's output
-                self.base_samples = self.draw(_constant(zero))
+                self.base_samples = self._draw_base(self.plan.config.eval.seeds)
         return self.base_samples
+
+    def _draw_base(self, seeds: list[int]) -> list[Image.Image]:
+        zero = {name: {"all": 0.0} for name in self.plan.names}  # scale 0: exactly the base model's output
+        return self.draw(_constant(zero), seeds)
 
     def diagnose(self, cache_dir: Path) -> list[Finding]:
         """The data diagnostics of every style's references (``autolora.diagnostics``), named by style."""
@@ -125,14 +128,10 @@ class FuseSession:
         """The base model's samples on other ``seeds`` (the confirmation's), cached in the run folder."""
         from autolora.sampling import load_images, save_images
 
-        plan, ev = self.plan, self.plan.config.eval
-        items = [str(plan.model.folder), self.eval_prompts(), seeds, ev.inference_steps, ev.guidance()]
-        key = json.dumps([*items, plan.resolution])
-        path = cache_dir / f"base-samples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+        path = self._base_path(cache_dir, seeds)
         if path.exists():
             return load_images(path)
-        zero = {name: {"all": 0.0} for name in plan.names}
-        images = self.draw(_constant(zero), seeds)
+        images = self._draw_base(seeds)
         cache_dir.mkdir(parents=True, exist_ok=True)
         save_images(path, images)
         return images

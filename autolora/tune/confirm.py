@@ -7,7 +7,7 @@ yardstick), and is scored by the same judge; its constraints are checked again. 
 confirmed value among trials still feasible) is what ``export`` takes (see ``autolora.core.confirmed``).
 
 Recorded in Optuna (study attribute ``autolora.confirmation``) and in MLflow (each trial run gets ``confirm.*``
-metrics and an ``autolora.confirmed`` tag; the parent run ``confirm.changed`` and ``confirm.best_trial``).
+metrics and an ``autolora.confirmed`` tag; the parent run ``confirm.changed`` and ``autolora.confirmed_best``).
 A trial confirmed before on the same seeds is not scored again (a resumed study confirms only what is new).
 """
 
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import Confirmation, decide, record, rescore, stored
+from autolora.core.confirmed import Confirmation, begin, rescore, settle
 
 if TYPE_CHECKING:
     import optuna
@@ -46,21 +46,16 @@ def confirm(
     top = [t for t in top if (adapter_dir(plan.run_dir, t.number) / "adapter.json").is_file()]
     if not top:
         return None
-    earlier = stored(study)
-    reuse = earlier.trials if earlier is not None and earlier.seeds == seeds else {}
-    conf = Confirmation(seeds=seeds, top_k=k, samples=len(plan.prompts) * len(seeds))
+    conf, todo = begin(study, top, k, seeds, len(plan.prompts))
     objective = plan.objective
-    if any(t.number not in reuse for t in top):
+    if todo:
         t0 = time.perf_counter()
         base = session.base_samples_for(seeds, plan.run_dir / "cache")
         scorer = ClipStyleContentScorer(session.judge)
         scorer.prepare(plan.style.images, plan.prompts, len(seeds), base, session.anchors)
         drawn = time.perf_counter() - t0
         echo(f"confirming the top {len(top)} trials on {len(seeds)} other seeds (base model drawn in {drawn:.1f}s)")
-    for t in top:
-        if t.number in reuse:
-            conf.trials[t.number] = reuse[t.number]
-            continue
+    for t in todo:
         t0 = time.perf_counter()
         kept = KeptAdapter.load(adapter_dir(plan.run_dir, t.number))
         attached = []
@@ -77,8 +72,7 @@ def confirm(
         metrics = {name: sum(v) / len(v) for name, v in each.items()}
         per_seed = [_subset_mean(each, len(plan.prompts), len(seeds), i) for i in range(len(seeds))]
         conf.trials[t.number] = rescore(t, objective, metrics, per_seed, time.perf_counter() - t0)
-    decide(conf, objective, top)
-    record(study, conf)
+    settle(study, conf, objective, top)
     if parent is not None:
         parent.log_confirmation(conf, objective.names)
     return conf

@@ -223,8 +223,9 @@ class TrialRunner:
                 torch.cuda.empty_cache()
 
     def _record_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> str:
-        """Record the constraints at the trial's last evaluation (optuna takes a constraint once; later values are
-        ignored); return what it broke, in words ("" when feasible).
+        """Record the constraints of the trial's result (its best rung; a pruned trial's last rung): optuna takes a
+        constraint once, so this runs once, after the last evaluation. Return what it broke, in words ("" when
+        feasible).
 
         A pruned trial records them too: TPE learns from its feasibility; optuna's best_trial returns feasible ones.
         """
