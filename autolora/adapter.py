@@ -1,4 +1,5 @@
-"""A LoRA adapter on the loaded base model: attach, detach, save and load a kept copy.
+"""An adapter (LoRA, LoHa, LoKr: any peft tuner of ``autolora.methods``) on the loaded base model: attach,
+detach, save and load a kept copy.
 
 The base model is loaded once per process; every trial attaches its adapter with
 ``peft.inject_adapter_in_model`` and detaches it afterwards, unwrapping the peft layers so that the
@@ -8,7 +9,8 @@ the same way for the UNet and the text encoders.)
 
 A kept adapter is a folder::
 
-    adapter.json                 {"components": {"unet": LoraConfig dict, ...}, "base": {...}, "trial": {...}}
+    adapter.json                 {"components": {"unet": peft config dict (its peft_type names the method), ...},
+                                  "base": {...}, "trial": {...}}
     unet.safetensors             peft state dict of the UNet (keys as get_peft_model_state_dict returns them)
     text_encoder.safetensors     (only when the text encoder was trained)
     text_encoder_2.safetensors   (SDXL, only when the text encoders were trained)
@@ -27,7 +29,7 @@ from autolora.folders import staging_folder
 
 if TYPE_CHECKING:
     import torch
-    from peft import LoraConfig
+    from peft import PeftConfig
 
 ADAPTER_FILE = "adapter.json"
 
@@ -37,7 +39,7 @@ class KeptAdapter:
     """An adapter in memory: per-component peft configs and state dicts, plus what it came from."""
 
     configs: dict[str, dict[str, Any]]
-    """Component name (``unet``, ``text_encoder``, ``text_encoder_2``) -> LoraConfig as a dict."""
+    """Component name (``unet``, ``text_encoder``, ``text_encoder_2``) -> peft config (LoraConfig...) as a dict."""
     state_dicts: dict[str, dict[str, torch.Tensor]]
     """Component name -> peft state dict (``...to_q.lora_A.weight`` etc., no adapter name)."""
     base: dict[str, Any] = field(default_factory=dict)
@@ -100,8 +102,8 @@ def _load_samples(folder: Path) -> list[Any]:
     return load_images(path) if path.exists() else []
 
 
-def config_to_dict(config: LoraConfig) -> dict[str, Any]:
-    """A JSON-safe dict of a LoraConfig (sets become sorted lists)."""
+def config_to_dict(config: PeftConfig) -> dict[str, Any]:
+    """A JSON-safe dict of a peft config (sets become sorted lists; ``peft_type`` names the method)."""
     d = config.to_dict()
     for k, v in list(d.items()):
         if isinstance(v, set):
@@ -109,8 +111,8 @@ def config_to_dict(config: LoraConfig) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
-def attach(model: torch.nn.Module, config: LoraConfig, name: str) -> None:
-    """Add a LoRA adapter called ``name`` to ``model`` in place and make it the active one."""
+def attach(model: torch.nn.Module, config: PeftConfig, name: str) -> None:
+    """Add an adapter called ``name`` to ``model`` in place and make it the active one."""
     from peft import inject_adapter_in_model
 
     inject_adapter_in_model(config, model, adapter_name=name)
@@ -126,9 +128,11 @@ def detach(model: torch.nn.Module, name: str) -> None:
 
     wrapped = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
     for qualified, module in wrapped:
-        if name in getattr(module, "lora_A", {}) or name in module.active_adapters:
+        # Each tuner names its weight dicts (lora_A..., hada_w1_a..., lokr_w1...) in adapter_layer_names.
+        holders = [getattr(module, a, {}) for a in module.adapter_layer_names]
+        if any(name in h for h in holders) or name in module.active_adapters:
             module.delete_adapter(name)
-        if not getattr(module, "lora_A", {}) and not getattr(module, "lora_magnitude_vector", {}):
+        if not any(len(h) for h in holders):
             parent_name, _, child = qualified.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, module.get_base_layer())
@@ -147,13 +151,25 @@ def adapter_state_dict(model: torch.nn.Module, name: str) -> dict[str, torch.Ten
 
 
 def load_into(model: torch.nn.Module, config: dict[str, Any], state_dict: dict[str, torch.Tensor], name: str) -> None:
-    """Attach a kept adapter's config and weights to ``model`` as adapter ``name``."""
-    from peft import LoraConfig
+    """Attach a kept adapter's config and weights to ``model`` as adapter ``name`` (its method by ``peft_type``)."""
     from peft.utils import set_peft_model_state_dict
 
-    cfg = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__}
-    attach(model, LoraConfig(**cfg), name)
+    from autolora.methods import method_of
+
+    attach(model, method_of(config).read_config(config), name)
     result = set_peft_model_state_dict(model, state_dict, adapter_name=name)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise ValueError(f"adapter weights do not fit the model: unexpected keys {unexpected[:3]}")
+
+
+def trainable_count(models: list[torch.nn.Module]) -> int:
+    """Parameters the optimiser trains (peft marks only the adapter's weights trainable)."""
+    return sum(p.numel() for m in models for p in m.parameters() if p.requires_grad)
+
+
+def state_bytes(state_dicts: dict[str, dict[str, torch.Tensor]]) -> int:
+    """Size of the adapter's weights as the kept safetensors files hold them (tensors plus headers)."""
+    from safetensors.torch import save
+
+    return sum(len(save({k: v.detach().cpu().contiguous() for k, v in sd.items()})) for sd in state_dicts.values())

@@ -44,6 +44,8 @@ from autolora.folders import readable
 if TYPE_CHECKING:
     import torch
 
+    from autolora.methods import KohyaModule, Method
+
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 INFO_FILE = "autolora.json"
 
@@ -136,6 +138,9 @@ def export_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya: bool = 
     """
     check_name(name)
     _check_adapter(adapter)
+    method = adapter_method(adapter)
+    if method.name != "lora":
+        return _export_lycoris_all(adapter, out_dir, name, kohya=kohya)
     if kohya:
         _kohya_plan(adapter)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +149,35 @@ def export_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya: bool = 
     if kohya:
         paths["kohya"] = out_dir / f"{name}.safetensors"
         export_kohya(adapter, paths["kohya"], name)
+    paths["info"] = out_dir / INFO_FILE
+    files = {kind: path.name for kind, path in paths.items() if kind != "info"}
+    text = json.dumps(_info_document(adapter, name, files), indent=2, allow_nan=False) + "\n"
+    _write_atomically(paths["info"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return paths
+
+
+def adapter_method(adapter: KeptAdapter) -> Method:
+    """The adapter's method (every component's config names the same one)."""
+    from autolora.methods import method_of
+
+    found = {method_of(cfg).name: method_of(cfg) for cfg in adapter.configs.values()}
+    if len(found) != 1:
+        raise UserError(f"cannot export: the adapter's components mix methods ({', '.join(sorted(found))})")
+    return next(iter(found.values()))
+
+
+def _export_lycoris_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya: bool) -> dict[str, Path]:
+    """LoHa/LoKr: the LyCORIS file (kohya key layout, what A1111, Forge and ComfyUI read) and peft's own folders;
+    diffusers' ``load_lora_weights`` reads LoRA only, so there is no diffusers file."""
+    from autolora.peft_files import PEFT_FOLDER, export_peft
+
+    plan = _lycoris_plan(adapter) if kohya else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"peft": out_dir / PEFT_FOLDER}
+    export_peft(adapter, paths["peft"])
+    if kohya:
+        paths["kohya"] = out_dir / f"{name}.safetensors"
+        _write_lycoris(adapter, paths["kohya"], name, plan)
     paths["info"] = out_dir / INFO_FILE
     files = {kind: path.name for kind, path in paths.items() if kind != "info"}
     text = json.dumps(_info_document(adapter, name, files), indent=2, allow_nan=False) + "\n"
@@ -492,8 +526,6 @@ def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -
     dim = int(config.get("r", 8))
     # The alpha a module of rank ``dim`` without patterns has in this file (differs from lora_alpha under rsLoRA).
     network_alpha = _peft_scale(float(config.get("lora_alpha", 8)), dim, bool(config.get("use_rslora"))) * dim
-    prediction = adapter.base.get("prediction_type", "epsilon")
-    resolution = int(adapter.base.get("resolution") or _DEFAULT_RESOLUTION[arch])
     conv = [e for e in plan if e.is_conv3]
     network_args: dict[str, Any] = {
         "use_rslora": bool(config.get("use_rslora")),
@@ -503,18 +535,29 @@ def _kohya_metadata(adapter: KeptAdapter, name: str, plan: list[_KohyaModule]) -
     if conv:
         network_args["conv_dim"] = str(_most_common([e.rank for e in conv], dim))
         network_args["conv_alpha"] = str(_most_common([e.alpha for e in conv], network_alpha))
-    meta = {
+    return {
         "ss_network_module": "networks.lora_flux" if arch == "flux" else "networks.lora",
         "ss_network_dim": str(dim),
         "ss_network_alpha": str(network_alpha),
         "ss_network_args": json.dumps(network_args),
+        **_base_metadata(adapter, name, {e.comp for e in plan}),
+    }
+
+
+def _base_metadata(adapter: KeptAdapter, name: str, comps: set[str]) -> dict[str, str]:
+    """The ``ss_*`` and modelspec facts of the base model and the export, shared by LoRA and LyCORIS files."""
+    arch = adapter.base["arch"]
+    denoiser = "transformer" if arch == "flux" else "unet"
+    prediction = adapter.base.get("prediction_type", "epsilon")
+    resolution = int(adapter.base.get("resolution") or _DEFAULT_RESOLUTION[arch])
+    meta = {
         "ss_base_model_version": _BASE_MODEL_VERSION[arch],
         "ss_output_name": name,
         "ss_sd_model_name": model_name(str(adapter.base.get("source", ""))),
         "ss_v2": str(arch == "sd2"),
         "ss_v_parameterization": str(prediction == "v_prediction"),
         "ss_resolution": f"({resolution}, {resolution})",
-        "ss_network_train_unet_only": str({e.comp for e in plan} == {denoiser}),
+        "ss_network_train_unet_only": str(comps == {denoiser}),
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": _modelspec_architecture(arch, prediction),
         "modelspec.implementation": "https://github.com/huggingface/diffusers",
@@ -537,6 +580,68 @@ def _modelspec_architecture(arch: str, prediction: str) -> str:
     if arch == "sd2":
         return "stable-diffusion-v2-768-v/lora" if prediction == "v_prediction" else "stable-diffusion-v2-512/lora"
     return "stable-diffusion-xl-v1-base/lora"
+
+
+# --- LyCORIS file (LoHa, LoKr) ------------------------------------------------------------------------------
+
+LYCORIS_ARCHS = ("sd1", "sd2", "sdxl")
+"""Architectures with a LyCORIS file. Flux's kohya names fuse q/k/v into one module, which a Kronecker or
+Hadamard factorisation of three separate updates cannot be rewritten into; SD3 has no kohya file at all."""
+
+
+def _lycoris_plan(adapter: KeptAdapter) -> list[KohyaModule]:
+    """Every module of the adapter in LyCORIS's key layout, checked; raises before anything is written."""
+    method = adapter_method(adapter)
+    arch = adapter.base["arch"]
+    if arch not in LYCORIS_ARCHS:
+        raise UserError(
+            f"cannot write the LyCORIS file for a {arch} {method.name} adapter (kohya's {arch} names fuse modules "
+            "this factorisation keeps apart): use the peft folder"
+        )
+    plan: list[KohyaModule] = []
+    for comp in COMPONENTS[arch]:
+        state_dict = adapter.state_dicts.get(comp)
+        if not state_dict:
+            continue
+        modules = sorted({k.rsplit(".", 1)[0] for k in state_dict})
+        name_of = {
+            m: f"{_KOHYA_PREFIX[arch][comp]}_{_kohya_module(adapter, comp, m).replace('.', '_')}" for m in modules
+        }
+        plan += method.kohya_modules(comp, name_of, state_dict, adapter.configs[comp])
+    return plan
+
+
+def _write_lycoris(adapter: KeptAdapter, path: Path, name: str, plan: list[KohyaModule]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for entry in plan:
+        for key, tensor in entry.tensors.items():
+            tensors[f"{entry.name}.{key}"] = tensor.detach().cpu().float().contiguous()
+        if entry.alpha is not None:
+            tensors[f"{entry.name}.alpha"] = torch.tensor(entry.alpha, dtype=torch.float32)
+    method = adapter_method(adapter)
+    main = adapter.configs.get("unet") or next(iter(adapter.configs.values()))
+    args: dict[str, Any] = {"algo": method.lycoris_algo, "preset": "attn-only"}
+    if method.name == "lokr":
+        args.update(factor=main.get("decompose_factor", -1), decompose_both=bool(main.get("decompose_both")))
+    meta = _base_metadata(adapter, name, {e.comp for e in plan})
+    meta.update(
+        {
+            "ss_network_module": "lycoris.kohya",
+            "ss_network_dim": str(int(main.get("r", 8))),
+            "ss_network_alpha": str(float(main.get("alpha", 8))),
+            "ss_network_args": json.dumps(args),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        readable(tmp)
+
+    _write_atomically(path, write)
 
 
 # --- autolora.json ------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autolora.core.study import ATTR
 from autolora.errors import UserError
@@ -84,6 +84,7 @@ def print_table(study: optuna.Study, run_dir: Path | None) -> None:
         )
         secs = f"{t.duration.total_seconds():7.1f}" if t.duration else f"{'-':>7s}"
         params = t.user_attrs.get("spec") or " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+        params += adapter_size(t.user_attrs)
         reason = t.user_attrs.get("fail_reason")
         if t.state.name == "COMPLETE" and t.user_attrs.get(BROKEN_ATTR):
             reason = f"infeasible: {t.user_attrs[BROKEN_ATTR]}"
@@ -95,6 +96,21 @@ def print_table(study: optuna.Study, run_dir: Path | None) -> None:
         state = "STALE" if t.number in stale else t.state.name
         print(f"{t.number:>4} {state:9s} {shown} {secs} {'yes ' if t.number in kept else '    '}  {params}{tail}")
     print_best(study)
+
+
+def adapter_size(attrs: dict[str, Any]) -> str:
+    """`` | 12.3k params, 49 KB`` from a trial's user attrs (empty for trials that record neither)."""
+    count, size = attrs.get("trainable_params"), attrs.get("adapter_bytes")
+    parts = []
+    if isinstance(count, int):
+        parts.append(f"{_short(count)} params")
+    if isinstance(size, int):
+        parts.append(f"{size / 1024:.0f} KB" if size < 1024**2 else f"{size / 1024**2:.1f} MB")
+    return f" | {', '.join(parts)}" if parts else ""
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 10**6 else f"{n / 1e3:.1f}k" if n >= 1000 else str(n)
 
 
 def stale_trials(study: optuna.Study) -> dict[int, float]:

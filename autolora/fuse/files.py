@@ -11,6 +11,8 @@ from autolora.fuse.groups import COMPONENTS
 
 # Any key of a LoRA in the formats diffusers loads: peft (lora_A/B), kohya (lora_down/up), old diffusers (lora.down).
 _LORA_KEY = re.compile(r"lora_A|lora_B|lora_down|lora_up|lora\.down|lora\.up|lora_linear_layer")
+_LYCORIS_KEY = re.compile(r"hada_w|lokr_w")
+_LYCORIS = {"hada_w": "LoHa", "lokr_w": "LoKr"}
 _KNOWN_PREFIX = (
     "unet.",
     "transformer.",
@@ -54,6 +56,12 @@ def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[s
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"LoRA file {path}: not a readable safetensors file ({reason})") from None
     lora_keys = [k for k in keys if _LORA_KEY.search(k)]
+    lycoris = sorted({_LYCORIS[m[0]] for k in keys if (m := _LYCORIS_KEY.search(k))})
+    if lycoris and not lora_keys:
+        raise UserError(
+            f"LoRA file {path}: a LyCORIS {'/'.join(lycoris)} file; fuse blends the low-rank factors of LoRAs "
+            "layer by layer and reads LoRA files only"
+        )
     if not lora_keys or not any(k.startswith(_KNOWN_PREFIX) for k in lora_keys):
         raise UserError(
             f"LoRA file {path}: no LoRA weights (expected diffusers keys unet.*/transformer.*/text_encoder*.* or "

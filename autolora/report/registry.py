@@ -62,6 +62,11 @@ def register_export(
     source = str((info.get("base") or {}).get("source") or "")
     if not source:
         raise UserError(f"--register-model: {paths['info']} names no base model")
+    if "diffusers" not in paths:
+        raise UserError(
+            "--register-model: MLflow's diffusers flavour loads a LoRA file, and this adapter has none (LoHa/LoKr "
+            "go out as LyCORIS and peft files); the files above are exported, register them by hand"
+        )
     base = base_reference(source)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = study.user_attrs.get(ATTR + "mlflow_experiment_id")

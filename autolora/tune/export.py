@@ -1,4 +1,5 @@
-"""``autolora export`` of a tune run: the kept adapter of a trial as diffusers and kohya files, with a preview."""
+"""``autolora export`` of a tune run: the kept adapter of a trial as diffusers/peft and kohya/LyCORIS files, with a
+preview."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def export_trial(
     from autolora.adapter import KeptAdapter
     from autolora.core.report import choose_trial
     from autolora.core.rundir import adapter_dir, kept_numbers
-    from autolora.export import KOHYA_ARCHS, export_all
+    from autolora.export import KOHYA_ARCHS, LYCORIS_ARCHS, adapter_method, export_all
 
     n = choose_trial(study, number, force)
     if run_dir is None:
@@ -32,12 +33,22 @@ def export_trial(
     adapter = KeptAdapter.load(folder)
     dora = any(c.get("use_dora") for c in adapter.configs.values())
     arch = adapter.base.get("arch")
-    if dora:
-        # The kohya format has no DoRA encoding that diffusers, A1111 and ComfyUI read alike.
-        print("kohya     skipped: DoRA adapters are exported in the diffusers format only")
-    elif arch not in KOHYA_ARCHS:
-        print(f"kohya     skipped: {arch} LoRAs are exported in the diffusers format, which ComfyUI and diffusers load")
-    kohya = not dora and arch in KOHYA_ARCHS
+    method = adapter_method(adapter)
+    if method.name != "lora":
+        print(
+            f"diffusers skipped: diffusers' load_lora_weights reads LoRA only; the {method.name} adapter goes out "
+            "as the LyCORIS file (A1111, Forge, ComfyUI) and peft folders"
+        )
+        kohya = arch in LYCORIS_ARCHS
+        if not kohya:
+            print(f"kohya     skipped: no LyCORIS file for {arch}; load the peft folder")
+    else:
+        if dora:
+            # The kohya format has no DoRA encoding that diffusers, A1111 and ComfyUI read alike.
+            print("kohya     skipped: DoRA adapters are exported in the diffusers format only")
+        elif arch not in KOHYA_ARCHS:
+            print(f"kohya     skipped: {arch} LoRAs go out in the diffusers format, which ComfyUI and diffusers load")
+        kohya = not dora and arch in KOHYA_ARCHS
     stem = name or f"{study.study_name}-trial{n}"
     paths = export_all(adapter, out, stem, kohya=kohya)
     if adapter.samples:

@@ -88,7 +88,12 @@ def project(preset: SearchSpace, compiled: CompiledSpace) -> tuple[dict[str, Any
     values = {name: p.default for name, p in PARAMS.items()} | dict(preset.fixed)
     encoded = {k: "+".join(v) if isinstance(v, list) else v for k, v in values.items()}
     encoded["target"] = "|".join("+".join(values[k]) for k in TARGET_KEYS)
-    return _fit(encoded, compiled)
+    params, notes = _fit(encoded, compiled)
+    fixed = compiled.fixed.get("method", PARAMS["method"].default)
+    if "method" not in compiled.distributions and fixed != values["method"]:
+        # The space fixes another method: the preset's settings train that method (said, not hidden).
+        notes.insert(0, f"method {values['method']} -> {fixed} (fixed by the search space)")
+    return params, notes
 
 
 def _fit(params: dict[str, Any], compiled: CompiledSpace) -> tuple[dict[str, Any], list[str]]:

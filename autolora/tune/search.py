@@ -1,10 +1,13 @@
-"""Declarative search spaces -> optuna distributions; a trial's params -> a LoRA spec.
+"""Declarative search spaces -> optuna distributions; a trial's params -> an adapter spec.
 
 A search-space file (``search_spaces/*.yaml``) names LoRA settings under ``params``. Each entry is
 a fixed value (``rank: 4``), a range (``rank: {low: 4, high: 64, log: true}``) or a choice
 (``init: {choices: [default, gaussian]}``). Ranges and choices compile to optuna's own
 distributions (``IntDistribution``, ``FloatDistribution``, ``CategoricalDistribution``), so the
 study stores and hashes them in optuna's serial form.
+
+``method`` (lora, loha, lokr; ``autolora.methods``) is one more choice; a setting only some methods read
+(``use_dora``, ``lokr_factor``...) is sampled only in their trials.
 
 The target layers are three choices (``target_blocks``, ``target_layers``,
 ``target_projections``) that compile into one categorical ``target`` over the combinations that
@@ -28,8 +31,9 @@ from autolora.recipes import read_recipe
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
-    from peft import LoraConfig
+    from peft import PeftConfig
 
+    from autolora.methods import Method
     from autolora.models.family import LossSettings
 
 BAD_INITS = {
@@ -51,13 +55,18 @@ class Param:
     expected: str = ""
     allowed: tuple[str, ...] = ()
     help: str = ""
+    methods: tuple[str, ...] = ()
+    """The adapter methods that read this setting (empty: all); sampled only in their trials."""
 
 
 def _pos(v: Any) -> bool:
     return v > 0
 
 
+_LORA = ("lora",)
+
 PARAMS: dict[str, Param] = {
+    "method": Param("choice", "lora", allowed=("lora", "loha", "lokr"), help="adapter method (peft tuner)"),
     "rank": Param("int", 4, _pos, "an integer >= 1", help="LoRA rank r"),
     "alpha_ratio": Param("float", 1.0, _pos, "a number > 0", help="lora_alpha = alpha_ratio * rank"),
     "learning_rate": Param("float", 1e-4, lambda v: 0 < v < 1, "a number in (0, 1)", help="AdamW learning rate"),
@@ -69,7 +78,7 @@ PARAMS: dict[str, Param] = {
     "warmup_ratio": Param("float", 0.0, lambda v: 0 <= v <= 0.5, "a number in [0, 0.5]", help="share of warmup steps"),
     "weight_decay": Param("float", 1e-2, lambda v: v >= 0, "a number >= 0", help="AdamW weight decay"),
     "min_snr_gamma": Param("float", 0.0, lambda v: v >= 0, "a number >= 0", help="min-SNR weighting (0: off)"),
-    "dropout": Param("float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1)", help="lora_dropout"),
+    "dropout": Param("float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1)", help="lora_dropout", methods=_LORA),
     "target_blocks": Param(
         "subset",
         ["down", "mid", "up"],
@@ -101,9 +110,20 @@ PARAMS: dict[str, Param] = {
         "float", 0.0, lambda v: v >= 0, "a number >= 0", help="timestep shift s (SD3, Flux); 0: the scheduler's"
     ),
     "guidance": Param("float", 1.0, lambda v: v >= 0, "a number >= 0", help="Flux dev: guidance value in training"),
-    "use_dora": Param("bool", False, help="weight-decomposed LoRA"),
-    "use_rslora": Param("bool", False, help="rank-stabilised scaling alpha/sqrt(r)"),
-    "init": Param("choice", "default", allowed=("default", "gaussian"), help="LoRA A init (B starts at zero)"),
+    "use_dora": Param("bool", False, help="weight-decomposed LoRA", methods=_LORA),
+    "use_rslora": Param("bool", False, help="rank-stabilised scaling alpha/sqrt(r)", methods=_LORA),
+    "init": Param(
+        "choice", "default", allowed=("default", "gaussian"), help="LoRA A init (B starts at zero)", methods=_LORA
+    ),
+    "lokr_factor": Param(
+        "int",
+        -1,
+        lambda v: v == -1 or v >= 1,
+        "-1 (near-square factors) or an integer >= 1",
+        help="LoKr: size of the small Kronecker factor w1",
+        methods=("lokr",),
+    ),
+    "lokr_decompose_both": Param("bool", False, help="LoKr: w1 a rank-r product too (not only w2)", methods=("lokr",)),
     "text_encoder": Param("bool", False, help="train a LoRA on the text encoder(s) too"),
     "text_encoder_lr_ratio": Param("float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr"),
 }
@@ -270,7 +290,14 @@ class CompiledSpace:
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         params: dict[str, Any] = {}
-        for name, d in self.distributions.items():
+        # The method first: a setting only other methods read is not sampled (optuna's TPE handles such
+        # conditional parameters), so a LoHa trial records no use_dora.
+        order = sorted(self.distributions, key=lambda n: n != "method")
+        for name in order:
+            d = self.distributions[name]
+            method = params.get("method", self.fixed.get("method", PARAMS["method"].default))
+            if PARAMS.get(name) and PARAMS[name].methods and method not in PARAMS[name].methods:
+                continue
             if isinstance(d, IntDistribution):
                 params[name] = trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
             elif isinstance(d, FloatDistribution):
@@ -326,45 +353,30 @@ class LoraSpec:
             guidance=float(self["guidance"]),
         )
 
-    def unet_config(self) -> LoraConfig:
-        from peft import LoraConfig
+    @property
+    def method(self) -> Method:
+        from autolora.methods import get
 
+        return get(str(self["method"]))
+
+    def unet_config(self) -> PeftConfig:
+        """The peft config of the denoiser's adapter (the UNet's or the transformer's), by the trial's method."""
         rank = int(self["rank"])
-        ratio = float(self["alpha_ratio"])
         rank_pattern = {m: self.group_rank(m) for m in self.modules if self.group_rank(m) != rank}
-        alpha_pattern = {m: ratio * r for m, r in rank_pattern.items()}
-        return LoraConfig(
-            r=rank,
-            lora_alpha=ratio * rank,  # type: ignore[arg-type]  # peft accepts float alphas
-            target_modules=list(self.modules),
-            rank_pattern=rank_pattern,
-            alpha_pattern=alpha_pattern,
-            lora_dropout=float(self["dropout"]),
-            use_dora=bool(self["use_dora"]),
-            use_rslora=bool(self["use_rslora"]),
-            init_lora_weights="gaussian" if self["init"] == "gaussian" else True,
-        )
+        return self.method.config(self, list(self.modules), rank_pattern)
 
-    def text_encoder_config(self) -> LoraConfig | None:
-        from peft import LoraConfig
-
+    def text_encoder_config(self) -> PeftConfig | None:
         if not self["text_encoder"]:
             return None
-        rank = int(self["rank"])
-        return LoraConfig(
-            r=rank,
-            lora_alpha=float(self["alpha_ratio"]) * rank,  # type: ignore[arg-type]
-            target_modules=list(TEXT_ENCODER_TARGETS),
-            lora_dropout=float(self["dropout"]),
-            use_dora=bool(self["use_dora"]),
-            use_rslora=bool(self["use_rslora"]),
-            init_lora_weights="gaussian" if self["init"] == "gaussian" else True,
-        )
+        return self.method.text_encoder_config(self, list(TEXT_ENCODER_TARGETS))
 
     def summary(self) -> str:
         """The params that matter, in one short string for the per-trial line."""
         v = self.values
-        parts = [
+        parts = [] if v["method"] == "lora" else [str(v["method"])]
+        if v["method"] == "lokr":
+            parts += [f"factor={v['lokr_factor']}"] + (["decompose_both"] if v["lokr_decompose_both"] else [])
+        parts += [
             f"r={v['rank']}",
             f"a={v['alpha_ratio'] * v['rank']:g}",
             f"lr={v['learning_rate']:.2g}",
@@ -374,7 +386,8 @@ class LoraSpec:
         ]
         if v["target_projections"] != list(PROJECTIONS):
             parts.append(f"proj={'+'.join(v['target_projections'])}")
-        parts += [k for k in ("use_dora", "use_rslora", "text_encoder") if v[k]]
+        parts += [k for k in ("use_dora", "use_rslora") if v[k] and v["method"] == "lora"]
+        parts += ["text_encoder"] if v["text_encoder"] else []
         return " ".join(parts)
 
 
@@ -441,7 +454,22 @@ def parse_search_space(data: Any, name: str, source: str) -> SearchSpace:
         if key not in PARAMS:
             raise UserError(f"{source}: unknown parameter '{key}'{closest(str(key), PARAMS)}")
         _parse_entry(key, value, source, space)
+    _check_methods(space)
     return space
+
+
+def _check_methods(space: SearchSpace) -> None:
+    """Refuse a setting that no method of the space reads (``use_dora: true`` in a LoHa space), naming both."""
+    methods = [str(m) for m in space._values("method")] or [str(PARAMS["method"].default)]
+    for name, p in PARAMS.items():
+        if not p.methods or any(m in p.methods for m in methods):
+            continue
+        values = space._values(name)
+        if name in space.ranges or name in space.choices or any(v != p.default for v in values):
+            raise UserError(
+                f"{space.source}: params.{name}: read by method {', '.join(p.methods)} only; this space's method "
+                f"is {', '.join(methods)}"
+            )
 
 
 def load_search_space(name_or_file: str) -> tuple[SearchSpace, str]:

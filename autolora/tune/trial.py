@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
+from autolora.adapter import (
+    KeptAdapter,
+    adapter_state_dict,
+    attach,
+    config_to_dict,
+    detach,
+    state_bytes,
+    trainable_count,
+)
 from autolora.core.feasible import BROKEN_ATTR, is_feasible
 from autolora.errors import TrialFailed
 from autolora.models.family import denoiser_name
@@ -143,6 +151,11 @@ class TrialRunner:
                     for n in te_names:
                         attach(getattr(pipe, n), te_cfg, ADAPTER_NAME)
                         attached.append(n)
+                size = trainable_count([getattr(pipe, n) for n in attached])
+                trial.set_user_attr("method", str(spec["method"]))
+                trial.set_user_attr("trainable_params", size)
+                if run:
+                    run.log_metrics({"adapter.trainable_params": float(size)})
             settings = TrainSettings(
                 seed=cfg.train.seed,
                 max_grad_norm=cfg.train.max_grad_norm,
@@ -162,6 +175,9 @@ class TrialRunner:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
+            on_cuda = plan.device.startswith("cuda") and torch.cuda.is_available()
+            if on_cuda:
+                torch.cuda.reset_peak_memory_stats()
             t_train = time.perf_counter()
             try:
                 losses = train_lora(
@@ -184,11 +200,16 @@ class TrialRunner:
             top = state["best"]
             state.update(metrics=top["metrics"], values=top["values"], images=top["images"])
             trial.set_user_attr("best_step", top["step"])
+            if on_cuda:  # the accelerator's peak while training and sampling (a CPU process has no per-trial peak)
+                trial.set_user_attr("peak_memory_bytes", int(torch.cuda.max_memory_allocated()))
+            file_bytes = state_bytes(top["weights"])
+            trial.set_user_attr("adapter_bytes", file_bytes)
+            trial.set_user_attr("seconds_per_step", timer.seconds["train"] / max(1, len(losses)))
             with timer("log"):
                 if run:
                     run.log_curve("train.loss", losses)
                     run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
-                    run.log_metrics({"final.best_step": float(top["step"])})
+                    run.log_metrics({"final.best_step": float(top["step"]), "adapter.bytes": float(file_bytes)})
             for k, v in state["metrics"].items():
                 trial.set_user_attr(f"metric.{k}", v)
             state["broken"] = self._record_constraints(trial, state["metrics"])
