@@ -150,22 +150,15 @@ def adapter_state_dict(model: torch.nn.Module, name: str) -> dict[str, torch.Ten
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
 
 
-def load_into(model: torch.nn.Module, config: dict[str, Any], state_dict: dict[str, torch.Tensor], name: str) -> None:
-    """Attach a kept adapter's config and weights to ``model`` as adapter ``name`` (its method by ``peft_type``)."""
+def load_into(model: torch.nn.Module, config: PeftConfig, state_dict: dict[str, torch.Tensor], name: str) -> None:
+    """Attach a kept adapter's config (read back by its method: ``autolora.methods``) and weights as ``name``."""
     from peft.utils import set_peft_model_state_dict
 
-    from autolora.methods import method_of
-
-    attach(model, method_of(config).read_config(config), name)
+    attach(model, config, name)
     result = set_peft_model_state_dict(model, state_dict, adapter_name=name)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise ValueError(f"adapter weights do not fit the model: unexpected keys {unexpected[:3]}")
-
-
-def trainable_count(models: list[torch.nn.Module]) -> int:
-    """Parameters the optimiser trains (peft marks only the adapter's weights trainable)."""
-    return sum(p.numel() for m in models for p in m.parameters() if p.requires_grad)
 
 
 def state_bytes(state_dicts: dict[str, dict[str, torch.Tensor]]) -> int:

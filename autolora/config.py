@@ -114,9 +114,13 @@ class TrainConfig:
     """Min-SNR loss weighting gamma (0: off; 5 is the paper's value)."""
     seed: int = 0
     """Seed for training noise and data order; every trial uses it, so trials differ only by params."""
+    prior_images: int = 8
+    """Class pictures the base model draws once per study (per class prompt) for the prior-preservation loss
+    (search-space ``prior_weight`` > 0; DreamBooth's uses 100-200 on real models)."""
 
     def validate(self, where: str) -> None:
         _check(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.prior_images >= 1, f"{where}.prior_images", "an integer >= 1", self.prior_images)
         _check(self.eval_every >= 0, f"{where}.eval_every", "an integer >= 0", self.eval_every)
         _check(self.max_grad_norm >= 0, f"{where}.max_grad_norm", "a number >= 0", self.max_grad_norm)
         _check(self.noise_offset >= 0, f"{where}.noise_offset", "a number >= 0", self.noise_offset)

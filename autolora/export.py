@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter
+from autolora.embedding_file import embedding_tensors, write_embedding
 from autolora.errors import UserError
 from autolora.folders import readable
 
 if TYPE_CHECKING:
     import torch
 
-    from autolora.methods import KohyaModule, Method
+    from autolora.methods import KohyaModule, Method, PeftMethod
 
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 INFO_FILE = "autolora.json"
@@ -139,16 +140,30 @@ def export_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya: bool = 
     check_name(name)
     _check_adapter(adapter)
     method = adapter_method(adapter)
-    if method.name != "lora":
+    if method.name in ("loha", "lokr"):
         return _export_lycoris_all(adapter, out_dir, name, kohya=kohya)
+    if method.name == "textual_inversion":
+        return _export_embedding_only(adapter, out_dir, name)
+    lora = _lora_part(adapter)
     if kohya:
-        _kohya_plan(adapter)
+        _kohya_plan(lora)
+    if method.name == "pivotal":
+        embedding_tensors(adapter)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"diffusers": out_dir / DIFFUSERS_FILE}
-    export_diffusers(adapter, paths["diffusers"])
+    export_diffusers(lora, paths["diffusers"])
     if kohya:
         paths["kohya"] = out_dir / f"{name}.safetensors"
-        export_kohya(adapter, paths["kohya"], name)
+        export_kohya(lora, paths["kohya"], name)
+    if method.name == "pivotal":
+        # The diffusers advanced scripts' name for the embedding beside the LoRA.
+        paths["embedding"] = out_dir / f"{name}_emb.safetensors"
+        write_embedding(adapter, paths["embedding"], _write_atomically)
+    return _with_info(adapter, out_dir, name, paths)
+
+
+def _with_info(adapter: KeptAdapter, out_dir: Path, name: str, paths: dict[str, Path]) -> dict[str, Path]:
+    """Write ``autolora.json`` (naming the files written) last, and return every path."""
     paths["info"] = out_dir / INFO_FILE
     files = {kind: path.name for kind, path in paths.items() if kind != "info"}
     text = json.dumps(_info_document(adapter, name, files), indent=2, allow_nan=False) + "\n"
@@ -157,13 +172,34 @@ def export_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya: bool = 
 
 
 def adapter_method(adapter: KeptAdapter) -> Method:
-    """The adapter's method (every component's config names the same one)."""
+    """The adapter's method (its components' one method, or pivotal: a LoRA and token embeddings)."""
+    from autolora.methods import kept_method
+
+    try:
+        return kept_method(adapter.configs)
+    except ValueError as e:
+        raise UserError(f"cannot export: {e}") from None
+
+
+def _lora_part(adapter: KeptAdapter) -> KeptAdapter:
+    """The adapter without its token embeddings (pivotal tuning's LoRA)."""
+    from dataclasses import replace
+
     from autolora.methods import method_of
 
-    found = {method_of(cfg).name: method_of(cfg) for cfg in adapter.configs.values()}
-    if len(found) != 1:
-        raise UserError(f"cannot export: the adapter's components mix methods ({', '.join(sorted(found))})")
-    return next(iter(found.values()))
+    comps = [c for c, cfg in adapter.configs.items() if method_of(cfg).name == "lora"]
+    return replace(
+        adapter, configs={c: adapter.configs[c] for c in comps}, state_dicts={c: adapter.state_dicts[c] for c in comps}
+    )
+
+
+def _export_embedding_only(adapter: KeptAdapter, out_dir: Path, name: str) -> dict[str, Path]:
+    """Textual inversion: ``<name>.safetensors`` is the embedding (its name is the prompt word in A1111/ComfyUI)."""
+    embedding_tensors(adapter)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"embedding": out_dir / f"{name}.safetensors"}
+    write_embedding(adapter, paths["embedding"], _write_atomically)
+    return _with_info(adapter, out_dir, name, paths)
 
 
 def _export_lycoris_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya: bool) -> dict[str, Path]:
@@ -178,11 +214,7 @@ def _export_lycoris_all(adapter: KeptAdapter, out_dir: Path, name: str, *, kohya
     if kohya:
         paths["kohya"] = out_dir / f"{name}.safetensors"
         _write_lycoris(adapter, paths["kohya"], name, plan)
-    paths["info"] = out_dir / INFO_FILE
-    files = {kind: path.name for kind, path in paths.items() if kind != "info"}
-    text = json.dumps(_info_document(adapter, name, files), indent=2, allow_nan=False) + "\n"
-    _write_atomically(paths["info"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return paths
+    return _with_info(adapter, out_dir, name, paths)
 
 
 def check_name(name: str) -> None:
@@ -589,9 +621,17 @@ LYCORIS_ARCHS = ("sd1", "sd2", "sdxl")
 Hadamard factorisation of three separate updates cannot be rewritten into; SD3 has no kohya file at all."""
 
 
+def _peft_method(adapter: KeptAdapter) -> PeftMethod:
+    from autolora.methods import PeftMethod
+
+    method = adapter_method(adapter)
+    assert isinstance(method, PeftMethod), method.name
+    return method
+
+
 def _lycoris_plan(adapter: KeptAdapter) -> list[KohyaModule]:
     """Every module of the adapter in LyCORIS's key layout, checked; raises before anything is written."""
-    method = adapter_method(adapter)
+    method = _peft_method(adapter)
     arch = adapter.base["arch"]
     if arch not in LYCORIS_ARCHS:
         raise UserError(
@@ -621,7 +661,7 @@ def _write_lycoris(adapter: KeptAdapter, path: Path, name: str, plan: list[Kohya
             tensors[f"{entry.name}.{key}"] = tensor.detach().cpu().float().contiguous()
         if entry.alpha is not None:
             tensors[f"{entry.name}.alpha"] = torch.tensor(entry.alpha, dtype=torch.float32)
-    method = adapter_method(adapter)
+    method = _peft_method(adapter)
     main = adapter.configs.get("unet") or next(iter(adapter.configs.values()))
     args: dict[str, Any] = {"algo": method.lycoris_algo, "preset": "attn-only"}
     if method.name == "lokr":
@@ -658,10 +698,18 @@ def _info_document(adapter: KeptAdapter, name: str, files: dict[str, str]) -> di
             "base": _json_safe(adapter.base),
             "lora": _json_safe(adapter.configs),
             "files": files,
+            "method": adapter_method(adapter).name,
             "exported_at": datetime.now().astimezone().isoformat(timespec="seconds"),
             "versions": _versions(),
         }
     )
+    if "embedding" in files:
+        stem = files["embedding"].removesuffix(".safetensors")
+        doc["usage"] = (
+            f"A1111/Forge: put {files['embedding']} in embeddings/ and write '{stem}' in the prompt; ComfyUI: "
+            f"'embedding:{stem}'; diffusers: pipe.load_textual_inversion(path, token='<autolora>') and write "
+            "'<autolora>'" + ("; load the LoRA file beside it as well" if "diffusers" in files else "")
+        )
     return doc
 
 

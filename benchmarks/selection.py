@@ -108,8 +108,9 @@ def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
     import optuna
     import torch
 
-    from autolora.adapter import KeptAdapter, detach, load_into
+    from autolora.adapter import KeptAdapter
     from autolora.core.rundir import adapter_dir
+    from autolora.methods import kept_method, load_kept
     from autolora.miniworld.quality import content_truth
     from autolora.scoring.clip import ClipStyleContentScorer
     from autolora.tune.plan import make_plan
@@ -131,12 +132,11 @@ def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
         if not (folder / "adapter.json").is_file():
             continue
         kept = KeptAdapter.load(folder)
+        method = kept_method(kept.configs)
+        attached = load_kept(session.pipe, kept.configs, kept.state_dicts, "bench")
         with torch.no_grad():
-            for comp, cfg in kept.configs.items():
-                load_into(getattr(session.pipe, comp), cfg, kept.state_dicts[comp], "bench")
-            images = session.draw(session.eval_prompts(), seeds)
-            for comp in kept.configs:
-                detach(getattr(session.pipe, comp), "bench")
+            images = session.draw([method.prompt(p, config.data.trigger) for p in session.eval_prompts()], seeds)
+        method.detach(session.pipe, "bench", attached)
         metrics = scorer.score(images)
         content = content_truth(session.judge, images, prompts)["pixels.both"]
         rows.append(

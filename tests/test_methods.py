@@ -10,6 +10,7 @@ times ``alpha / dim`` where a factor is a product (dim = its inner size) and tim
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from test_train import weights_hash
 
 from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
 from autolora.cli import main
+from autolora.core.rundir import adapter_dir
 from autolora.errors import UserError
 from autolora.export import export_all
 from autolora.models.layers import lora_candidates
@@ -161,7 +163,7 @@ def test_loha_trains_and_kept_adapter_reloads(tiny_sd: Any) -> None:
         detach(tiny_sd.unet, "tr")
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     assert any(not torch.equal(start[k], trained[k]) for k in trained)
-    load_into(tiny_sd.unet, config_to_dict(spec.unet_config()), trained, "back")
+    load_into(tiny_sd.unet, spec.unet_config(), trained, "back")
     try:
         assert all(torch.equal(v, adapter_state_dict(tiny_sd.unet, "back")[k]) for k, v in trained.items())
     finally:
@@ -171,12 +173,15 @@ def test_loha_trains_and_kept_adapter_reloads(tiny_sd: Any) -> None:
 
 def test_a_setting_no_method_of_the_space_reads_is_refused() -> None:
     with pytest.raises(
-        UserError, match=r"t.yaml: params.use_dora: read by method lora only; this space's method is loha"
+        UserError, match=r"t.yaml: params.use_dora: read by lora, pivotal only; this space's method is loha"
     ):
         parse_search_space({"params": {"method": "loha", "use_dora": True}}, "t", "t.yaml")
-    with pytest.raises(UserError, match=r"params.lokr_factor: read by method lokr only"):
+    with pytest.raises(UserError, match=r"params.lokr_factor: read by lokr only"):
         parse_search_space({"params": {"method": {"choices": ["lora", "loha"]}, "lokr_factor": 4}}, "t", "t.yaml")
-    with pytest.raises(UserError, match=r"params.method: expected one of lora, loha, lokr, got 'lycoris'"):
+    with pytest.raises(
+        UserError,
+        match=r"params.method: expected one of lora, loha, lokr, textual_inversion, pivotal, dreambooth, got 'lycoris'",
+    ):
         parse_search_space({"params": {"method": "lycoris"}}, "t", "t.yaml")
     parse_search_space(
         {"params": {"method": {"choices": ["lora", "lokr"]}, "lokr_factor": 4, "use_dora": True}}, "t", "t"
@@ -248,3 +253,228 @@ def test_a_preset_projected_onto_a_loha_space_says_so(tiny_sd: Any) -> None:
     space = parse_search_space({"params": {"method": "loha", "rank": {"low": 2, "high": 8}}}, "t", "t.yaml")
     first = preset_trials("auto", space.compile(lora_candidates(tiny_sd.unet), "sd1"), "sd1")
     assert first and all(t.notes[0] == "method lora -> loha (fixed by the search space)" for t in first)
+
+
+# -- textual inversion and pivotal tuning ----------------------------------------------------------------------
+
+
+def _train(pipe: Any, spec: Any, name: str, steps: int = 3) -> tuple[list[str], dict[str, dict[str, torch.Tensor]]]:
+    from autolora.data import builtin_style_folder, load_style_set
+    from autolora.tune.train import TrainData, TrainSettings, train_lora
+
+    data = TrainData.build(pipe, load_style_set(builtin_style_folder()), "in sks style", 32, "cpu")
+    method = spec.method
+    attached: list[str] = []
+    try:
+        method.attach(pipe, spec, name, attached)
+        start = method.weights(pipe, name, attached)
+        prompt = (lambda c: method.prompt(c, "in sks style")) if method.learns_tokens else None
+        losses = train_lora(pipe, spec, data, TrainSettings(seed=0), "cpu", attached=attached, prompt=prompt)
+        assert len(losses) == steps and all(torch.isfinite(torch.tensor(losses)))
+        trained = method.weights(pipe, name, attached)
+    finally:
+        method.detach(pipe, name, attached)
+    for comp in trained:
+        assert any(not torch.equal(start[comp][k], v) for k, v in trained[comp].items()), comp
+    return attached, trained
+
+
+def test_textual_inversion_trains_only_its_tokens_and_detaches_bit_identically(tiny_sdxl: Any, tmp_path: Path) -> None:
+    from diffusers import StableDiffusionXLPipeline
+
+    from autolora.methods import load_kept
+
+    pipe = tiny_sdxl
+    comps = ("unet", "text_encoder", "text_encoder_2")
+    before = weights_hash(*(getattr(pipe, c) for c in comps))
+    sizes = (len(pipe.tokenizer), len(pipe.tokenizer_2))
+    space = parse_search_space({"params": {"method": "textual_inversion", "ti_vectors": 3, "steps": 3,
+                                           "ti_learning_rate": 0.05}}, "t", "t.yaml")  # fmt: skip
+    spec = space.compile(lora_candidates(pipe.unet), "sdxl").spec({})
+    assert spec.summary() == "textual_inversion vectors=3 init=style ti_lr=0.05 steps=3"
+    attached, trained = _train(pipe, spec, "ti")
+    assert attached == ["text_encoder", "text_encoder_2"]
+    assert weights_hash(*(getattr(pipe, c) for c in comps)) == before  # every old embedding row untouched
+    assert (len(pipe.tokenizer), len(pipe.tokenizer_2)) == sizes
+    assert not any(p.requires_grad for c in comps for p in getattr(pipe, c).parameters())
+    assert {c: tuple(t["emb_params"].shape) for c, t in trained.items()} == {
+        "text_encoder": (3, pipe.text_encoder.config.hidden_size),
+        "text_encoder_2": (3, pipe.text_encoder_2.config.hidden_size),
+    }
+
+    kept = KeptAdapter(
+        configs=spec.method.kept_configs(spec, attached),
+        state_dicts=trained,
+        base={"source": "builtin:tiny-sdxl", "arch": "sdxl", "layers_per_block": 1, "resolution": 32},
+    )
+    paths = export_all(kept, tmp_path, "my-style")
+    assert set(paths) == {"embedding", "info"} and paths["embedding"].name == "my-style.safetensors"
+    with safe_open(str(paths["embedding"]), "pt") as f:
+        assert sorted(f.keys()) == ["clip_g", "clip_l"]  # the SDXL layout A1111 and ComfyUI read
+
+    # What the trial scored (its tokens attached) against the file loaded the way diffusers documents it.
+    prompt = "a red square, <autolora>"
+    attached = load_kept(pipe, kept.configs, kept.state_dicts, "back")
+    try:
+        ours = pipe.encode_prompt(prompt, device="cpu", do_classifier_free_guidance=False)[0]
+    finally:
+        spec.method.detach(pipe, "back", attached)
+    from safetensors.torch import load_file
+
+    fresh = StableDiffusionXLPipeline(**pipe.components)
+    state = load_file(str(paths["embedding"]))
+    fresh.load_textual_inversion(state["clip_l"], token="<autolora>", text_encoder=pipe.text_encoder,
+                                 tokenizer=pipe.tokenizer)  # fmt: skip
+    fresh.load_textual_inversion(state["clip_g"], token="<autolora>", text_encoder=pipe.text_encoder_2,
+                                 tokenizer=pipe.tokenizer_2)  # fmt: skip
+    try:
+        theirs = fresh.encode_prompt(prompt, device="cpu", do_classifier_free_guidance=False)[0]
+    finally:
+        fresh.unload_textual_inversion(
+            ["<autolora>", "<autolora>_1", "<autolora>_2"], pipe.tokenizer, pipe.text_encoder
+        )
+        fresh.unload_textual_inversion(["<autolora>", "<autolora>_1", "<autolora>_2"], pipe.tokenizer_2,
+                                       pipe.text_encoder_2)  # fmt: skip
+    torch.testing.assert_close(theirs, ours)
+    assert weights_hash(*(getattr(pipe, c) for c in comps)) == before
+
+
+def test_textual_inversion_is_refused_for_a_transformer_model_and_beside_a_text_encoder_lora() -> None:
+    space = parse_search_space({"params": {"method": "pivotal"}}, "t", "t.yaml")
+    with pytest.raises(UserError, match=r"t.yaml: params.method: pivotal learns token embeddings .* not flux"):
+        space.compile(["transformer_blocks.0.attn.to_q"], "flux")
+    with pytest.raises(UserError, match=r"params.text_encoder: read by lora, loha, lokr only"):
+        parse_search_space({"params": {"method": "textual_inversion", "text_encoder": True}}, "t", "t.yaml")
+    with pytest.raises(UserError, match=r"params.ti_init: expected a word \(letters\), got 'two words'"):
+        parse_search_space({"params": {"method": "textual_inversion", "ti_init": "two words"}}, "t", "t.yaml")
+
+
+def test_pivotal_study_exports_a_lora_and_an_embedding_that_diffusers_reloads(
+    tiny_sd: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from safetensors.torch import load_file
+
+    from autolora.methods import kept_method, load_kept
+
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "pivotal.yaml"
+    space.write_text("params:\n  method: pivotal\n  rank: 4\n  steps: 4\n  learning_rate: 1.0e-3\n"
+                     "  ti_vectors: {choices: [1, 2]}\n  ti_learning_rate: 0.05\n  init: gaussian\n")  # fmt: skip
+    args = [a if a != str(FAST[1]) else str(space) for a in FAST]
+    args += ["--set", "study.confirm_top_k=1", "--set", "eval.confirm_seeds=[5, 6]"]
+    assert main(["tune", "--trials", "2", "--out", "run", "--study-name", "p", *args]) == 0
+    out = capsys.readouterr().out
+    assert "confirming the top 1 trials on 2 other seeds" in out, out
+    assert all("| pivotal vectors=" in ln for ln in out.splitlines() if ln.startswith("trial ")), out
+    assert main(["export", "run", "--out", "exp", "--name", "piv", "--force"]) == 0
+    capsys.readouterr()
+    exp = tmp_path / "exp"
+    for name in ("pytorch_lora_weights.safetensors", "piv.safetensors", "piv_emb.safetensors", "autolora.json"):
+        assert (exp / name).is_file(), name
+    info = json.loads((exp / "autolora.json").read_text())
+    trial = info["trial"]
+    kept = KeptAdapter.load(adapter_dir(tmp_path / "run", trial))
+    assert kept_method(kept.configs).name == "pivotal"
+
+    prompt = "a watercolor fox, <autolora>"
+    attached = load_kept(tiny_sd, kept.configs, kept.state_dicts, "kept")
+    try:
+        ours = _image(tiny_sd, prompt)
+    finally:
+        kept_method(kept.configs).detach(tiny_sd, "kept", attached)
+    tiny_sd.load_lora_weights(str(exp / "pytorch_lora_weights.safetensors"), adapter_name="file")
+    tiny_sd.load_textual_inversion(load_file(str(exp / "piv_emb.safetensors"))["emb_params"], token="<autolora>")
+    try:
+        theirs = _image(tiny_sd, prompt)
+    finally:
+        tiny_sd.unload_textual_inversion()
+        detach(tiny_sd.unet, "file")  # diffusers' delete_adapters leaves empty peft wrappers behind
+    assert abs(ours - theirs).max() < 1e-4
+
+
+def _image(pipe: Any, prompt: str) -> Any:
+    import numpy as np
+
+    out = pipe(prompt, num_inference_steps=2, height=32, width=32, output_type="np",
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    return np.asarray(out.images)
+
+
+# -- DreamBooth and prior preservation -------------------------------------------------------------------------
+
+
+def test_dreambooth_with_prior_preservation_trains_its_modules_in_full_and_restores_the_base(tiny_sd: Any) -> None:
+    from autolora.data import StyleSet, builtin_style_folder, load_style_set
+    from autolora.tune.train import TrainData, TrainSettings, train_lora
+
+    style = load_style_set(builtin_style_folder())
+    data = TrainData.build(tiny_sd, style, "in sks style", 32, "cpu")
+    class_set = StyleSet(style.folder, style.images[:2], ["a picture"] * 2, ["a", "b"])
+    prior = TrainData.build(tiny_sd, class_set, "", 32, "cpu")
+    assert prior.captions == ["a picture", "a picture"]
+    params = {"method": "dreambooth", "target_blocks": ["up"], "prior_weight": 1.0, "learning_rate": 1e-3, "steps": 4}
+    spec = parse_search_space({"params": params}, "t", "t.yaml").compile(lora_candidates(tiny_sd.unet), "sd1").spec({})
+    assert spec.summary().startswith("dreambooth prior=1:'a picture' lr=0.001 steps=4 modules=")
+    before = weights_hash(tiny_sd.unet, tiny_sd.text_encoder)
+    method, attached = spec.method, []
+    try:
+        method.attach(tiny_sd, spec, "db", attached)
+        expected = sum(tiny_sd.unet.get_submodule(m).weight.numel() + tiny_sd.unet.get_submodule(m).bias.numel()
+                       for m in spec.modules if tiny_sd.unet.get_submodule(m).bias is not None)  # fmt: skip
+        expected += sum(tiny_sd.unet.get_submodule(m).weight.numel() for m in spec.modules
+                        if tiny_sd.unet.get_submodule(m).bias is None)  # fmt: skip
+        assert method.trainable_count(tiny_sd, spec, attached) == expected
+        start = method.weights(tiny_sd, "db", attached)["unet"]
+        with_prior = train_lora(tiny_sd, spec, data, TrainSettings(seed=0), "cpu", attached=attached, prior=prior,
+                                prior_weight=1.0)  # fmt: skip
+        tuned = method.weights(tiny_sd, "db", attached)["unet"]
+    finally:
+        method.detach(tiny_sd, "db", attached)
+    assert weights_hash(tiny_sd.unet, tiny_sd.text_encoder) == before
+    assert not any(p.requires_grad for p in tiny_sd.unet.parameters())
+    assert set(tuned) == set(start) and all(k.startswith(tuple(spec.modules)) for k in tuned)
+    assert sum(not torch.equal(start[k], tuned[k]) for k in tuned) == len(tuned)  # every weight and bias moved
+    try:
+        method.attach(tiny_sd, spec, "db", attached := [])
+        alone = train_lora(tiny_sd, spec, data, TrainSettings(seed=0), "cpu", attached=attached)
+    finally:
+        method.detach(tiny_sd, "db", attached)
+    assert with_prior != alone  # the prior term is in the loss
+
+
+def test_dreambooth_study_exports_the_unet_and_an_extracted_lora(tiny_sd: Any, tmp_path: Path, capsys: Any,
+                                                                 monkeypatch: Any) -> None:  # fmt: skip
+    from diffusers import UNet2DConditionModel
+
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "db.yaml"
+    space.write_text("params:\n  method: dreambooth\n  steps: 4\n  learning_rate: {low: 1.0e-4, high: 1.0e-3}\n"
+                     "  target_blocks: [up]\n  target_layers: [self_attn, cross_attn]\n  prior_weight: 1.0\n"
+                     "  class_prompt: a picture\n")  # fmt: skip
+    args = [a if a != str(FAST[1]) else str(space) for a in FAST] + ["--set", "train.prior_images=2"]
+    assert main(["tune", "--trials", "2", "--out", "run", "--study-name", "db", *args]) == 0
+    out = capsys.readouterr().out
+    assert all("| dreambooth prior=1:'a picture' lr=" in ln for ln in out.splitlines() if ln.startswith("trial "))
+    assert len(list((tmp_path / "run" / "cache").glob("prior-*.safetensors"))) == 1  # drawn once per study
+    assert main(["export", "run", "--out", "exp", "--name", "db", "--rank", "1000", "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"extracted LoRA rank 1000: relative error 0\.0000 ", printed), printed
+    exp = tmp_path / "exp"
+    trial = json.loads((exp / "autolora.json").read_text())["trial"]
+    kept = KeptAdapter.load(adapter_dir(tmp_path / "run", trial))
+    unet = UNet2DConditionModel.from_pretrained(exp / "db-unet")
+    for key, value in kept.state_dicts["unet"].items():
+        torch.testing.assert_close(unet.get_parameter(key), value, rtol=0, atol=0)
+    # The extracted LoRA at full rank carries the fine-tuned weights' update exactly (biases aside).
+    tiny_sd.load_lora_weights(str(exp / "pytorch_lora_weights.safetensors"), adapter_name="ext")
+    try:
+        for key, value in kept.state_dicts["unet"].items():
+            if key.endswith(".weight"):
+                layer = tiny_sd.unet.get_submodule(key.removesuffix(".weight"))
+                got = layer.get_base_layer().weight + layer.get_delta_weight("ext")
+                torch.testing.assert_close(got, value, rtol=1e-4, atol=1e-5, msg=key)
+    finally:
+        detach(tiny_sd.unet, "ext")
+    assert (exp / "db.safetensors").is_file()  # the kohya file of the extracted LoRA
+    assert main(["export", "run", "--out", "exp2", "--rank", "1", "--force"]) == 0
+    assert re.search(r"extracted LoRA rank 1: relative error 0\.[0-9]*[1-9]", capsys.readouterr().out)

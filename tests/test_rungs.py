@@ -10,11 +10,12 @@ import numpy as np
 import optuna
 from conftest import FAST
 
-from autolora.adapter import KeptAdapter, detach, load_into
+from autolora.adapter import KeptAdapter
 from autolora.cli import main
 from autolora.config import load_config
 from autolora.core.artifacts import images
 from autolora.core.rundir import adapter_dir
+from autolora.methods import kept_method, load_kept
 from autolora.sampling import grid
 from autolora.tune.plan import make_plan
 from autolora.tune.session import Session
@@ -50,11 +51,9 @@ def test_a_trial_is_its_best_rung_and_keeps_that_rungs_adapter(tmp_path: Path, c
         kept = KeptAdapter.load(adapter_dir(tmp_path / "run", t.number))
         assert kept.info["params"]["steps"] == t.user_attrs["best_step"]
         assert kept.info["params"]["steps_budget"] == t.params["steps"]
-        for comp, cfg in kept.configs.items():
-            load_into(getattr(session.pipe, comp), cfg, kept.state_dicts[comp], "check")
+        attached = load_kept(session.pipe, kept.configs, kept.state_dicts, "check")
         again = session.draw(session.eval_prompts(), list(config.eval.seeds))
-        for comp in kept.configs:
-            detach(getattr(session.pipe, comp), "check")
+        kept_method(kept.configs).detach(session.pipe, "check", attached)
         # The kept weights draw the best rung's samples again (the last rung's would differ).
         got = np.stack([np.asarray(im, dtype=np.int16) for im in again])
         want = np.stack([np.asarray(im, dtype=np.int16) for im in kept.samples])

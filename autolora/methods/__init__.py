@@ -1,7 +1,9 @@
-"""Adapter methods, registered by name (search spaces' ``method``) and by peft type (kept configs).
+"""Adapter methods, registered by name (search spaces' ``method``) and by type (kept configs' ``peft_type``).
 
-``lora`` (with DoRA / rsLoRA variants), ``loha`` and ``lokr`` are peft tuners; each is a ``Method`` strategy
-(``autolora.methods.base``) that builds its peft config and lays out its LyCORIS keys.
+``lora`` (with DoRA / rsLoRA variants), ``loha`` and ``lokr`` are peft tuners (``PeftMethod``);
+``textual_inversion`` learns token embeddings; ``pivotal`` trains both; ``dreambooth`` fine-tunes the chosen
+modules of the denoiser in full. Each is a ``Method`` strategy
+(``autolora.methods.base``).
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from autolora.methods.base import KohyaModule, Method
+from autolora.methods.base import KohyaModule, Method, PeftMethod
+from autolora.methods.dreambooth import DreamBooth
 from autolora.methods.loha import LoHa
 from autolora.methods.lokr import LoKr
 from autolora.methods.lora import Lora
+from autolora.methods.textual_inversion import Pivotal, TextualInversion
 
-__all__ = ["METHODS", "KohyaModule", "Method", "get", "method_of"]
+__all__ = ["METHODS", "KohyaModule", "Method", "PeftMethod", "get", "kept_method", "load_kept", "method_of"]
 
 
 def _register(*methods: Method) -> dict[str, Method]:
@@ -26,7 +30,7 @@ def _register(*methods: Method) -> dict[str, Method]:
     return out
 
 
-METHODS: dict[str, Method] = _register(Lora(), LoHa(), LoKr())
+METHODS: dict[str, Method] = _register(Lora(), LoHa(), LoKr(), TextualInversion(), Pivotal(), DreamBooth())
 
 
 def get(name: str) -> Method:
@@ -35,9 +39,37 @@ def get(name: str) -> Method:
 
 
 def method_of(config: Mapping[str, Any]) -> Method:
-    """The method of a kept peft config dict, by its ``peft_type`` (a config without one is a LoRA)."""
+    """The method of one kept component's config, by its ``peft_type`` (a config without one is a LoRA)."""
     peft_type = str(config.get("peft_type") or "LORA").removeprefix("PeftType.")
     for m in METHODS.values():
         if m.peft_type == peft_type:
             return m
     raise ValueError(f"adapter method {peft_type!r} is not one autolora knows ({', '.join(METHODS)})")
+
+
+def kept_method(configs: Mapping[str, Mapping[str, Any]]) -> Method:
+    """The method of a whole kept adapter: its components' one method, or pivotal (a LoRA + the tokens).
+
+    Raises ValueError for a mix no method makes.
+    """
+    names = {method_of(c).name for c in configs.values()}
+    if names == {"lora", "textual_inversion"}:
+        return METHODS["pivotal"]
+    if len(names) != 1:
+        raise ValueError(f"the adapter's components mix methods ({', '.join(sorted(names))})")
+    return METHODS[names.pop()]
+
+
+def load_kept(pipe: Any, configs: Mapping[str, Mapping[str, Any]], states: Mapping[str, Any], name: str) -> list[str]:
+    """Attach a kept adapter to the pipeline as ``name``; return the components (``kept_method(...).detach``
+    takes them off again). A failure half-way takes off what was attached."""
+    method = kept_method(configs)
+    attached: list[str] = []
+    try:
+        for comp, config in configs.items():
+            method.load(pipe, comp, config, states[comp], name)
+            attached.append(comp)
+    except BaseException:
+        method.detach(pipe, name, attached)
+        raise
+    return attached

@@ -1,10 +1,16 @@
-"""The extension point of adapter methods: how a trial's spec becomes a peft config, and how its weights go out.
+"""The extension point of adapter methods: attach to the loaded pipeline, say what trains, keep, detach.
 
-A method is a small strategy class registered in ``autolora.methods``. Every method shares the trial's way of
-working (attach with ``peft.inject_adapter_in_model``, train the parameters peft marks trainable, keep the peft
-state dict, detach with the base layers put back), so a method says only what differs: the peft config it builds,
-the config class that reads a kept config back, and the key layout of the kohya/LyCORIS file A1111 and ComfyUI
-load. Methods that are not a peft tuner (textual inversion, DreamBooth) are not in this interface yet.
+A method is a small strategy class registered in ``autolora.methods``. A trial calls, in order: ``attach`` (the
+adapter goes onto the pipeline's components, base weights untouched), ``param_groups`` (what the optimiser
+trains, at which learning rate), ``prompt`` (how the trigger is spelled for this method, for training captions
+and evaluation prompts), ``weights`` (a copy of the adapter, at each improving rung), ``kept_configs`` (what the
+kept adapter's ``adapter.json`` records per component) and ``detach`` (the base put back bit-identically).
+
+A kept adapter is reloaded component by component: ``load``/``unload`` of the method its config names
+(``method_of``), which is how the confirmation stage and the benchmarks draw a kept trial again.
+
+``PeftMethod`` is the base of the peft tuners (LoRA, LoHa, LoKr): a method there says only which peft config
+it builds and how its keys are laid out in the kohya/LyCORIS file A1111 and ComfyUI load.
 """
 
 from __future__ import annotations
@@ -18,11 +24,18 @@ if TYPE_CHECKING:
     import torch
     from peft import PeftConfig
 
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+TOKENIZERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
+
 
 class Settings(Protocol):
-    """A trial's settings by search-space name (``autolora.tune.search.LoraSpec`` is one)."""
+    """A trial's settings by search-space name and the modules it targets (``autolora.tune.search.LoraSpec``)."""
+
+    modules: list[str]
 
     def __getitem__(self, key: str) -> Any: ...
+
+    def rank_pattern(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -39,12 +52,74 @@ class KohyaModule:
     is_conv3: bool = False
 
 
+def text_encoders(pipe: Any) -> list[str]:
+    """The pipeline's text encoders (``text_encoder``, ``text_encoder_2``) that are present."""
+    return [n for n in TEXT_ENCODERS if getattr(pipe, n, None) is not None]
+
+
 class Method(ABC):
     """An adapter method: ``name`` in search spaces, ``peft_type`` in kept configs."""
 
     name: ClassVar[str]
     peft_type: ClassVar[str]
-    """``PeftConfig.peft_type`` as a kept config's dict spells it (``LORA``, ``LOHA``, ``LOKR``)."""
+    """A kept config's ``peft_type`` (``LORA``, ``LOHA``, ``LOKR``; ``TEXTUAL_INVERSION`` is autolora's own)."""
+    learns_tokens: ClassVar[bool] = False
+    """True when ``prompt`` rewrites the trigger (captions are then encoded at every training step)."""
+
+    @abstractmethod
+    def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
+        """Put the trial's adapter on the pipeline as ``name``; append each component as it is done (so that
+        ``detach`` undoes a half-done attach)."""
+
+    @abstractmethod
+    def load(
+        self, pipe: Any, comp: str, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str
+    ) -> None:
+        """Attach a kept component (its config and weights) as adapter ``name``."""
+
+    @abstractmethod
+    def unload(self, pipe: Any, comp: str, name: str) -> None:
+        """Remove adapter ``name`` from ``comp`` and put its base layers back bit-identically."""
+
+    @abstractmethod
+    def state(self, pipe: Any, comp: str, name: str) -> dict[str, torch.Tensor]:
+        """The trained weights of adapter ``name`` on ``comp`` (detached copies)."""
+
+    @abstractmethod
+    def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
+        """Component -> the config its kept weights are reloaded with (a dict with ``peft_type``)."""
+
+    def detach(self, pipe: Any, name: str, attached: list[str]) -> None:
+        for comp in reversed(attached):
+            self.unload(pipe, comp, name)
+
+    def weights(self, pipe: Any, name: str, attached: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        return {comp: self.state(pipe, comp, name) for comp in attached}
+
+    def param_groups(self, pipe: Any, spec: Settings, attached: list[str]) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups (``params``, ``lr``, optionally ``weight_decay``): the denoiser's
+        trainable weights at ``learning_rate``, a text encoder's at ``learning_rate * text_encoder_lr_ratio``."""
+        lr = float(spec["learning_rate"])
+        groups = []
+        for comp in attached:
+            params = [p for p in getattr(pipe, comp).parameters() if p.requires_grad]
+            scale = float(spec["text_encoder_lr_ratio"]) if comp in TEXT_ENCODERS else 1.0
+            if params:
+                groups.append({"params": params, "lr": lr * scale})
+        return groups
+
+    def trainable_count(self, pipe: Any, spec: Settings, attached: list[str]) -> int:
+        return sum(p.numel() for g in self.param_groups(pipe, spec, attached) for p in g["params"])
+
+    def prompt(self, text: str, trigger: str) -> str:
+        """The prompt as this method's trial spells it (textual inversion writes its learnt tokens)."""
+        return text
+
+
+class PeftMethod(Method):
+    """A peft tuner: attached with ``peft.inject_adapter_in_model`` to the denoiser (and, with ``text_encoder``,
+    to the text encoders), detached with the original layers put back (``autolora.adapter``)."""
+
     lycoris_algo: ClassVar[str] = ""
     """LyCORIS's name of the algorithm (``ss_network_args.algo``); empty for plain LoRA."""
 
@@ -74,6 +149,52 @@ class Method(ABC):
         """A kept config dict as this method's peft config (fields this peft does not know are dropped)."""
         cls = self.config_class()
         return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__ and k != "peft_type"})
+
+    def denoiser_config(self, spec: Settings) -> PeftConfig:
+        return self.config(spec, list(spec.modules), spec.rank_pattern())
+
+    def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
+        from autolora.adapter import attach
+        from autolora.models.family import denoiser_name
+        from autolora.models.layers import TEXT_ENCODER_TARGETS
+
+        main = denoiser_name(pipe)
+        attach(getattr(pipe, main), self.denoiser_config(spec), name)
+        attached.append(main)
+        if spec["text_encoder"]:
+            for comp in text_encoders(pipe):
+                attach(getattr(pipe, comp), self.text_encoder_config(spec, list(TEXT_ENCODER_TARGETS)), name)
+                attached.append(comp)
+
+    def load(
+        self, pipe: Any, comp: str, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str
+    ) -> None:
+        from autolora.adapter import load_into
+
+        load_into(getattr(pipe, comp), self.read_config(config), dict(state), name)
+
+    def unload(self, pipe: Any, comp: str, name: str) -> None:
+        from autolora.adapter import detach
+
+        detach(getattr(pipe, comp), name)
+
+    def state(self, pipe: Any, comp: str, name: str) -> dict[str, torch.Tensor]:
+        from autolora.adapter import adapter_state_dict
+
+        return {k: v.detach().to("cpu", copy=True) for k, v in adapter_state_dict(getattr(pipe, comp), name).items()}
+
+    def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
+        from autolora.adapter import config_to_dict
+        from autolora.models.layers import TEXT_ENCODER_TARGETS
+
+        return {
+            comp: config_to_dict(
+                self.text_encoder_config(spec, list(TEXT_ENCODER_TARGETS))
+                if comp in TEXT_ENCODERS
+                else self.denoiser_config(spec)
+            )
+            for comp in attached
+        }
 
 
 def modules_of(state: Mapping[str, Any], suffixes: tuple[str, ...]) -> list[str]:

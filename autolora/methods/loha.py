@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError
-from autolora.methods.base import KohyaModule, Method, Settings, modules_of, pattern_value
+from autolora.methods.base import KohyaModule, PeftMethod, Settings, modules_of, pattern_value
 
 if TYPE_CHECKING:
     import torch
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _KEYS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 
 
-class LoHa(Method):
+class LoHa(PeftMethod):
     name = "loha"
     peft_type = "LOHA"
     lycoris_algo = "loha"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError
-from autolora.methods.base import KohyaModule, Method, Settings, modules_of, pattern_value
+from autolora.methods.base import KohyaModule, PeftMethod, Settings, modules_of, pattern_value
 
 if TYPE_CHECKING:
     import torch
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _KEYS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
 
-class LoKr(Method):
+class LoKr(PeftMethod):
     name = "lokr"
     peft_type = "LOKR"
     lycoris_algo = "lokr"

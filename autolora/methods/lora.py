@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from autolora.methods.base import Method, Settings
+from autolora.methods.base import PeftMethod, Settings
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftConfig
 
 
-class Lora(Method):
+class Lora(PeftMethod):
     name = "lora"
     peft_type = "LORA"
 

@@ -35,9 +35,10 @@ def confirm(
     feasible trial to confirm)."""
     import torch
 
-    from autolora.adapter import KeptAdapter, detach, load_into
+    from autolora.adapter import KeptAdapter
     from autolora.core.feasible import candidates
     from autolora.core.rundir import adapter_dir
+    from autolora.methods import kept_method, load_kept
     from autolora.scoring.clip import ClipStyleContentScorer
 
     plan, cfg = session.plan, session.plan.config
@@ -58,16 +59,14 @@ def confirm(
     for t in todo:
         t0 = time.perf_counter()
         kept = KeptAdapter.load(adapter_dir(plan.run_dir, t.number))
-        attached = []
+        method = kept_method(kept.configs)
+        prompts = [method.prompt(p, cfg.data.trigger) for p in session.eval_prompts()]
+        attached = load_kept(session.pipe, kept.configs, kept.state_dicts, ADAPTER_NAME)
         try:
             with torch.no_grad():
-                for comp, config in kept.configs.items():
-                    load_into(getattr(session.pipe, comp), config, kept.state_dicts[comp], ADAPTER_NAME)
-                    attached.append(comp)
-                images = session.draw(session.eval_prompts(), seeds)
+                images = session.draw(prompts, seeds)
         finally:
-            for comp in attached:
-                detach(getattr(session.pipe, comp), ADAPTER_NAME)
+            method.detach(session.pipe, ADAPTER_NAME, attached)
         each = scorer.score_each(images)
         metrics = {name: sum(v) / len(v) for name, v in each.items()}
         per_seed = [_subset_mean(each, len(plan.prompts), len(seeds), i) for i in range(len(seeds))]

@@ -152,12 +152,9 @@ class TuneJob(Job):
         rank: int | None,
         force: bool = False,
     ) -> dict[str, Path]:
-        from autolora.errors import UserError
         from autolora.tune.export import export_trial
 
-        if rank is not None:
-            raise UserError("--rank: rank reduction applies to fusion runs (autolora fuse)")
-        return export_trial(study, run_dir, number, out, name, force=force)
+        return export_trial(study, run_dir, number, out, name, force=force, rank=rank)
 
     def _session(self) -> Session:
         assert self.session is not None, "TuneJob.load first"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from peft import PeftConfig
 
-    from autolora.methods import Method
+    from autolora.methods import Method, PeftMethod
     from autolora.models.family import LossSettings
 
 BAD_INITS = {
@@ -49,7 +50,7 @@ BAD_INITS = {
 class Param:
     """One searchable LoRA setting: its kind, default and valid values."""
 
-    kind: str  # int | float | bool | choice | subset
+    kind: str  # int | float | bool | choice | subset | word | text
     default: Any
     check: Callable[[Any], bool] = lambda v: True
     expected: str = ""
@@ -63,13 +64,26 @@ def _pos(v: Any) -> bool:
     return v > 0
 
 
-_LORA = ("lora",)
+_LORA = ("lora", "pivotal")
+_PEFT = ("lora", "loha", "lokr", "pivotal")
+"""Methods with a peft adapter on the denoiser (pivotal's is a LoRA)."""
+_WEIGHTS = (*_PEFT, "dreambooth")
+"""Methods that train weights of the denoiser (all but textual inversion)."""
+_TE_PEFT = ("lora", "loha", "lokr")
+_TI = ("textual_inversion", "pivotal")
 
 PARAMS: dict[str, Param] = {
-    "method": Param("choice", "lora", allowed=("lora", "loha", "lokr"), help="adapter method (peft tuner)"),
-    "rank": Param("int", 4, _pos, "an integer >= 1", help="LoRA rank r"),
-    "alpha_ratio": Param("float", 1.0, _pos, "a number > 0", help="lora_alpha = alpha_ratio * rank"),
-    "learning_rate": Param("float", 1e-4, lambda v: 0 < v < 1, "a number in (0, 1)", help="AdamW learning rate"),
+    "method": Param(
+        "choice",
+        "lora",
+        allowed=("lora", "loha", "lokr", "textual_inversion", "pivotal", "dreambooth"),
+        help="adapter method (autolora.methods)",
+    ),
+    "rank": Param("int", 4, _pos, "an integer >= 1", help="LoRA rank r", methods=_PEFT),
+    "alpha_ratio": Param("float", 1.0, _pos, "a number > 0", help="lora_alpha = alpha_ratio * rank", methods=_PEFT),
+    "learning_rate": Param(
+        "float", 1e-4, lambda v: 0 < v < 1, "a number in (0, 1)", help="AdamW learning rate", methods=_WEIGHTS
+    ),
     "steps": Param("int", 100, _pos, "an integer >= 1", help="optimiser steps"),
     "batch_size": Param("int", 1, _pos, "an integer >= 1", help="images per step"),
     "lr_scheduler": Param(
@@ -93,9 +107,11 @@ PARAMS: dict[str, Param] = {
         allowed=PROJECTIONS,
         help="attention projections (q, k, v, out) of the attention layers",
     ),
-    "rank_scale_down": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for down blocks"),
-    "rank_scale_mid": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for the mid block"),
-    "rank_scale_up": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for up blocks"),
+    "rank_scale_down": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for down blocks", methods=_PEFT),
+    "rank_scale_mid": Param(
+        "float", 1.0, _pos, "a number > 0", help="rank multiplier for the mid block", methods=_PEFT
+    ),
+    "rank_scale_up": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for up blocks", methods=_PEFT),
     "rank_scale_double": Param(
         "float", 1.0, _pos, "a number > 0", help="rank multiplier for double-stream / joint blocks (SD3, Flux)"
     ),
@@ -124,8 +140,44 @@ PARAMS: dict[str, Param] = {
         methods=("lokr",),
     ),
     "lokr_decompose_both": Param("bool", False, help="LoKr: w1 a rank-r product too (not only w2)", methods=("lokr",)),
-    "text_encoder": Param("bool", False, help="train a LoRA on the text encoder(s) too"),
-    "text_encoder_lr_ratio": Param("float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr"),
+    "text_encoder": Param("bool", False, help="train a LoRA on the text encoder(s) too", methods=_TE_PEFT),
+    "text_encoder_lr_ratio": Param(
+        "float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr", methods=_TE_PEFT
+    ),
+    "prior_weight": Param(
+        "float", 0.0, lambda v: v >= 0, "a number >= 0", help="prior-preservation loss weight (0: off; DreamBooth: 1)"
+    ),
+    "class_prompt": Param(
+        "text",
+        "a picture",
+        lambda v: bool(v.strip()),
+        "a non-empty prompt",
+        help="the class prompt of the prior-preservation pictures (drawn by the base model)",
+    ),
+    "ti_vectors": Param(
+        "int",
+        1,
+        lambda v: 1 <= v <= 75,
+        "an integer in [1, 75]",
+        help="textual inversion: vectors of the token",
+        methods=_TI,
+    ),
+    "ti_init": Param(
+        "word",
+        "style",
+        lambda v: bool(re.fullmatch(r"[A-Za-z][A-Za-z'-]*", v)),
+        "a word (letters)",
+        help="textual inversion: the word whose embedding the vectors start from",
+        methods=_TI,
+    ),
+    "ti_learning_rate": Param(
+        "float",
+        5e-3,
+        lambda v: 0 < v < 1,
+        "a number in (0, 1)",
+        help="textual inversion: the tokens' AdamW lr",
+        methods=_TI,
+    ),
 }
 TARGET_KEYS = ("target_blocks", "target_layers", "target_projections")
 FLOW_KEYS = ("weighting_scheme", "logit_mean", "logit_std", "mode_scale", "flow_shift", "guidance")
@@ -148,6 +200,9 @@ def _check_value(name: str, value: Any, where: str) -> Any:
         if not num_ok or not p.check(value):
             raise UserError(f"{bad}{p.expected or ('an integer' if p.kind == 'int' else 'a number')}, got {value!r}")
         value = int(value) if p.kind == "int" else float(value)
+    elif p.kind in ("word", "text"):
+        if not isinstance(value, str) or not p.check(value):
+            raise UserError(f"{bad}{p.expected}, got {value!r}")
     elif p.kind == "choice":
         if name == "init" and value in BAD_INITS:
             raise UserError(
@@ -224,6 +279,12 @@ class SearchSpace:
     def _check_family(self, arch: str) -> None:
         """Refuse settings the base model's family does not train with (each named with the model's arch)."""
         if arch in FLOW_ARCHS:
+            learnt_tokens = [m for m in self._values("method") if m in _TI]
+            if learnt_tokens:
+                raise UserError(
+                    f"{self.source}: params.method: {learnt_tokens[0]} learns token embeddings of CLIP text encoders; "
+                    f"autolora trains it on UNet models (SD 1.x, 2.x, SDXL), not {arch}"
+                )
             if any(v > 0 for v in self._values("min_snr_gamma")):
                 raise UserError(
                     f"{self.source}: params.min_snr_gamma: a {arch} model trains by flow matching, which has no SNR "
@@ -359,16 +420,27 @@ class LoraSpec:
 
         return get(str(self["method"]))
 
+    def rank_pattern(self) -> dict[str, int]:
+        """The modules whose rank differs from ``rank`` (per-group rank scales), as peft's ``rank_pattern``."""
+        rank = int(self["rank"])
+        return {m: self.group_rank(m) for m in self.modules if self.group_rank(m) != rank}
+
+    def _peft(self) -> PeftMethod:
+        from autolora.methods import PeftMethod
+
+        method = self.method
+        if not isinstance(method, PeftMethod):
+            raise ValueError(f"method {method.name} trains no peft adapter on the denoiser")
+        return method
+
     def unet_config(self) -> PeftConfig:
         """The peft config of the denoiser's adapter (the UNet's or the transformer's), by the trial's method."""
-        rank = int(self["rank"])
-        rank_pattern = {m: self.group_rank(m) for m in self.modules if self.group_rank(m) != rank}
-        return self.method.config(self, list(self.modules), rank_pattern)
+        return self._peft().denoiser_config(self)
 
     def text_encoder_config(self) -> PeftConfig | None:
         if not self["text_encoder"]:
             return None
-        return self.method.text_encoder_config(self, list(TEXT_ENCODER_TARGETS))
+        return self._peft().text_encoder_config(self, list(TEXT_ENCODER_TARGETS))
 
     def summary(self) -> str:
         """The params that matter, in one short string for the per-trial line."""
@@ -376,6 +448,17 @@ class LoraSpec:
         parts = [] if v["method"] == "lora" else [str(v["method"])]
         if v["method"] == "lokr":
             parts += [f"factor={v['lokr_factor']}"] + (["decompose_both"] if v["lokr_decompose_both"] else [])
+        if v["method"] in _TI:
+            parts += [f"vectors={v['ti_vectors']}", f"init={v['ti_init']}", f"ti_lr={v['ti_learning_rate']:.2g}"]
+        if v["prior_weight"] > 0:
+            parts.append(f"prior={v['prior_weight']:g}:{v['class_prompt']!r}")
+        if v["method"] == "textual_inversion":
+            return " ".join([*parts, f"steps={v['steps']}"])
+        if v["method"] == "dreambooth":
+            parts.append(f"lr={v['learning_rate']:.2g} steps={v['steps']} modules={len(self.modules)}")
+            return " ".join(
+                [*parts, f"blocks={'+'.join(v['target_blocks'])}", f"layers={'+'.join(v['target_layers'])}"]
+            )
         parts += [
             f"r={v['rank']}",
             f"a={v['alpha_ratio'] * v['rank']:g}",
@@ -467,7 +550,7 @@ def _check_methods(space: SearchSpace) -> None:
         values = space._values(name)
         if name in space.ranges or name in space.choices or any(v != p.default for v in values):
             raise UserError(
-                f"{space.source}: params.{name}: read by method {', '.join(p.methods)} only; this space's method "
+                f"{space.source}: params.{name}: read by {', '.join(p.methods)} only; this space's method "
                 f"is {', '.join(methods)}"
             )
 

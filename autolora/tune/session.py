@@ -145,6 +145,27 @@ class Session:
                 self.base_samples = self.draw(self.eval_prompts(), self.plan.config.eval.seeds)
         return self.base_samples
 
+    def prior_data(self, class_prompt: str, cache_dir: Path) -> Any:
+        """DreamBooth's prior-preservation data of ``class_prompt``: the base model's own pictures of it
+        (``train.prior_images`` seeds, at the training resolution), as latents and the prompt's embedding; drawn
+        once per study and class prompt, cached (call it with no adapter attached)."""
+        from autolora.data import StyleSet
+        from autolora.tune.train import TrainData
+
+        plan, cfg = self.plan, self.plan.config
+        n = cfg.train.prior_images
+        items = [self._data_key(), class_prompt, n, cfg.eval.inference_steps, cfg.eval.guidance()]
+        path = cache_dir / f"prior-{hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]}.safetensors"
+        if path.exists():
+            return TrainData.load(path)
+        seeds = [10_000 + i for i in range(n)]  # apart from the evaluation and confirmation seeds
+        images = self.draw([class_prompt], seeds)
+        style = StyleSet(folder=cache_dir, images=images, captions=[class_prompt] * n, names=[str(s) for s in seeds])
+        data = TrainData.build(self.pipe, style, "", plan.resolution, plan.device)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        data.save(path)
+        return data
+
     def draw(self, prompts: list[str], seeds: list[int]) -> list[Any]:
         """Samples of ``prompts`` x ``seeds`` by the pipeline as it is (the base model, or with an adapter attached)
         at the study's evaluation settings."""

@@ -59,7 +59,7 @@ class TrainData:
         buckets = buckets or [square(resolution)]
         bucket_of = bucket_of if bucket_of is not None else [0] * len(style.images)
         members = [[i for i, b in enumerate(bucket_of) if b == k] for k in range(len(buckets))]
-        captions = [f"{c}, {trigger}" if c else trigger for c in style.captions]
+        captions = [f"{c}, {trigger}" if c and trigger else c or trigger for c in style.captions]
         vae = pipe.vae
         dtype = vae.dtype
         vae.to(torch.float32)  # the SDXL VAE overflows in fp16; encode once in fp32
@@ -180,34 +180,41 @@ def train_lora(
     on_step: Callable[[int, float], None] | None = None,
     on_eval: Callable[[int], None] | None = None,
     eval_every: int = 0,
+    attached: list[str] | None = None,
+    prompt: Callable[[str], str] | None = None,
+    prior: TrainData | None = None,
+    prior_weight: float = 0.0,
 ) -> list[float]:
     """Train the adapter already attached to ``pipe`` for ``spec['steps']`` steps; return the loss curve.
 
+    What trains, at which learning rate, is the method's (``spec.method.param_groups`` over the ``attached``
+    components; by default the denoiser and the text encoders that have trainable weights). ``prompt`` rewrites a
+    caption for the method (textual inversion writes its tokens); captions are then encoded at every step.
+    ``prior`` (class pictures of the base model, ``Session.prior_data``) adds DreamBooth's prior-preservation loss
+    at ``prior_weight``: a batch of them per step, the total is the loss reported.
     ``on_eval(step)`` runs every ``eval_every`` steps and after the last step (it may raise
     ``optuna.TrialPruned``). A non-finite loss raises ``TrialFailed``.
     """
     import torch
     from diffusers.optimization import get_scheduler
 
-    from autolora.models.family import denoiser, encode_prompts, make_loss
+    from autolora.methods.base import TEXT_ENCODERS
+    from autolora.models.family import denoiser, denoiser_name, encode_prompts, make_loss
 
     model: Any = denoiser(pipe)  # a diffusers ModelMixin (UNet or transformer)
-    text_encoders = [
-        m
-        for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None))
-        if m is not None and any(p.requires_grad for p in m.parameters())
-    ]
-    train_te = bool(spec["text_encoder"]) and bool(text_encoders)
+    if attached is None:
+        attached = [denoiser_name(pipe)] + [
+            n
+            for n in TEXT_ENCODERS
+            if getattr(pipe, n, None) is not None and any(p.requires_grad for p in getattr(pipe, n).parameters())
+        ]
+    text_encoders = [getattr(pipe, n) for n in attached if n in TEXT_ENCODERS]
+    train_te = bool(text_encoders) or prompt is not None
     lr = float(spec["learning_rate"])
-    te_lr = lr * float(spec["text_encoder_lr_ratio"])
-    model_params = [p for p in model.parameters() if p.requires_grad]
-    param_lists: list[tuple[list[torch.nn.Parameter], float]] = [(model_params, lr)]
-    for te in text_encoders if train_te else []:
-        param_lists.append(([p for p in te.parameters() if p.requires_grad], te_lr))
-    trainable = [p for params, _ in param_lists for p in params]
+    groups = spec.method.param_groups(pipe, spec, attached)
+    trainable = [p for g in groups for p in g["params"]]
     for p in trainable:
-        p.data = p.data.float()  # trainable LoRA weights stay fp32 even when the base is half precision
-    groups = [{"params": params, "lr": group_lr} for params, group_lr in param_lists]
+        p.data = p.data.float()  # trainable weights stay fp32 even when the base is half precision
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=float(spec["weight_decay"]))
     steps = int(spec["steps"])
     lr_sched = get_scheduler(
@@ -224,21 +231,29 @@ def train_lora(
     shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
     eval_every = eval_every or max(1, math.ceil(steps / 4))
     losses: list[float] = []
+
+    def batch_loss(d: TrainData, rewrite: Callable[[str], str] | None) -> torch.Tensor:
+        raw, idx = d.draw(bsz, gen)
+        latents = (raw - shift) * scaling
+        if train_te:
+            captions = [d.captions[i] for i in idx.tolist()]
+            cond = encode_prompts(pipe, [rewrite(c) for c in captions] if rewrite else captions, device)
+        else:
+            cond = {"prompt_embeds": d.prompt_embeds[idx]}
+            if d.pooled is not None:
+                cond["pooled"] = d.pooled[idx]
+        return loss_fn(latents, cond, gen).mean()
+
     model.train()
     for te in text_encoders if train_te else []:
         te.train()
     try:
         for step in range(1, steps + 1):
-            raw, idx = data.draw(bsz, gen)
-            latents = (raw - shift) * scaling
             with _autocast(settings.autocast_dtype):
-                if train_te:
-                    cond = encode_prompts(pipe, [data.captions[i] for i in idx.tolist()], device)
-                else:
-                    cond = {"prompt_embeds": data.prompt_embeds[idx]}
-                    if data.pooled is not None:
-                        cond["pooled"] = data.pooled[idx]
-                loss = loss_fn(latents, cond, gen).mean()
+                loss = batch_loss(data, prompt)
+                if prior is not None and prior_weight > 0:
+                    # DreamBooth's prior preservation: the same loss on the base model's own class pictures.
+                    loss = loss + prior_weight * batch_loss(prior, None)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrialFailed(f"loss is {value} at step {step} (learning rate {lr:g} too high?)")

@@ -14,18 +14,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from autolora.adapter import (
-    KeptAdapter,
-    adapter_state_dict,
-    attach,
-    config_to_dict,
-    detach,
-    state_bytes,
-    trainable_count,
-)
+from autolora.adapter import KeptAdapter, state_bytes
 from autolora.core.feasible import BROKEN_ATTR, is_feasible
 from autolora.errors import TrialFailed
-from autolora.models.family import denoiser_name
 from autolora.tune.presets import PRESET_ATTR, short_origin
 from autolora.tune.session import PhaseTimer, Session
 
@@ -81,14 +72,16 @@ class TrialRunner:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         state: dict[str, Any] = {"metrics": {}, "values": None, "images": None, "broken": ""}
         pipe = s.pipe
-        te_names = [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+        method = spec.method
+        trigger = cfg.data.trigger
+        prompts = [method.prompt(p, trigger) for p in s.eval_prompts()]
         attached: list[str] = []
 
         def on_eval(step: int) -> None:
             with timer("sample"):
                 images = sample(
                     pipe,
-                    s.eval_prompts(),
+                    prompts,
                     cfg.eval.seeds,
                     steps=cfg.eval.inference_steps,
                     guidance_scale=cfg.eval.guidance(),
@@ -112,13 +105,7 @@ class TrialRunner:
             rank = _rung_rank(plan.objective.directions, values, violations)
             if "best" not in state or rank >= state["best"]["rank"]:
                 # A copy of this rung's adapter on the CPU (a few MB): the one kept if no later rung beats it.
-                weights = {
-                    n: {
-                        k: v.detach().to("cpu", copy=True)
-                        for k, v in adapter_state_dict(getattr(pipe, n), ADAPTER_NAME).items()
-                    }
-                    for n in attached
-                }
+                weights = method.weights(pipe, ADAPTER_NAME, attached)
                 state["best"] = {
                     "rank": rank,
                     "step": step,
@@ -139,19 +126,16 @@ class TrialRunner:
 
         bar = None
         try:
+            prior = None
+            if float(spec["prior_weight"]) > 0:
+                with timer("sample"):  # before the adapter: the base model's own class pictures (cached)
+                    prior = s.prior_data(str(spec["class_prompt"]), plan.run_dir / "cache")
             with timer("adapter"):
                 # peft draws the LoRA init from the global generator: seed it so a trial's result
                 # depends on its params only, not on what ran before it in this process.
                 torch.manual_seed(cfg.train.seed)
-                main = denoiser_name(pipe)
-                attach(getattr(pipe, main), spec.unet_config(), ADAPTER_NAME)
-                attached.append(main)
-                te_cfg = spec.text_encoder_config()
-                if te_cfg is not None:
-                    for n in te_names:
-                        attach(getattr(pipe, n), te_cfg, ADAPTER_NAME)
-                        attached.append(n)
-                size = trainable_count([getattr(pipe, n) for n in attached])
+                method.attach(pipe, spec, ADAPTER_NAME, attached)
+                size = method.trainable_count(pipe, spec, attached)
                 trial.set_user_attr("method", str(spec["method"]))
                 trial.set_user_attr("trainable_params", size)
                 if run:
@@ -189,6 +173,10 @@ class TrialRunner:
                     on_step=on_step,
                     on_eval=on_eval,
                     eval_every=plan.eval_every,
+                    attached=attached,
+                    prompt=(lambda c: method.prompt(c, trigger)) if method.learns_tokens else None,
+                    prior=prior,
+                    prior_weight=float(spec["prior_weight"]),
                 )
             except torch.OutOfMemoryError as e:
                 raise TrialFailed(f"out of memory: {str(e).splitlines()[0][:160]}") from None
@@ -237,8 +225,7 @@ class TrialRunner:
             if bar is not None:
                 bar.close()
             with timer("adapter"):
-                for n in attached:
-                    detach(getattr(pipe, n), ADAPTER_NAME)
+                method.detach(pipe, ADAPTER_NAME, attached)
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -291,12 +278,7 @@ class TrialRunner:
                 theirs = [sg * v for sg, v in zip(signs, t.values, strict=True)]
                 if all(a >= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine:
                     return
-        attached = list(top["weights"])
-        configs: dict[str, dict[str, Any]] = {attached[0]: config_to_dict(spec.unet_config())}
-        te_cfg = spec.text_encoder_config()
-        for n in attached[1:]:
-            if te_cfg is not None:
-                configs[n] = config_to_dict(te_cfg)
+        configs = spec.method.kept_configs(spec, list(top["weights"]))
         kept = KeptAdapter(
             configs=configs,
             state_dicts=top["weights"],

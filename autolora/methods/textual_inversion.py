@@ -1,0 +1,173 @@
+"""Textual Inversion (Gal et al. 2022): new token embeddings for the trigger, every weight of the model frozen.
+
+The learnt tokens are ``<autolora>``, ``<autolora>_1``... (``ti_vectors`` of them), added with diffusers' own
+``load_textual_inversion`` (tokenizer + resized input embeddings; its pipelines expand ``<autolora>`` into all
+the vectors) and removed with ``unload_textual_inversion``, which resizes the embeddings back: the original rows
+are copied unchanged, and their dtype is restored, so the base is bit-identical afterwards. The trigger of the
+captions and evaluation prompts is written as the token.
+
+Only the new rows train: the whole input-embedding matrix is the optimiser's parameter (as in diffusers'
+``textual_inversion.py``), with a gradient hook that zeroes every other row and no weight decay, so AdamW's
+update of an old row is exactly zero. The trainable parameter count is the new rows only.
+
+``Pivotal`` (pivotal tuning, as diffusers' "advanced" scripts do it): this embedding and a UNet LoRA trained
+together, each at its own learning rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autolora.errors import UserError
+from autolora.methods.base import TEXT_ENCODERS, TOKENIZERS, Method, Settings, text_encoders
+from autolora.methods.lora import Lora
+
+if TYPE_CHECKING:
+    import torch
+
+TOKEN = "<autolora>"
+PEFT_TYPE = "TEXTUAL_INVERSION"
+KEY = "emb_params"
+
+
+@dataclass
+class _Slot:
+    tokens: list[str]
+    ids: list[int]
+    dtype: Any
+    hook: Any = None
+
+
+_SLOTS: dict[tuple[int, str], _Slot] = {}
+"""(id of the text encoder, adapter name) -> the tokens added there."""
+
+
+def tokens_of(vectors: int) -> list[str]:
+    """The tokens diffusers registers for a multi-vector embedding called ``TOKEN``."""
+    return [TOKEN] + [f"{TOKEN}_{i}" for i in range(1, vectors)]
+
+
+def _init_vectors(pipe: Any, comp: str, word: str, vectors: int) -> torch.Tensor:
+    """``vectors`` copies of the initialisation word's embedding (the mean of its tokens' rows)."""
+    te, tok = getattr(pipe, comp), getattr(pipe, TOKENIZERS[comp])
+    ids = tok(word, add_special_tokens=False).input_ids
+    if not ids:
+        raise UserError(f"params.ti_init: {word!r} has no token in the {comp}'s tokenizer")
+    weight = te.get_input_embeddings().weight
+    return weight[ids].detach().float().mean(0, keepdim=True).repeat(vectors, 1)
+
+
+class TextualInversion(Method):
+    name = "textual_inversion"
+    peft_type = PEFT_TYPE
+    learns_tokens = True
+
+    def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
+        for comp in text_encoders(pipe):
+            vectors = _init_vectors(pipe, comp, str(spec["ti_init"]), int(spec["ti_vectors"]))
+            self._add(pipe, comp, vectors, name, trainable=True)
+            attached.append(comp)
+
+    def _add(self, pipe: Any, comp: str, vectors: torch.Tensor, name: str, trainable: bool) -> None:
+        import torch
+
+        te, tok = getattr(pipe, comp), getattr(pipe, TOKENIZERS[comp])
+        dtype = te.get_input_embeddings().weight.dtype
+        pipe.load_textual_inversion(vectors.to(dtype), token=TOKEN, text_encoder=te, tokenizer=tok)
+        tokens = tokens_of(int(vectors.shape[0]))
+        ids = [int(i) for i in tok.convert_tokens_to_ids(tokens)]
+        slot = _Slot(tokens, ids, dtype)
+        _SLOTS[(id(te), name)] = slot
+        weight = te.get_input_embeddings().weight
+        weight.requires_grad_(trainable)
+        if trainable:
+            mask = torch.zeros(weight.shape[0], 1, device=weight.device)
+            mask[ids] = 1.0
+            slot.hook = weight.register_hook(lambda g: g * mask.to(g.dtype))
+
+    def load(
+        self, pipe: Any, comp: str, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str
+    ) -> None:
+        self._add(pipe, comp, state[KEY], name, trainable=False)
+
+    def unload(self, pipe: Any, comp: str, name: str) -> None:
+        te, tok = getattr(pipe, comp), getattr(pipe, TOKENIZERS[comp])
+        slot = _SLOTS.pop((id(te), name), None)
+        if slot is None:
+            return
+        if slot.hook is not None:
+            slot.hook.remove()
+        pipe.unload_textual_inversion(tokens=slot.tokens, tokenizer=tok, text_encoder=te)
+        emb = te.get_input_embeddings()
+        emb.weight.data = emb.weight.data.to(slot.dtype)  # training made it fp32; the old rows convert back exactly
+        emb.weight.requires_grad_(False)
+
+    def state(self, pipe: Any, comp: str, name: str) -> dict[str, torch.Tensor]:
+        te = getattr(pipe, comp)
+        ids = _SLOTS[(id(te), name)].ids
+        return {KEY: te.get_input_embeddings().weight[ids].detach().float().cpu().clone()}
+
+    def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
+        config = {"peft_type": PEFT_TYPE, "token": TOKEN, "vectors": int(spec["ti_vectors"]), "init": spec["ti_init"]}
+        return {comp: dict(config) for comp in attached if comp in TEXT_ENCODERS}
+
+    def param_groups(self, pipe: Any, spec: Settings, attached: list[str]) -> list[dict[str, Any]]:
+        params = [getattr(pipe, c).get_input_embeddings().weight for c in attached if c in TEXT_ENCODERS]
+        return [{"params": params, "lr": float(spec["ti_learning_rate"]), "weight_decay": 0.0}] if params else []
+
+    def trainable_count(self, pipe: Any, spec: Settings, attached: list[str]) -> int:
+        width = [getattr(pipe, c).get_input_embeddings().weight.shape[1] for c in attached if c in TEXT_ENCODERS]
+        return int(spec["ti_vectors"]) * sum(width)
+
+    def prompt(self, text: str, trigger: str) -> str:
+        if trigger and trigger in text:
+            return text.replace(trigger, TOKEN)
+        return f"{text}, {TOKEN}"
+
+
+class Pivotal(Lora):
+    """Pivotal tuning: a LoRA on the denoiser and the textual-inversion tokens on the text encoders, trained
+    together (``learning_rate`` for the LoRA, ``ti_learning_rate`` for the tokens)."""
+
+    name = "pivotal"
+    peft_type = "PIVOTAL"  # never in a kept config: its components are LORA and TEXTUAL_INVERSION
+    learns_tokens = True
+    _ti = TextualInversion()
+
+    def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
+        super().attach(pipe, spec, name, attached)  # the denoiser only: pivotal's text encoders take no LoRA
+        self._ti.attach(pipe, spec, name, attached)
+
+    def load(
+        self, pipe: Any, comp: str, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str
+    ) -> None:
+        if comp in TEXT_ENCODERS:
+            self._ti.load(pipe, comp, config, state, name)
+        else:
+            super().load(pipe, comp, config, state, name)
+
+    def unload(self, pipe: Any, comp: str, name: str) -> None:
+        if comp in TEXT_ENCODERS:
+            self._ti.unload(pipe, comp, name)
+        else:
+            super().unload(pipe, comp, name)
+
+    def state(self, pipe: Any, comp: str, name: str) -> dict[str, torch.Tensor]:
+        return self._ti.state(pipe, comp, name) if comp in TEXT_ENCODERS else super().state(pipe, comp, name)
+
+    def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
+        lora = super().kept_configs(spec, [c for c in attached if c not in TEXT_ENCODERS])
+        return {**lora, **self._ti.kept_configs(spec, attached)}
+
+    def param_groups(self, pipe: Any, spec: Settings, attached: list[str]) -> list[dict[str, Any]]:
+        lora = super().param_groups(pipe, spec, [c for c in attached if c not in TEXT_ENCODERS])
+        return lora + self._ti.param_groups(pipe, spec, attached)
+
+    def trainable_count(self, pipe: Any, spec: Settings, attached: list[str]) -> int:
+        lora = super().trainable_count(pipe, spec, [c for c in attached if c not in TEXT_ENCODERS])
+        return lora + self._ti.trainable_count(pipe, spec, attached)
+
+    def prompt(self, text: str, trigger: str) -> str:
+        return self._ti.prompt(text, trigger)
