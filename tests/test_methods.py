@@ -247,12 +247,17 @@ def test_fuse_names_a_lycoris_file_it_cannot_blend(tmp_path: Path) -> None:
         check_lora_file(path, 32)
 
 
-def test_a_preset_projected_onto_a_loha_space_says_so(tiny_sd: Any) -> None:
+def test_presets_start_a_study_that_can_train_a_lora_and_say_what_projection_changed(tiny_sd: Any) -> None:
     from autolora.tune.presets import preset_trials
 
     space = parse_search_space({"params": {"method": "loha", "rank": {"low": 2, "high": 8}}}, "t", "t.yaml")
-    first = preset_trials("auto", space.compile(lora_candidates(tiny_sd.unet), "sd1"), "sd1")
-    assert first and all(t.notes[0] == "method lora -> loha (fixed by the search space)" for t in first)
+    compiled = space.compile(lora_candidates(tiny_sd.unet), "sd1")
+    assert preset_trials("auto", compiled, "sd1") == []  # the community presets are LoRAs
+    first = preset_trials("diffusers-default,kohya-like", compiled, "sd1")
+    assert len(first) == 2 and all(t.notes[0] == "method lora -> loha (fixed by the search space)" for t in first)
+    searched = parse_search_space({"params": {"method": {"choices": ["loha", "lora"]}}}, "t", "t.yaml")
+    first = preset_trials("auto", searched.compile(lora_candidates(tiny_sd.unet), "sd1"), "sd1")
+    assert len(first) == 2 and all(t.params["method"] == "lora" for t in first)
 
 
 # -- textual inversion and pivotal tuning ----------------------------------------------------------------------

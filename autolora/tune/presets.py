@@ -66,10 +66,18 @@ def preset_names(setting: str, arch: str) -> list[str]:
 
 
 def preset_trials(setting: str, compiled: CompiledSpace, arch: str) -> list[FirstTrial]:
-    from autolora.tune.search import load_search_space
+    from autolora.tune.search import PARAMS, load_search_space
 
+    names = preset_names(setting, arch)
+    if setting == "auto":
+        # The community presets are LoRAs: a study that cannot train one (method fixed to LoHa, textual
+        # inversion...) starts without them; an explicit list is still projected (and says what it changed).
+        dist = compiled.distributions.get("method")
+        methods = list(getattr(dist, "choices", [compiled.fixed.get("method", PARAMS["method"].default)]))
+        if "lora" not in methods:
+            names = []
     out = []
-    for name in preset_names(setting, arch):
+    for name in names:
         try:
             preset, _ = load_search_space(name)
         except UserError as e:
