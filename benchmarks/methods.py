@@ -124,31 +124,9 @@ def spread(values: list[Any], fmt: str = "{:+.3f}") -> str:
     return f"{fmt.format(mean(vals))} ± {fmt.format(sd).lstrip('+')}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--styles", default="dotted,navy,shaded")
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--methods", default="all", help=f"comma-separated of {', '.join(SPACES)}")
-    parser.add_argument("--out", type=Path, default=Path("bench-methods"))
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--reuse", action="store_true", help="read the studies of an earlier run of this script")
-    args = parser.parse_args()
-    methods = list(SPACES) if args.methods == "all" else args.methods.split(",")
-    args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
-    for style in args.styles.split(","):
-        for method in methods:
-            print(f"== {style}, {method}")
-            study, config = run_study(style, method, args.trials, args.out, args.reuse)
-            results[f"{style}-{method}"] = {"style": style, "space": method, **figures(study, config, style)}
-            print("   ", json.dumps(results[f"{style}-{method}"], default=str))
-            if args.json:
-                args.json.write_text(json.dumps({"results": results, "trials": args.trials}, indent=1))
-    print(
-        f"\n{len(results)} studies of {args.trials} trials in {time.perf_counter() - t0:.0f}s; "
-        "means ± spread over styles"
-    )
+def print_table(results: dict[str, dict[str, Any]], methods: list[str]) -> None:
+    """The issue's table: means ± spread over the styles each method was run on."""
+    print("means ± spread over styles")
     print("| method | best feasible confirmed objective | pixel style truth | pixel content right | trainable params "
           "| file size (KB) | s/step | peak memory |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -166,6 +144,36 @@ def main() -> None:
             f"| {spread([r.get('seconds_per_step') for r in rows], '{:.3f}')} "
             f"| {spread([p / 2**20 for p in peak], '{:.0f} MiB') if peak else 'n/a (CPU)'} |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--styles", default="dotted,navy,shaded")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--methods", default="all", help=f"comma-separated of {', '.join(SPACES)}")
+    parser.add_argument("--out", type=Path, default=Path("bench-methods"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--reuse", action="store_true", help="read the studies of an earlier run of this script")
+    parser.add_argument("--table", type=Path, help="only print the table of an earlier run's --json file")
+    args = parser.parse_args()
+    methods = list(SPACES) if args.methods == "all" else args.methods.split(",")
+    if args.table:
+        stored = json.loads(args.table.read_text())["results"]
+        print_table(stored, [m for m in methods if any(r["space"] == m for r in stored.values())])
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for style in args.styles.split(","):
+        for method in methods:
+            print(f"== {style}, {method}")
+            study, config = run_study(style, method, args.trials, args.out, args.reuse)
+            results[f"{style}-{method}"] = {"style": style, "space": method, **figures(study, config, style)}
+            print("   ", json.dumps(results[f"{style}-{method}"], default=str))
+            if args.json:
+                args.json.write_text(json.dumps({"results": results, "trials": args.trials}, indent=1))
+    print(f"\n{len(results)} studies of {args.trials} trials in {time.perf_counter() - t0:.0f}s")
+    print_table(results, methods)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "trials": args.trials}, indent=1))
 

@@ -87,6 +87,10 @@ def test_every_trial_is_an_mlflow_run(first_run: dict[str, Any]) -> None:
         assert r.data.tags["optuna.state"] == t.state.name
         assert int(r.data.params["rank"]) == t.params["rank"]
         assert "eval.style_gain" in r.data.metrics
+        # The method and its size, for every trial (pruned ones too).
+        assert r.data.params["method"] == t.user_attrs["method"] == "lora"
+        assert r.data.metrics["adapter.trainable_params"] == t.user_attrs["trainable_params"] > 0
+        assert r.data.metrics["adapter.bytes"] == t.user_attrs["adapter_bytes"] > 4 * t.user_attrs["trainable_params"]
         history = client.get_metric_history(r.info.run_id, "eval.objective.score")
         assert [m.step for m in history] == sorted(t.intermediate_values)
         samples = client.list_artifacts(r.info.run_id, "samples")

@@ -136,10 +136,13 @@ class TrialRunner:
                 torch.manual_seed(cfg.train.seed)
                 method.attach(pipe, spec, ADAPTER_NAME, attached)
                 size = method.trainable_count(pipe, spec, attached)
+                # The file's size follows from the shapes alone: known for every trial, pruned ones too.
+                file_bytes = state_bytes(method.weights(pipe, ADAPTER_NAME, attached))
                 trial.set_user_attr("method", str(spec["method"]))
                 trial.set_user_attr("trainable_params", size)
+                trial.set_user_attr("adapter_bytes", file_bytes)
                 if run:
-                    run.log_metrics({"adapter.trainable_params": float(size)})
+                    run.log_metrics({"adapter.trainable_params": float(size), "adapter.bytes": float(file_bytes)})
             settings = TrainSettings(
                 seed=cfg.train.seed,
                 max_grad_norm=cfg.train.max_grad_norm,
@@ -190,14 +193,12 @@ class TrialRunner:
             trial.set_user_attr("best_step", top["step"])
             if on_cuda:  # the accelerator's peak while training and sampling (a CPU process has no per-trial peak)
                 trial.set_user_attr("peak_memory_bytes", int(torch.cuda.max_memory_allocated()))
-            file_bytes = state_bytes(top["weights"])
-            trial.set_user_attr("adapter_bytes", file_bytes)
             trial.set_user_attr("seconds_per_step", timer.seconds["train"] / max(1, len(losses)))
             with timer("log"):
                 if run:
                     run.log_curve("train.loss", losses)
                     run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
-                    run.log_metrics({"final.best_step": float(top["step"]), "adapter.bytes": float(file_bytes)})
+                    run.log_metrics({"final.best_step": float(top["step"])})
             for k, v in state["metrics"].items():
                 trial.set_user_attr(f"metric.{k}", v)
             state["broken"] = self._record_constraints(trial, state["metrics"])
