@@ -127,9 +127,9 @@ class PeftMethod(Method):
     def config(self, spec: Settings, modules: list[str], rank_of: Mapping[str, int]) -> PeftConfig:
         """The peft config of the denoiser's adapter (``rank_of``: per-module ranks that differ from the spec's)."""
 
-    @abstractmethod
     def text_encoder_config(self, spec: Settings, modules: list[str]) -> PeftConfig:
-        """The peft config of a text encoder's adapter."""
+        """The peft config of a text encoder's adapter: the denoiser's settings, no per-group ranks."""
+        return self.config(spec, modules, {})
 
     @abstractmethod
     def config_class(self) -> type[PeftConfig]:

@@ -35,9 +35,6 @@ class LoHa(PeftMethod):
             alpha_pattern={m: ratio * r for m, r in rank_of.items()},
         )
 
-    def text_encoder_config(self, spec: Settings, modules: list[str]) -> LoHaConfig:
-        return self.config(spec, modules, {})
-
     def config_class(self) -> type[PeftConfig]:
         from peft import LoHaConfig
 

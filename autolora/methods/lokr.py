@@ -36,9 +36,6 @@ class LoKr(PeftMethod):
             decompose_factor=int(spec["lokr_factor"]),
         )
 
-    def text_encoder_config(self, spec: Settings, modules: list[str]) -> LoKrConfig:
-        return self.config(spec, modules, {})
-
     def config_class(self) -> type[PeftConfig]:
         from peft import LoKrConfig
 

@@ -31,9 +31,6 @@ class Lora(PeftMethod):
             init_lora_weights="gaussian" if spec["init"] == "gaussian" else True,
         )
 
-    def text_encoder_config(self, spec: Settings, modules: list[str]) -> LoraConfig:
-        return self.config(spec, modules, {})
-
     def config_class(self) -> type[PeftConfig]:
         from peft import LoraConfig
 

@@ -53,6 +53,8 @@ class Session:
     anchors: list[Any] | None = None
     """The base model's rendering of each reference's caption (None without captions)."""
     setup_seconds: float = 0.0
+    priors: dict[str, Any] = field(default_factory=dict)
+    """Prior-preservation data by class prompt, read once per process (``prior_data``)."""
 
     @classmethod
     def load(cls, plan: Plan) -> Session:
@@ -149,6 +151,12 @@ class Session:
         """DreamBooth's prior-preservation data of ``class_prompt``: the base model's own pictures of it
         (``train.prior_images`` seeds, at the training resolution), as latents and the prompt's embedding; drawn
         once per study and class prompt, cached (call it with no adapter attached)."""
+        if class_prompt in self.priors:  # every trial of a study asks for it: read the cache once per process
+            return self.priors[class_prompt]
+        self.priors[class_prompt] = self._prior_data(class_prompt, cache_dir)
+        return self.priors[class_prompt]
+
+    def _prior_data(self, class_prompt: str, cache_dir: Path) -> Any:
         from autolora.data import StyleSet
         from autolora.tune.train import TrainData
 
