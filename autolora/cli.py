@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="join a study through its storage and run its trials",
         description="Join a study made by 'autolora tune' or 'autolora fuse' (its config is stored with it) and "
-        "run trials until its budget is spent, or --trials of them. A fusion run's worker goes on from the "
-        "named study to the run's later ones (the linear baseline).",
+        "run trials until its budget is spent, or --trials of them. A fusion run's worker works all its "
+        "studies in their order (baselines, linear, DLF), whichever of them is named.",
     )
     w.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     w.add_argument("--study-name", required=True, help="study name")

@@ -29,40 +29,6 @@ from pathlib import Path
 from typing import Any
 
 
-def style_truth(style: str) -> tuple[str, Any]:
-    """The pixel reading of ``style``: its texture, else its paint's tone, else its ground's colour."""
-    from autolora.miniworld.battery import any_items
-    from autolora.miniworld.truth import TEXTURED, style_strength, tone_shift
-
-    if style in TEXTURED:
-        return "texture", lambda im: style_strength(im, style)
-    probe = any_items(style, 1, seed=7)[0][0]
-    try:
-        tone_shift(probe, style)
-        return "tone", lambda im: tone_shift(im, style)
-    except ValueError:
-        return "ground", ground_shift(style)
-
-
-def ground_shift(style: str) -> Any:
-    """How far a picture's ground (the median of its outermost ring of pixels) moved from the plain ground towards
-    ``style``'s (0: plain, 1: the style's; a projection on the line between the two colours)."""
-    import numpy as np
-
-    from autolora.miniworld.battery import any_items
-    from autolora.miniworld.world import BACKGROUND
-
-    def ground(im: Any) -> Any:
-        arr = np.asarray(im.convert("RGB"), dtype=float)
-        ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
-        return np.median(ring, axis=0)
-
-    plain = np.array(BACKGROUND, dtype=float)
-    target = np.mean([ground(im) for im, _, _ in any_items(style, 16, seed=7)], axis=0)
-    line = target - plain
-    return lambda im: float((ground(im) - plain) @ line / (line @ line))
-
-
 def style_folder(style: str, work: Path) -> Path:
     from autolora.cli import main
 
@@ -123,7 +89,9 @@ def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
     base = session.base_samples_for(seeds, plan.run_dir / "cache")
     scorer = ClipStyleContentScorer(session.judge)
     scorer.prepare(plan.style.images, plan.prompts, len(seeds), base, session.anchors)
-    truth_kind, truth_of = style_truth(style)
+    from autolora.miniworld.truth import presence_reader
+
+    truth_kind, truth_of = presence_reader(style)
     prompts = [p for p in plan.prompts for _ in seeds]
     base_content = mean([float(x) for x in content_truth(session.judge, base, prompts)["pixels.both"]])
     rows = []

@@ -205,6 +205,7 @@ def fuse_args(work: dict[str, Any], out: Path) -> list[str]:
         "--set", "eval.inference_steps=2",
         "--set", "eval.seeds=[0]",
         "--set", "study.confirm_top_k=0",
+        "--set", "fuse.baselines=[]",  # the training-free baselines' fixed trials: tests/test_fuse_baselines.py
         "--objective", str(DATA / "fuse-unconstrained.yaml"),
         "--no-progress",
     ]  # fmt: skip

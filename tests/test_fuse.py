@@ -8,6 +8,7 @@ diffusers file) and ``water`` (attention + resnet convs, kohya file); each is sc
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,16 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 
 @pytest.fixture(scope="module")
 def run(work: dict[str, Any]) -> dict[str, Any]:
-    """One block-granularity fusion run of 2 trials plus its linear baseline, shared by the tests below."""
+    """One block-granularity fusion run of 2 trials plus its linear baseline and the training-free baselines' fixed
+    trials, shared by the tests below."""
     import contextlib
     import io
 
     out = io.StringIO()
     run_dir = work["root"] / "run"
     with contextlib.redirect_stdout(out):
-        rc = main([*fuse_args(work, run_dir), "--granularity", "block", "--trials", "2", "--study-name", "mix"])
+        args = [*fuse_args(work, run_dir), "--granularity", "block", "--trials", "2", "--study-name", "mix"]
+        rc = main([*args, "--set", "fuse.baselines=[klora,block-prior]"])
     return {"rc": rc, "out": out.getvalue(), "dir": run_dir}
 
 
@@ -60,7 +63,7 @@ def _studies(run_dir: Path) -> dict[str, optuna.Study]:
     return {label: optuna.load_study(study_name=name, storage=storage) for label, name in _NAMES.items()}
 
 
-_NAMES = {"dlf": "mix", "linear": "mix-linear"}
+_NAMES = {"dlf": "mix", "linear": "mix-linear", "fixed": "mix-baselines"}
 
 
 def test_fuse_runs_dlf_and_linear_side_by_side(run: dict[str, Any]) -> None:
@@ -68,15 +71,15 @@ def test_fuse_runs_dlf_and_linear_side_by_side(run: dict[str, Any]) -> None:
     lines = run["out"].splitlines()
     assert len([ln for ln in lines if ln.startswith("dlf    trial")]) == 2
     assert len([ln for ln in lines if ln.startswith("linear trial")]) == 2
-    assert any(ln.startswith("dlf     mix: 2 complete, best score=") for ln in lines), run["out"]
+    assert any(ln.startswith("dlf     mix: 3 complete, best score=") for ln in lines), run["out"]
     assert any(ln.startswith("linear  mix-linear: 2 complete, best score=") for ln in lines)
     for name in ("config.yaml", "objective.yaml", "optuna.db", "fusion_summary.json", "best_coefficients.png"):
         assert (run["dir"] / name).is_file(), name
     studies = _studies(run["dir"])
     dlf, linear = studies["dlf"].trials, studies["linear"].trials
-    assert len(dlf) == len(linear) == 2
+    assert len(dlf) == 3 and len(linear) == 2  # DLF: the same 2 trials run, and linear's best copied in
     assert set(dlf[0].params.values()) == {1.0}, "trial 0 is plain stacking"
-    assert {k.split(".", 1)[0] for k in dlf[1].params} == {"ink", "water"} and "ink.text_encoder" in dlf[1].params
+    assert {k.split(".", 1)[0] for k in dlf[2].params} == {"ink", "water"} and "ink.text_encoder" in dlf[2].params
     assert sorted(linear[1].params) == ["ink.all", "water.all"]
     gains = dlf[0].user_attrs
     assert gains["metric.style_gain.ink"] != gains["metric.style_gain.water"]
@@ -91,11 +94,17 @@ def test_every_trial_is_an_mlflow_run_and_the_parent_compares(run: dict[str, Any
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(trials) == 4
-    assert sorted(r.info.run_name for r in trials) == ["dlf-0", "dlf-1", "linear-0", "linear-1"]
+    n_fixed = len(_studies(run["dir"])["fixed"].trials)
+    assert len(parents) == 1 and len(trials) == 4 + n_fixed  # DLF's copied start is linear's run
+    assert sorted(r.info.run_name for r in trials if not r.info.run_name.startswith("fixed-")) == [
+        "dlf-0",
+        "dlf-2",
+        "linear-0",
+        "linear-1",
+    ]
     for r in trials:
         assert "eval.style_gain_min" in r.data.metrics and "eval.style_gain.water" in r.data.metrics
-        assert any(k.startswith("ink.") for k in r.data.params)
+        assert any(k.startswith("ink.") for k in r.data.params) or r.data.params.get("baseline")
         assert [a.path for a in client.list_artifacts(r.info.run_id, "samples")] == ["samples/grid.png"]
     parent = parents[0]
     assert {"dlf.best.score", "linear.best.score"} <= set(parent.data.metrics)
@@ -108,8 +117,9 @@ def test_every_trial_is_an_mlflow_run_and_the_parent_compares(run: dict[str, Any
 def test_show_prints_both_studies(run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = _cli(capsys, "show", str(run["dir"]))
     assert rc == 0
-    assert "[dlf] study 'mix': 2 trials" in out and "[linear] study 'mix-linear': 2 trials" in out
-    assert "dlf     mix: 2 complete" in out and "linear  mix-linear: 2 complete" in out
+    assert "[dlf] study 'mix': 3 trials" in out and "[linear] study 'mix-linear': 2 trials" in out
+    assert "[fixed] study 'mix-baselines'" in out and "klora:ink: score=" in out
+    assert "dlf     mix: 3 complete" in out and "linear  mix-linear: 2 complete" in out
 
 
 def _load_pipe() -> Any:
@@ -125,10 +135,10 @@ def test_export_reloads_the_in_memory_fusion(
     from autolora.fuse.space import Fusion
 
     out = work["root"] / "export"
-    rc, printed, err = _cli(capsys, "export", str(run["dir"]), "--out", str(out), "--trial", "1", "--rank", "1")
+    rc, printed, err = _cli(capsys, "export", str(run["dir"]), "--out", str(out), "--trial", "2", "--rank", "1")
     assert rc == 0, err
     assert "rank 1: largest relative error over the modules" in printed
-    for name in ("pytorch_lora_weights.safetensors", "mix-trial1.safetensors", "coefficients.json", "rank1"):
+    for name in ("pytorch_lora_weights.safetensors", "mix-trial2.safetensors", "coefficients.json", "rank1"):
         assert (out / name).exists(), name
     doc = json.loads((out / "coefficients.json").read_text())
     assert doc["granularity"] == "block" and set(doc["coefficients"]) == {"ink", "water"}
@@ -145,7 +155,7 @@ def test_export_reloads_the_in_memory_fusion(
     fresh = _load_pipe()
     for kind, path in (
         ("diffusers", out / "pytorch_lora_weights.safetensors"),
-        ("kohya", out / "mix-trial1.safetensors"),
+        ("kohya", out / "mix-trial2.safetensors"),
     ):
         fresh.load_lora_weights(str(path), adapter_name=kind)
         fresh.set_adapters([kind])
@@ -276,15 +286,20 @@ def test_fusion_constraints_and_confirmation(work: dict[str, Any], capsys: pytes
     args += ["--objective", str(fine), "--set", "study.confirm_top_k=2", "--set", "eval.confirm_seeds=[3,4,5]"]
     rc, out, err = _cli(capsys, *args)
     assert rc == 0, err
-    assert "dlf: confirming the top 2 blends on 3 other seeds" in out
+    # DLF's starting points (stacking, linear's copied top 2) are confirmed beside its top 2, once each.
+    assert re.search(r"dlf: confirming the top 2 blends( and [1-3] starting points?)? on 3 other seeds", out), out
     assert "linear: confirming the top 2 blends on 3 other seeds" in out
     studies = {label: optuna.load_study(study_name=n, storage=f"sqlite:///{run_dir}/optuna.db")
                for label, n in (("dlf", "cf"), ("linear", "cf-linear"))}  # fmt: skip
-    from autolora.core.feasible import confirmation
+    from autolora.core.feasible import candidates, confirmation
+    from autolora.fuse.warm import starts
 
     for label, study in studies.items():
         conf = confirmation(study)
-        assert conf is not None and len(conf.trials) == 2 and conf.best is not None, label
+        want = {t.number for t in candidates(study, 2)} | (
+            {t.number for t in starts(study)} if label == "dlf" else set()
+        )
+        assert conf is not None and set(conf.trials) == want and conf.best is not None, label
         assert all(r.style_se is not None for r in conf.trials.values())
         assert "best score=" in out and ", confirmed " in out
     summary = json.loads((run_dir / "fusion_summary.json").read_text())

@@ -95,7 +95,7 @@ class Job(ABC):
 
     @abstractmethod
     def studies(self) -> list[StudySpec]:
-        """The studies of this run, in the order they run. Called after ``load``."""
+        """The studies of this run, the main one first (they run in ``StudySpec.order``). Called after ``load``."""
 
     @abstractmethod
     def resolved_config(self) -> dict[str, Any]:
@@ -131,6 +131,12 @@ class Job(ABC):
     def catch(self) -> tuple[type[Exception], ...]:
         """Exceptions that fail one trial (recorded as FAIL) and let the study go on."""
         return ()
+
+    def before_study(self, spec: StudySpec, study: optuna.Study) -> StudySpec:
+        """Called before this process runs trials of ``spec`` (the studies before it in run order have run; a
+        worker may find them still finishing). May add trials to ``study`` (a warm start from an earlier study)
+        and return ``spec`` changed (``x0``): the study is then reopened with that spec's sampler."""
+        return spec
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Called after every finished trial, in the process that ran it."""

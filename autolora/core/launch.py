@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autolora.core.job import Job
-from autolora.core.study import StudySpec
+from autolora.core.study import StudySpec, run_order
 
 STOP_GRACE = 300.0
 """Seconds a worker has after Ctrl-C to fail its trial and exit before it is killed."""
@@ -100,7 +100,7 @@ def run_local_workers(
             # Workers sharing the CPU: torch's default of one thread per core each oversubscribes it.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // slots))
         proc = subprocess.Popen(
-            _command(job, specs[0].name, parent_run_id, device, slot, one_trial),
+            _command(job, run_order(specs)[0].name, parent_run_id, device, slot, one_trial),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -126,7 +126,7 @@ def _run(
         "mlflow_experiment_id": tracker.experiment_id,
         "mlflow_parent_run_id": parent.run_id,
     }
-    from autolora.core.study import open_study
+    from autolora.core.study import open_study, run_order
 
     studies = {s.label: open_study(s, storage, settings, record={**record, "label": s.label}) for s in specs}
     before = _finished(studies.values())
@@ -145,11 +145,12 @@ def _run(
         job.release()
         for spec in specs:
             studies[spec.label].set_user_attr(ATTR + "budget", True)
-            enqueue_budget(studies[spec.label], settings.trials)
+            if not spec.fixed:  # a fixed study's trials wait already (its first trials)
+                enqueue_budget(studies[spec.label], settings.trials)
         if settings.queue_only:
             echo(
                 f"{settings.trials} trials queued per study; start workers with: autolora worker --storage "
-                f"{cfg.storage_url} --study-name {specs[0].name}"
+                f"{cfg.storage_url} --study-name {run_order(specs)[0].name}"
             )
         elif settings.trials > 0:
             from autolora.core.launch import run_local_workers
@@ -157,8 +158,8 @@ def _run(
             run_local_workers(job, specs, storage, parent.run_id, echo=echo, progress=progress)
     else:
         try:
-            for spec in specs:
-                _optimize(job, spec, studies[spec.label], parent, echo, progress, len(specs) > 1)
+            for spec in run_order(specs):
+                _optimize(job, spec, studies[spec.label], storage, parent, echo, progress, len(specs) > 1)
         except KeyboardInterrupt:
             from autolora.core.storage import fail_started
 
@@ -216,18 +217,25 @@ def _optimize(
     job: Job,
     spec: StudySpec,
     study: optuna.Study,
+    storage: Any,
     parent: ParentRun,
     echo: Callable[[str], None],
     progress: bool,
     several: bool,
 ) -> None:
+    from autolora.core.study import open_study
+
     settings = job.config.study
+    started = job.before_study(spec, study)
+    if started is not spec:  # a warm start: the sampler begins where the job says
+        spec, study = started, open_study(started, storage, settings)
+    n_trials = waiting(study) if spec.fixed else settings.trials
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         desc = f"{spec.label} trials" if several else "trials"
-        bar = tqdm(total=settings.trials, desc=desc, unit="trial", disable=None)
+        bar = tqdm(total=n_trials, desc=desc, unit="trial", disable=None)
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         job.after_trial(study, trial)
@@ -237,7 +245,7 @@ def _optimize(
     try:
         study.optimize(
             signed(job.objective(spec, parent, _writer(echo, bar), progress)),
-            n_trials=settings.trials,
+            n_trials=n_trials,
             timeout=settings.timeout,
             catch=job.catch(),
             callbacks=[after],
@@ -246,6 +254,13 @@ def _optimize(
     finally:
         if bar is not None:
             bar.close()
+
+
+def waiting(study: optuna.Study) -> int:
+    """How many trials wait in ``study`` (enqueued, not yet taken)."""
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
 def _finished(studies: Iterable[optuna.Study]) -> int:

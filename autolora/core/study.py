@@ -52,12 +52,28 @@ class StudySpec:
     """User attributes of those trials (same order; may be shorter)."""
     attrs: dict[str, Any] = field(default_factory=dict)
     """Extra user attributes (without the ``autolora.`` prefix) set when the study is new."""
+    order: int = 0
+    """Studies run in ascending order (ties in list order); the list's first is still the run's main study."""
+    fixed: bool = False
+    """Runs only its ``first_trials`` (fixed points, e.g. training-free baselines): no budget of ``--trials``."""
+    x0: dict[str, float] | None = None
+    """CMA-ES: the initial mean (a warm start); None: the middle of the space."""
+
+
+def run_order(specs: list[StudySpec]) -> list[StudySpec]:
+    """``specs`` in the order their trials run (``StudySpec.order``)."""
+    return sorted(specs, key=lambda s: s.order)
 
 
 def make_sampler(
-    name: str, seed: int, startup: int | None = None, constant_liar: bool = False
+    name: str,
+    seed: int,
+    startup: int | None = None,
+    constant_liar: bool = False,
+    x0: dict[str, float] | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """The sampler called ``name`` (tpe, random, cmaes, gp, nsga2, qmc), seeded; ``startup``: TPE's random trials."""
+    """The sampler called ``name`` (tpe, random, cmaes, gp, nsga2, qmc), seeded; ``startup``: TPE's random trials;
+    ``x0``: CMA-ES's initial mean."""
     import optuna
 
     if name == "tpe":
@@ -71,7 +87,7 @@ def make_sampler(
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return _cmaes(seed, x0)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2":
@@ -79,6 +95,25 @@ def make_sampler(
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
     raise ValueError(f"unknown sampler {name!r}")
+
+
+def _cmaes(seed: int, x0: dict[str, float] | None) -> optuna.samplers.BaseSampler:
+    """CMA-ES, from ``x0`` when given. optuna 4.9 deprecated ``x0`` (removal planned for 6.0) without a like
+    replacement: its ``source_trials`` (warm-starting CMA-ES) wants a population of trials of the same space, and a
+    fusion's warm start is one point of another study. So the warning is silenced here, and an optuna that no
+    longer takes ``x0`` starts from the middle (the copied start trial still bounds the result)."""
+    import warnings
+
+    import optuna
+
+    if x0 is None:
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, x0=x0)
+        except TypeError:
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
 def make_pruner(name: str, startup: int, multi: bool) -> optuna.pruners.BasePruner:
@@ -131,7 +166,11 @@ def open_study(
         study_name=spec.name,
         storage=storage,
         sampler=make_sampler(
-            spec.sampler, settings.seed + earlier + 7919 * seed_salt, spec.sampler_startup, spec.constant_liar
+            spec.sampler,
+            settings.seed + earlier + 7919 * seed_salt,
+            spec.sampler_startup,
+            spec.constant_liar,
+            spec.x0,
         ),
         pruner=make_pruner(spec.pruner, spec.pruner_startup_trials, len(spec.directions) > 1),
         directions=spec.directions,  # type: ignore[arg-type]

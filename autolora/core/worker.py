@@ -4,8 +4,10 @@
 that made it (``tune``, ``fuse``) and its resolved config (base model, data, search space,
 objective), so every worker runs the same experiment; a worker of another autolora version, or
 whose search space compiles to another hash, is refused. A run of several studies (``fuse``: its
-DLF study, then the linear baseline) is worked in order from the named study on, with the models
-loaded once. ``--workers N`` and ``--process-per-trial`` start workers on this machine.
+fixed baselines, linear fusion, then DLF, which starts from linear's best) is worked whole, in its run
+order, whichever of its studies is named, with the models loaded once: a study may wait on an earlier
+one (DLF on linear), so a worker that skipped the earlier ones could wait forever. ``--workers N``
+and ``--process-per-trial`` start workers on this machine.
 
 Dead workers: a trial whose worker dies stops beating; once its heartbeat is older than the grace
 period any worker fails it (and Optuna's retry callback queues it again). A worker leaving a study
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
 from autolora.core.interrupts import first_interrupt_only
-from autolora.core.study import ATTR
+from autolora.core.study import ATTR, run_order
 from autolora.errors import UserError
 
 if TYPE_CHECKING:
@@ -97,11 +99,10 @@ def run_worker(
     job = job_class.plan(config)
     try:
         job.load()
-        specs = job.studies()
+        specs = run_order(job.studies())
         names = [s.name for s in specs]
         if study_name not in names:
             raise UserError(f"study '{study_name}': its stored config now makes studies {names}")
-        specs = specs[names.index(study_name) :]
         # Read what the loop needs, then close this storage: the trials run on their own (one pool at a time).
         budgets = {
             s.name: bool(reader.get_study_user_attrs(reader.get_study_id_from_name(s.name)).get(ATTR + "budget"))
@@ -164,6 +165,9 @@ def _work(
                 )
             # A different sampler seed per worker: same-seeded workers would draw the same params.
             study = open_study(spec, storage, settings, seed_salt=salt)
+            started = job.before_study(spec, study)
+            if started is not spec:  # a warm start (see Job.before_study)
+                spec, study = started, open_study(started, storage, settings, seed_salt=salt)
             study.optimize(
                 objective,
                 n_trials=None if trials is None else trials - done,

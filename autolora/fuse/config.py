@@ -48,7 +48,13 @@ class FuseSection:
     sampler: str = "auto"
     """``auto`` (CMA-ES for a scalar objective, TPE for a Pareto one), cmaes, tpe, gp, random, qmc or nsga2."""
     baseline: bool = True
-    """Also run a linear-fusion study (global, constant) with the same budget, for the side-by-side summary."""
+    """Also run a linear-fusion study (global, constant) with the same budget, for the side-by-side summary; it
+    runs first and the DLF study starts from its best (``autolora.fuse.warm``)."""
+    baselines: list[str] = field(default_factory=lambda: ["klora", "block-prior"])
+    """Training-free fusions run as fixed trials (study ``<name>-baselines``, ``autolora.fuse.baselines``):
+    ``klora``, ``block-prior``; ``[]`` for none. Two or more LoRAs only."""
+    klora_k: int | None = None
+    """K-LoRA's K (elements summed per layer); None: the LoRA's rank x the larger side of its update."""
 
     def validate(self, where: str) -> None:
         _check(bool(self.loras), f"{where}.loras", "at least one LoRA file (--lora)", self.loras)
@@ -58,6 +64,12 @@ class FuseSection:
         _check(self.high > self.low, f"{where}.high", f"a number above low ({self.low})", self.high)
         if self.switch_at is not None:
             _check(0 < self.switch_at < 1, f"{where}.switch_at", "a fraction in (0, 1) or null", self.switch_at)
+        from autolora.fuse.baselines import KINDS
+
+        for kind in self.baselines:
+            _check(kind in KINDS, f"{where}.baselines", f"a list of {', '.join(KINDS)}", self.baselines)
+        if self.klora_k is not None:
+            _check(self.klora_k >= 1, f"{where}.klora_k", "a positive integer or null", self.klora_k)
         names = [name for name, _ in self.entries()]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -82,6 +94,11 @@ class FuseSection:
     def style_folders(self) -> dict[str, Path]:
         """LoRA name -> its style folder, for the LoRAs that have one."""
         return {name: Path(folder) for name, folder in map(split_named, self.style_images) if name}
+
+    @property
+    def has_fixed(self) -> bool:
+        """Whether the run has fixed baseline trials: some asked for, and two or more LoRAs."""
+        return bool(self.baselines) and len(self.loras) >= 2
 
     @property
     def has_baseline(self) -> bool:

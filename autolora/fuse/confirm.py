@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from autolora.core.tracking import ParentRun
+    from autolora.fuse.baselines import FixedSpace
     from autolora.fuse.session import FuseSession
     from autolora.fuse.space import CoefficientSpace
 
@@ -25,14 +26,15 @@ if TYPE_CHECKING:
 def confirm_fusion(
     session: FuseSession,
     study: optuna.Study,
-    space: CoefficientSpace,
+    space: CoefficientSpace | FixedSpace,
     label: str,
     parent: ParentRun | None,
     echo: Callable[[str], None] = print,
 ) -> Confirmation | None:
     """Re-score the study's top blends on ``eval.confirm_seeds``; record and return the result (None: off, or none
     feasible)."""
-    from autolora.core.feasible import candidates
+    from autolora.core.feasible import candidates, is_feasible
+    from autolora.fuse.warm import starts
     from autolora.scoring.styles import MultiStyleScorer
 
     plan, cfg = session.plan, session.plan.config
@@ -40,6 +42,9 @@ def confirm_fusion(
     top = candidates(study, k) if k else []
     if not top:
         return None
+    # The DLF study's starting points are always confirmed too: its confirmed pick is then never below them.
+    extra = [t for t in starts(study) if is_feasible(t) and t.number not in {c.number for c in top}]
+    n_top, top = len(top), top + extra
     conf, todo = begin(study, top, k, seeds, len(plan.prompts))
     references = {name: style.images for name, style in plan.styles.items()}
     n_prompts = len(plan.prompts)
@@ -53,10 +58,11 @@ def confirm_fusion(
             picked = base if subset is None else _of_seed(base, n_prompts, len(seeds), subset)
             scorer.prepare(references, plan.prompts, len(seeds) if subset is None else 1, picked)
             scorers.append(scorer)
-        echo(f"{label}: confirming the top {len(top)} blends on {len(seeds)} other seeds")
+        also = f" and {len(extra)} starting point{'s' if len(extra) != 1 else ''}" if extra else ""
+        echo(f"{label}: confirming the top {n_top} blends{also} on {len(seeds)} other seeds")
     for t in todo:
         t0 = time.perf_counter()
-        images = session.draw(space.fusion(t.params), seeds)
+        images = session.draw(space.of_trial(t), seeds)
         metrics = scorers[0].score(images)
         per_seed = [scorers[1 + s].score(_of_seed(images, n_prompts, len(seeds), s)) for s in range(len(seeds))]
         conf.trials[t.number] = rescore(t, plan.objective, metrics, per_seed, time.perf_counter() - t0)

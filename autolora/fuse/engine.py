@@ -52,6 +52,8 @@ class FusedAdapters:
     names: list[str]
     files: list[Path]
     slots: list[Slot] = field(default_factory=list, repr=False)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What blends compute once from the loaded weights (K-LoRA's magnitudes)."""
 
     def group_keys(self, granularity: str) -> list[str]:
         """Group keys of ``granularity`` that hold at least one module of any loaded LoRA.

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from autolora.config import Config
 from autolora.core.job import Job, Objective
 from autolora.core.run import RunResult
+from autolora.fuse.baselines import FixedSpace
 from autolora.fuse.config import FuseRunConfig
 from autolora.fuse.plan import FusePlan
 from autolora.fuse.space import CoefficientSpace
-from autolora.fuse.studies import FuseStudy, study_specs
+from autolora.fuse.studies import ORDER, FuseStudy, study_specs
+from autolora.fuse.warm import START_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -36,8 +38,17 @@ SUMMARY_FILE = "fusion_summary.json"
 HEATMAP_FILE = "best_coefficients.png"
 
 
-def spaces(specs: list[FuseStudy], fa: FusedAdapters, config: FuseRunConfig) -> dict[str, CoefficientSpace]:
-    return {s.label: CoefficientSpace.of(fa, s.granularity, s.schedule, config.fuse) for s in specs}
+Space = CoefficientSpace | FixedSpace
+
+
+def spaces(specs: list[FuseStudy], fa: FusedAdapters, config: FuseRunConfig, arch: str) -> dict[str, Space]:
+    out: dict[str, Space] = {}
+    for s in specs:
+        if s.label == "fixed":
+            out[s.label] = FixedSpace.of(fa, arch, config.fuse.baselines, config.fuse.klora_k)
+        else:
+            out[s.label] = CoefficientSpace.of(fa, s.granularity, s.schedule, config.fuse)
+    return out
 
 
 class FuseJob(Job):
@@ -50,7 +61,7 @@ class FuseJob(Job):
         super().__init__(plan.config)
         self.the_plan = plan
         self.session: FuseSession | None = None
-        self.spaces: dict[str, CoefficientSpace] = {}
+        self.spaces: dict[str, Space] = {}
         self.strict = plan.config.data.strict
 
     @classmethod
@@ -64,7 +75,8 @@ class FuseJob(Job):
         from autolora.fuse.session import FuseSession
 
         self.session = FuseSession.load(self.the_plan)
-        self.spaces = spaces(study_specs(self.the_plan.config), self.session.fa, self.the_plan.config)
+        plan = self.the_plan
+        self.spaces = spaces(study_specs(plan.config), self.session.fa, plan.config, plan.model.arch)
 
     def diagnose(self) -> list[Finding]:
         t0 = time.perf_counter()
@@ -79,6 +91,12 @@ class FuseJob(Job):
         out = []
         for s in study_specs(plan.config):
             space = self.spaces[s.label]
+            if isinstance(space, FixedSpace):
+                first, attrs = space.first_trials(), []
+            else:
+                # A new study starts with every coefficient 1 (plain stacking) as its trial 0.
+                first = [space.uniform(min(max(1.0, space.low), space.high))]
+                attrs = [{START_ATTR: "stacking"}] if s.label == "dlf" else []
             out.append(
                 StudySpec(
                     label=s.label,
@@ -90,12 +108,34 @@ class FuseJob(Job):
                     space_kind="coefficient space",
                     sampler=plan.sampler,
                     pruner="none",
-                    # A new study starts with every coefficient 1 (plain stacking) as its trial 0.
-                    first_trials=[space.uniform(min(max(1.0, space.low), space.high))],
+                    first_trials=first,
+                    first_trial_attrs=attrs,
                     attrs={"fusion": {"label": s.label, "granularity": s.granularity}},
+                    order=ORDER[s.label],
+                    fixed=isinstance(space, FixedSpace),
                 )
             )
         return out
+
+    def before_study(self, spec: StudySpec, study: optuna.Study) -> StudySpec:
+        """The DLF study starts from the linear study's best (``autolora.fuse.warm``)."""
+        import dataclasses
+
+        import optuna
+
+        from autolora.fuse.warm import copy_linear_best, wait_finished
+
+        linear_space, dlf_space = self.spaces.get("linear"), self.spaces.get("dlf")
+        if spec.label != "dlf" or not isinstance(linear_space, CoefficientSpace):
+            return spec
+        assert isinstance(dlf_space, CoefficientSpace)
+        name = {s.label: s.name for s in study_specs(self.the_plan.config)}["linear"]
+        linear = optuna.load_study(study_name=name, storage=study._storage)
+        wait_finished(linear)
+        points = copy_linear_best(study, linear, dlf_space, linear_space, self.the_plan.config.study.confirm_top_k)
+        if points and spec.sampler == "cmaes" and len(spec.directions) == 1:
+            return dataclasses.replace(spec, x0=points[0])
+        return spec
 
     def resolved_config(self) -> dict[str, Any]:
         plan = self.the_plan
@@ -248,7 +288,7 @@ def _run_dir_of(study: optuna.Study, run_dir: Path | None) -> Path:
     return run_dir
 
 
-def _best_fusion(study: optuna.Study, space: CoefficientSpace) -> tuple[int, Any] | None:
+def _best_fusion(study: optuna.Study, space: Space) -> tuple[int, Any] | None:
     """(trial number, Fusion) of the best trial (the first of a Pareto set by its first objective)."""
     from autolora.core.feasible import best as feasible_best
 
@@ -257,7 +297,7 @@ def _best_fusion(study: optuna.Study, space: CoefficientSpace) -> tuple[int, Any
         return None
     sign = -1 if study.directions[0].name == "MAXIMIZE" else 1
     best = min(found, key=lambda t: (sign * t.values[0], t.number))
-    return best.number, space.fusion(best.params)
+    return best.number, space.of_trial(best)
 
 
 def _log_comparison(parent: Any, comparison: dict[str, Any], names: list[str]) -> None:

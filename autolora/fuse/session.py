@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from autolora.core.findings import Finding
     from autolora.fuse.engine import FusedAdapters
-    from autolora.fuse.space import Fusion
+    from autolora.fuse.space import Blend, Fusion
     from autolora.scoring.styles import MultiStyleScorer
 
 
@@ -107,7 +107,7 @@ class FuseSession:
         data = self.plan.config.data
         return [data.prompt_template.format(prompt=p, trigger=data.trigger) for p in self.plan.prompts]
 
-    def draw(self, fusion: Fusion, seeds: list[int] | None = None) -> list[Image.Image]:
+    def draw(self, fusion: Blend, seeds: list[int] | None = None) -> list[Image.Image]:
         """Apply ``fusion`` and sample the fixed prompts x seeds (``eval.seeds`` unless given)."""
         from autolora.sampling import sample
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autolora.fuse.config import SWITCH_RANGE
 from autolora.fuse.groups import Coefficients
@@ -23,6 +23,19 @@ if TYPE_CHECKING:
     from autolora.fuse.engine import FusedAdapters
 
 PHASES = ("early", "late")
+
+
+class Blend(Protocol):
+    """What one fusion trial applies: a ``Fusion`` of coefficients, or a training-free baseline
+    (``autolora.fuse.baselines``)."""
+
+    def apply(self, fa: FusedAdapters) -> Callable[..., Any] | None:
+        """Set the adapters' scales; return the ``callback_on_step_end`` it needs, if any."""
+        ...
+
+    def summary(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,10 @@ class CoefficientSpace:
             return Fusion(coeffs(""))
         switch = self.switch_at if self.switch_at is not None else float(params["switch_at"])
         return Fusion(coeffs("early."), coeffs("late."), switch)
+
+    def of_trial(self, trial: optuna.trial.FrozenTrial) -> Fusion:
+        """The ``Fusion`` a finished trial applied."""
+        return self.fusion(trial.params)
 
     def uniform(self, value: float) -> dict[str, float]:
         """Parameters giving every coefficient ``value`` (switch in the middle): a trial to enqueue."""

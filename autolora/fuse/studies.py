@@ -9,7 +9,8 @@ from autolora.fuse.config import FuseRunConfig
 
 @dataclass
 class FuseStudy:
-    """One study of a fusion run: ``dlf`` (the configured granularity and schedule) or ``linear``."""
+    """One study of a fusion run: ``dlf`` (the configured granularity and schedule), ``linear`` or ``fixed`` (the
+    training-free baselines)."""
 
     label: str
     name: str
@@ -23,4 +24,10 @@ def study_specs(config: FuseRunConfig) -> list[FuseStudy]:
     specs = [FuseStudy("dlf", config.study_name, fuse.granularity, fuse.schedule)]
     if fuse.has_baseline:
         specs.append(FuseStudy("linear", f"{config.study_name}-linear", "global", "constant"))
+    if fuse.has_fixed:
+        specs.append(FuseStudy("fixed", f"{config.study_name}-baselines", "fixed", "constant"))
     return specs
+
+
+ORDER = {"fixed": 0, "linear": 1, "dlf": 2}
+"""The order the studies run in: the baselines (cheap, fixed), linear fusion, then DLF starting from linear's best."""

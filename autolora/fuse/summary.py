@@ -67,13 +67,76 @@ def compare(studies: dict[str, optuna.Study], names: list[str]) -> dict[str, Any
                 entry["confirmed_value"] = conf.trials[best.number].values[0]
                 entry["confirmed_metrics"] = conf.trials[best.number].metrics
                 entry["confirmation_changed"] = conf.changed
+            if label == "dlf":
+                entry.update(_start(study, conf, sign=1.0 if study.directions[0].name == "MAXIMIZE" else -1.0))
+            if label == "fixed":
+                entry.update(_fixed(study, conf))
         elif done:
             front = found
             pick = [min if d.name == "MINIMIZE" else max for d in study.directions]
             entry.update(pareto_size=len(front), hypervolume=hv[i], pareto_trials=sorted(t.number for t in front))
             entry["best_values"] = {n: pick[j](t.values[j] for t in front) for j, n in enumerate(names)}
+            if label == "dlf":
+                from autolora.fuse.warm import starts
+
+                begun = starts(study)
+                if begun:
+                    entry["start_hypervolume"] = _start_hypervolume(studies, begun)
+            if label == "fixed":
+                entry.update(_fixed(study, conf))
         out[label] = entry
     return out
+
+
+def _start(study: optuna.Study, conf: Any, sign: float) -> dict[str, Any]:
+    """The DLF study's starting points (stacking, the copied linear best): the best of them, search and confirmed,
+    and what the search added over it."""
+    from autolora.fuse.warm import START_ATTR, starts
+
+    begun = starts(study)
+    if not begun:
+        return {}
+    first = max(begun, key=lambda t: (sign * t.values[0], -t.number))
+    out: dict[str, Any] = {"start_value": first.values[0], "start_trial": first.number}
+    out["start"] = first.user_attrs[START_ATTR]
+    if conf is not None:
+        kept = [conf.trials[t.number] for t in begun if t.number in conf.trials]
+        confirmed = [r for r in kept if not r.broken]
+        if confirmed:
+            out["start_confirmed_value"] = max(sign * r.values[0] for r in confirmed) * sign
+    return out
+
+
+def _fixed(study: optuna.Study, conf: Any) -> dict[str, Any]:
+    """The fixed study's baselines by name (search and confirmed values) and its probes' per-block style gains."""
+    from autolora.core.feasible import is_feasible
+    from autolora.fuse.baselines import PARAM, probe_gains
+
+    rows: dict[str, Any] = {}
+    for t in complete(study):
+        name = str(t.params.get(PARAM, ""))
+        if name.startswith("probe:"):
+            continue
+        row: dict[str, Any] = {"value": t.values[0], "trial": t.number, "feasible": is_feasible(t)}
+        row["metrics"] = {k[7:]: v for k, v in t.user_attrs.items() if k.startswith("metric.")}
+        if conf is not None and t.number in conf.trials:
+            row["confirmed_value"] = conf.trials[t.number].values[0]
+        rows[name] = row
+    out: dict[str, Any] = {"baselines": rows}
+    gains = probe_gains(study)
+    if gains:
+        out["probes"] = gains
+    return out
+
+
+def _start_hypervolume(studies: dict[str, optuna.Study], begun: list[optuna.trial.FrozenTrial]) -> float:
+    """Hypervolume of the DLF study's starting points alone, against the same reference point as the studies'."""
+    import numpy as np
+
+    signs = np.array([-1.0 if d.name == "MAXIMIZE" else 1.0 for d in next(iter(studies.values())).directions])
+    pooled = np.concatenate([np.array([t.values for t in complete(s)], dtype=float) * signs for s in studies.values()])
+    reference = pooled.max(0) + 1e-9
+    return _hypervolume(np.array([t.values for t in begun], dtype=float) * signs, reference)
 
 
 def comparison_lines(comparison: dict[str, Any], names: list[str]) -> list[str]:
@@ -89,13 +152,57 @@ def comparison_lines(comparison: dict[str, Any], names: list[str]) -> list[str]:
             value = f"{e['best_value']:+.4f}"
             if "confirmed_value" in e:
                 value += f", confirmed {e['confirmed_value']:+.4f}"
-            lines.append(f"{head}, best {names[0]}={value} (trial {e['best_trial']}; {gains})")
+            named = str(e.get("best_spec") or "").split(": ")[0]
+            spec = f" {named}" if label == "fixed" and named else ""
+            lines.append(f"{head}, best {names[0]}={value} (trial {e['best_trial']}{spec}; {gains})")
+            if "start_value" in e:
+                lines.append(_start_line(e))
+            for name, row in e.get("baselines", {}).items():
+                shown_value = row.get("confirmed_value", row["value"])
+                what = "confirmed" if "confirmed_value" in row else "search"
+                gains_b = " ".join(f"{k}={v:+.4f}" for k, v in row["metrics"].items() if k.startswith("style_gain."))
+                flag = "" if row["feasible"] else " [infeasible]"
+                lines.append(f"        {name}: {names[0]}={shown_value:+.4f} ({what}; {gains_b}){flag}")
+            if "probes" in e:
+                lines.append("        " + probe_line(e["probes"]))
         elif "hypervolume" in e:
             best = " ".join(f"{n}={v:+.4f}" for n, v in e["best_values"].items())
             lines.append(f"{head}, Pareto set of {e['pareto_size']}, hypervolume {e['hypervolume']:.5f}, best {best}")
+            if "start_hypervolume" in e:
+                added = e["hypervolume"] - e["start_hypervolume"]
+                lines.append(f"        from its start (linear's Pareto set, stacking): hypervolume {added:+.5f}")
         else:
             lines.append(head)
     return lines
+
+
+def _start_line(e: dict[str, Any]) -> str:
+    """What DLF added over its own starting point, confirmed where both are."""
+    start = e["start_value"]
+    line = f"        started from {e['start']} (trial {e['start_trial']}, {start:+.4f})"
+    if "confirmed_value" in e and "start_confirmed_value" in e:
+        added = e["confirmed_value"] - e["start_confirmed_value"]
+        return line + f": DLF added {added:+.4f} confirmed ({e['best_value'] - start:+.4f} in the search)"
+    return line + f": DLF added {e['best_value'] - start:+.4f} in the search"
+
+
+def probe_line(gains: dict[str, dict[str, float]]) -> str:
+    """Where each style lives: its own gain when alone on each block, and the block prior's assignment."""
+    from autolora.fuse.baselines import assign_blocks
+    from autolora.fuse.groups import key_order
+
+    owner = assign_blocks(gains)
+    parts = []
+    for lora, per in gains.items():
+        blocks = " ".join(f"{b}={per[b]:+.3f}" for b in sorted(per, key=key_order))
+        parts.append(f"{lora} [{blocks}]")
+    mine = {lora: [b for b, o in sorted(owner.items(), key=lambda kv: key_order(kv[0])) if o == lora] for lora in gains}
+    return (
+        "style gain alone per block: "
+        + "; ".join(parts)
+        + " -> block prior "
+        + " | ".join(f"{lora}: {' '.join(bs) or '-'}" for lora, bs in mine.items())
+    )
 
 
 def heatmap(fusion: Fusion, path: Path, title: str = "") -> Path:

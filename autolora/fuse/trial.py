@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import optuna
 
     from autolora.core.tracking import ParentRun
+    from autolora.fuse.baselines import FixedSpace
 
 
 class FuseTrialRunner:
@@ -22,7 +23,7 @@ class FuseTrialRunner:
     def __init__(
         self,
         session: FuseSession,
-        space: CoefficientSpace,
+        space: CoefficientSpace | FixedSpace,
         label: str,
         parent: ParentRun | None,
         echo: Callable[[str], None] = print,
@@ -37,7 +38,10 @@ class FuseTrialRunner:
         plan = self.session.plan
         objective = plan.objective
         fusion = self.space.suggest(trial)
-        trial.set_user_attr("spec", fusion.summary())
+        shown_spec = fusion.summary()
+        if "baseline" in trial.params:  # a fixed trial: its name first
+            shown_spec = f"{trial.params['baseline']}: {shown_spec}"
+        trial.set_user_attr("spec", shown_spec)
         trial.set_user_attr("fusion", fusion.to_dict())
         run = None
         if self.parent:
@@ -84,7 +88,7 @@ class FuseTrialRunner:
         shown = " ".join(f"{n}={v:+.4f}" for n, v in zip(objective.names, values, strict=True))
         gains = " ".join(f"{k.removeprefix('style_gain.')}={v:+.4f}" for k, v in metrics.items() if "gain." in k)
         self.echo(
-            f"{self.label:<6} trial {trial.number:>3} {shown} (style_gain {gains}) | {fusion.summary()} | "
+            f"{self.label:<6} trial {trial.number:>3} {shown} (style_gain {gains}) | {shown_spec} | "
             f"{time.perf_counter() - t0:.1f}s" + (f" [infeasible: {broken}]" if broken else "")
         )
         return values[0] if objective.is_scalar else values

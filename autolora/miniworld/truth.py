@@ -13,6 +13,7 @@ its average lightness, relative to the pure colour, has moved from a plain fill'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -192,3 +193,41 @@ def tone_shift(image: Image.Image, style: str) -> float:
         raise ValueError(f"style {style!r} paints in a plain fill's tone; tone_shift cannot read it")
     tone = _mean_tone(image)
     return 0.0 if tone is None else (tone - plain) / (target - plain)
+
+
+def presence_reader(style: str) -> tuple[str, Callable[[Image.Image], float]]:
+    """(kind, reader) of ``style``'s presence in a picture, from the pixels: ``texture`` (``style_strength``), else
+    ``tone`` (``tone_shift``), else ``ground`` (``ground_shift``); each reads 0 on a plain picture, 1 on the style.
+
+    For blends of two styles choose styles whose readers do not see each other (``benchmarks/fuse_pairs.py``
+    prints the cross-readings): a ground style with a texture style, or two textures of another kind (``shaded``'s
+    ramp and ``checker``'s grid); tone readers see most textures (a dotted fill is lighter on average).
+    """
+    from autolora.miniworld.battery import any_items
+
+    if style in TEXTURED:
+        return "texture", lambda im: style_strength(im, style)
+    probe = any_items(style, 1, seed=7)[0][0]
+    try:
+        tone_shift(probe, style)
+        return "tone", lambda im: tone_shift(im, style)
+    except ValueError:
+        return "ground", ground_shift(style)
+
+
+def ground_shift(style: str) -> Callable[[Image.Image], float]:
+    """How far a picture's ground (the median of its outermost ring of pixels) moved from the plain ground towards
+    ``style``'s (0: plain, 1: the style's; a projection on the line between the two colours)."""
+    import numpy as np
+
+    from autolora.miniworld.battery import any_items
+
+    def ground(im: Any) -> Any:
+        arr = np.asarray(im.convert("RGB"), dtype=float)
+        ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
+        return np.median(ring, axis=0)
+
+    plain = np.array(BACKGROUND, dtype=float)
+    target = np.mean([ground(im) for im, _, _ in any_items(style, 16, seed=7)], axis=0)
+    line = target - plain
+    return lambda im: float((ground(im) - plain) @ line / (line @ line))

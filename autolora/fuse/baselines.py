@@ -1,0 +1,194 @@
+"""The literature's training-free fusions, run as fixed trials of every fusion run (study label ``fixed``).
+
+* ``klora:<name>``: K-LoRA-style selection with LoRA ``<name>`` in the content role (``autolora.fuse.klora``);
+  one trial per LoRA.
+* ``block-prior``: one LoRA on the blocks that carry style, the other on the blocks that carry content, in the
+  spirit of B-LoRA (Frenkel et al. 2024) and InstantStyle (Wang et al. 2024).
+  - SDXL: the published blocks, ``up_blocks.0.attentions.1`` (style) and ``down_blocks.2.attentions.1``
+    (content/layout), as B-LoRA uses them: the style LoRA only on the first transformer unit, the content LoRA
+    only on the second, both text encoders at 1. Two LoRAs only, tried in both role orders
+    (``block-prior:<style>``).
+  - Any other layout (SD 1.x/2.x, miniworld, DiT models): nothing published is assumed; the blocks are
+    *measured* in the run. ``probe:<name>:<block>`` trials draw LoRA ``<name>`` alone on one UNet/transformer
+    block (its text-encoder groups at 1, everything else 0) and read its own style gain; ``block-prior`` then
+    gives every block to the LoRA whose style shows most there, each LoRA's gains normalised by its best block
+    (a LoRA left without a block gets its best one), text encoders at 1. The probes double as a map of where
+    each style lives (``show`` prints it).
+
+Each baseline is a ``Blend``: what a trial applies to the loaded adapters (``apply``, which may return a
+``callback_on_step_end``), a one-line ``summary`` and a ``to_dict`` kept with the trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autolora.fuse.groups import TEXT_ENCODERS
+from autolora.fuse.space import Blend, Fusion
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autolora.fuse.engine import FusedAdapters
+
+KINDS = ("klora", "block-prior")
+"""Baseline families ``fuse.baselines`` may name."""
+PUBLISHED = {"sdxl": {"style": "up.0.attentions.1", "content": "down.2.attentions.1"}}
+"""Layer group keys of the published style and content blocks, per architecture."""
+PARAM = "baseline"
+
+
+@dataclass(frozen=True)
+class KLoraBlend:
+    content: str
+    k: int | None = None
+
+    def apply(self, fa: FusedAdapters) -> Callable[..., Any] | None:
+        from autolora.fuse.klora import KLora, Magnitudes
+
+        key = f"klora.magnitudes.{self.k}"
+        if key not in fa.cache:
+            fa.cache[key] = Magnitudes.of(fa, self.k)
+        return KLora(fa, fa.cache[key], self.content)
+
+    def summary(self) -> str:
+        return f"K-LoRA, content {self.content}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": "klora", "content": self.content, "k": self.k}
+
+
+def _is_text(key: str) -> bool:
+    return key.split(".")[0] in TEXT_ENCODERS
+
+
+@dataclass(frozen=True)
+class FixedSpace:
+    """The fixed trials of a run: their names, in the order they run, and what each one applies."""
+
+    names: list[str]
+    block_keys: dict[str, list[str]]
+    """LoRA -> its block group keys."""
+    layer_keys: dict[str, list[str]]
+    """LoRA -> its layer group keys."""
+    arch: str
+    klora_k: int | None = None
+    granularity: str = "fixed"
+    schedule: str = "constant"
+
+    @classmethod
+    def of(cls, fa: FusedAdapters, arch: str, kinds: list[str], klora_k: int | None = None) -> FixedSpace:
+        loras = list(fa.names)
+        blocks = {lora: fa.lora_group_keys(lora, "block") for lora in loras}
+        layers = {lora: fa.lora_group_keys(lora, "layer") for lora in loras}
+        names: list[str] = []
+        if len(loras) >= 2 and "klora" in kinds:
+            names += [f"klora:{lora}" for lora in loras]
+        if len(loras) >= 2 and "block-prior" in kinds:
+            if arch in PUBLISHED:
+                if len(loras) == 2:
+                    names += [f"block-prior:{lora}" for lora in loras]
+            else:
+                names += [f"probe:{lora}:{b}" for lora in loras for b in blocks[lora] if not _is_text(b)]
+                names.append("block-prior")
+        return cls(names, blocks, layers, arch, klora_k)
+
+    def param_names(self) -> list[str]:
+        return [PARAM]
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        from optuna.distributions import CategoricalDistribution
+
+        return {PARAM: CategoricalDistribution(self.names)}
+
+    def fingerprint(self) -> str:
+        text = json.dumps({"fixed": self.names, "arch": self.arch, "k": self.klora_k})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def first_trials(self) -> list[dict[str, Any]]:
+        return [{PARAM: name} for name in self.names]
+
+    def suggest(self, trial: optuna.Trial) -> Blend:
+        name = trial.suggest_categorical(PARAM, self.names)
+        return self.blend(str(name), trial.study)
+
+    def blend(self, name: str, study: optuna.Study | None = None) -> Blend:
+        """The blend ``name`` (the measured ``block-prior`` reads the study's probe trials)."""
+        kind, _, rest = name.partition(":")
+        if kind == "klora":
+            return KLoraBlend(rest, self.klora_k)
+        if kind == "probe":
+            lora, _, block = rest.partition(":")
+            return Fusion(self._probe(lora, block))
+        if kind == "block-prior" and rest:
+            return Fusion(self._published(rest))
+        if kind == "block-prior":
+            if study is None:
+                raise ValueError("the measured block prior needs its study's probe trials")
+            return Fusion(self.measured_prior(probe_gains(study)))
+        raise ValueError(f"unknown fixed trial {name!r}; expected one of {self.names}")
+
+    def of_trial(self, trial: optuna.trial.FrozenTrial) -> Blend:
+        """What a finished fixed trial applied (the measured prior as it was then, from the trial's record)."""
+        name = str(trial.params[PARAM])
+        if name == "block-prior" and "fusion" in trial.user_attrs:
+            return Fusion.from_dict(trial.user_attrs["fusion"])
+        return self.blend(name)
+
+    def _probe(self, lora: str, block: str) -> dict[str, dict[str, float]]:
+        out = {}
+        for other, keys in self.block_keys.items():
+            on = other == lora
+            out[other] = {k: 1.0 if on and (k == block or _is_text(k)) else 0.0 for k in keys}
+        return out
+
+    def _published(self, style: str) -> dict[str, dict[str, float]]:
+        units = PUBLISHED[self.arch]
+        out = {}
+        for lora, keys in self.layer_keys.items():
+            unit = units["style"] if lora == style else units["content"]
+            out[lora] = {k: 1.0 if k == unit or _is_text(k) else 0.0 for k in keys}
+        return out
+
+    def measured_prior(self, gains: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+        """Block coefficients giving every probed block to the LoRA whose (normalised) style gain is highest there."""
+        owner = assign_blocks(gains)
+        return {
+            lora: {k: 1.0 if _is_text(k) or owner.get(k) == lora else 0.0 for k in keys}
+            for lora, keys in self.block_keys.items()
+        }
+
+
+def probe_gains(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """LoRA -> block -> its own style gain when alone on that block, from the study's complete probe trials."""
+    from autolora.core.feasible import complete
+
+    out: dict[str, dict[str, float]] = {}
+    for t in complete(study):
+        kind, _, rest = str(t.params.get(PARAM, "")).partition(":")
+        if kind != "probe":
+            continue
+        lora, _, block = rest.partition(":")
+        gain = t.user_attrs.get(f"metric.style_gain.{lora}")
+        if gain is not None:
+            out.setdefault(lora, {})[block] = float(gain)
+    return out
+
+
+def assign_blocks(gains: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
+    """Block -> the LoRA that owns it: the highest gain over that LoRA's best gain (ties: the earlier LoRA); then
+    a LoRA owning nothing takes its best block."""
+    best = {lora: max(max(g.values(), default=0.0), 1e-9) for lora, g in gains.items()}
+    blocks = sorted({b for g in gains.values() for b in g})
+    owner: dict[str, str] = {}
+    for b in blocks:
+        scored = [(g[b] / best[lora], -i, lora) for i, (lora, g) in enumerate(gains.items()) if b in g]
+        owner[b] = max(scored)[2]
+    for lora, g in gains.items():
+        if g and lora not in owner.values():
+            owner[max(g, key=lambda b: g[b])] = lora
+    return owner

@@ -1,0 +1,212 @@
+"""Fusion's warm start and training-free baselines: the DLF study starts from linear fusion's best (copied, never
+worse), K-LoRA-style selection switches LoRAs per layer over the steps, the block prior is measured by probes, and
+the summary puts them side by side. Tiny SD with the two seeded LoRAs of ``conftest.fusion_inputs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import fuse_args, fusion_inputs
+
+from autolora.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def work(tiny_sd: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fusion_inputs(tiny_sd, tmp_path_factory.mktemp("fuse-baselines"))
+
+
+def _study(run_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir}/optuna.db")
+
+
+def test_dlf_starts_from_linear_best_and_baselines_run_once(
+    work: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = work["root"] / "warm"
+    args = [*fuse_args(work, run_dir), "--trials", "3", "--study-name", "wm", "--set", "study.confirm_top_k=2"]
+    args += ["--set", "fuse.baselines=[klora,block-prior]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    linear, dlf, fixed = _study(run_dir, "wm-linear"), _study(run_dir, "wm"), _study(run_dir, "wm-baselines")
+    # Order: the fixed baselines, linear fusion, then DLF (whose first line follows the last linear one).
+    lines = [
+        ln.split()[0] for ln in out.splitlines() if " trial " in ln and ln.split()[0] in ("fixed", "linear", "dlf")
+    ]
+    assert lines == sorted(lines, key=["fixed", "linear", "dlf"].index), lines
+    # The copies: linear's top 2 (what its confirmation re-scores), best first, every group of a LoRA at its linear
+    # weight, with linear's values.
+    from autolora.core.feasible import candidates, confirmation
+
+    top = [t for t in candidates(linear, 2) if t.number != 0]  # linear's trial 0 is DLF's: plain stacking
+    copies = [t for t in dlf.trials if t.user_attrs.get("start") == "linear"]
+    assert [c.user_attrs["copied_from"] for c in copies] == [f"wm-linear#{t.number}" for t in top]
+    for copy, source in zip(copies, top, strict=True):
+        assert copy.values == source.values
+        for name, value in copy.params.items():
+            assert value == source.params[f"{name.split('.')[0]}.all"], name
+    assert dlf.trials[0].user_attrs["start"] == "stacking"
+    assert len(dlf.trials) == 3 + len(top)  # stacking, the copies, 2 sampled: the budget of 3 trials run
+    # The confirmation always re-scores the starts: DLF's confirmed pick is never below the confirmed linear one.
+    dlf_conf, linear_conf = confirmation(dlf), confirmation(linear)
+    assert dlf_conf is not None and linear_conf is not None
+    for copy, source in zip(copies, top, strict=True):
+        assert dlf_conf.trials[copy.number].values == pytest.approx(linear_conf.trials[source.number].values)
+    assert dlf_conf.best is not None and linear_conf.best is not None
+    assert dlf_conf.trials[dlf_conf.best].values[0] >= linear_conf.trials[linear_conf.best].values[0] - 1e-9
+    assert "started from" in out and "DLF added" in out
+    # The baselines: K-LoRA in both role orders, the probes of each LoRA's blocks, the measured prior.
+    names = [str(t.params["baseline"]) for t in fixed.trials]
+    assert names[:2] == ["klora:ink", "klora:water"] and names[-1] == "block-prior"
+    assert {n.split(":")[1] for n in names if n.startswith("probe:")} == {"ink", "water"}
+    assert "klora:ink: score=" in out and "block-prior: score=" in out and "style gain alone per block" in out
+    # The measured prior gives each probed block to the LoRA whose style showed most there.
+    from autolora.fuse.baselines import assign_blocks, probe_gains
+
+    owner = assign_blocks(probe_gains(fixed))
+    prior = fixed.trials[-1].user_attrs["fusion"]["coefficients"]
+    for block, lora in owner.items():
+        assert prior[lora][block] == 1.0 and all(
+            prior[o][block] == 0.0 for o in prior if o != lora and block in prior[o]
+        )
+
+    # Resuming adds trials to linear and DLF only; nothing is copied or baselined twice.
+    assert main([*args[:-4], "--trials", "1", "--set", "fuse.baselines=[klora,block-prior]"]) == 0
+    capsys.readouterr()
+    assert len(_study(run_dir, "wm-baselines").trials) == len(fixed.trials)
+    again = _study(run_dir, "wm")
+    sources = [t.user_attrs["copied_from"] for t in again.trials if t.user_attrs.get("start") == "linear"]
+    assert len(sources) == len(set(sources)) and len(_study(run_dir, "wm-linear").trials) == 4
+
+
+def test_klora_picks_one_lora_per_layer_and_moves_to_the_style_over_the_steps(
+    tiny_sd: Any, work: dict[str, Any]
+) -> None:
+    from autolora.fuse import load_loras, unload
+    from autolora.fuse.klora import KLora, Magnitudes
+    from autolora.sampling import sample
+
+    fa = load_loras(tiny_sd, [work["files"]["ink"], work["files"]["water"]], ["ink", "water"])
+    try:
+        m = Magnitudes.of(fa)
+        shared = [i for i, s in enumerate(fa.slots) if len(s.base) > 1]
+        assert shared and all(v > 0 for row in m.top for v in row.values())
+        klora = KLora(fa, m, "ink")
+        # The content weight falls from x2 to x0.5: the content LoRA wins no layer late that it lost early.
+        early = {i for i in shared if klora.choice(i, 1.0) == "ink"}
+        late = {i for i in shared if klora.choice(i, 0.0) == "ink"}
+        assert late <= early
+        # One LoRA per layer at its loaded scale, the others at 0, at every step of a real generation.
+        seen: list[dict[int, str]] = []
+
+        def record(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            state = {}
+            for i, slot in enumerate(fa.slots):
+                on = [a for a, base in slot.base.items() if slot.module.scaling[a] == base]
+                off = [a for a in slot.base if slot.module.scaling[a] == 0.0]
+                assert len(on) == 1 and len(on) + len(off) == len(slot.base), slot.name
+                state[i] = on[0]
+            seen.append(state)
+            return klora(pipe, step, timestep, kwargs)
+
+        sample(tiny_sd, ["a red circle"], [0], steps=6, guidance_scale=7.5, resolution=32, callback=record)
+        assert len(seen) == 6
+        assert seen[0] == {i: klora.choice(i, 1.0) for i in range(len(fa.slots))}
+        # after the last step the first step's choice is back (the next generation starts right)
+        assert {
+            i: [a for a, b in s.base.items() if s.module.scaling[a] == b][0] for i, s in enumerate(fa.slots)
+        } == seen[0]
+    finally:
+        unload(fa)
+
+
+def test_klora_scores_by_top_k_weighted_by_time() -> None:
+    from autolora.fuse.klora import KLora, Magnitudes
+
+    class Fa:
+        names = ["subject", "style"]
+        slots: list[Any] = []
+
+    m = Magnitudes(
+        top=[{"subject": 1.0, "style": 1.5}, {"subject": 3.0, "style": 1.0}], total={"subject": 2.0, "style": 2.0}
+    )
+    klora = KLora(Fa(), m, "subject")  # type: ignore[arg-type]
+    assert klora.gamma == {"subject": 1.0, "style": 1.0}
+    assert klora.choice(0, 1.0) == "subject"  # 1.0 x 2 > 1.5
+    assert klora.choice(0, 0.0) == "style"  # 1.0 x 0.5 < 1.5
+    assert klora.choice(1, 0.0) == "subject"  # 3.0 x 0.5 > 1.0: a dominant content layer stays content
+
+
+def test_block_assignment_normalises_and_leaves_no_lora_out() -> None:
+    from autolora.fuse.baselines import assign_blocks
+
+    # "a" is stronger everywhere in raw gain, but "b" shows its own style most on up.0
+    gains = {"a": {"down.0": 0.10, "mid": 0.08, "up.0": 0.06}, "b": {"down.0": 0.01, "mid": 0.01, "up.0": 0.04}}
+    assert assign_blocks(gains) == {"down.0": "a", "mid": "a", "up.0": "b"}
+    # a LoRA that wins no block still gets its best one
+    lopsided = {"a": {"x": 1.0, "y": 1.0}, "b": {"x": 0.5, "y": 0.9}}
+    owner = assign_blocks(lopsided)
+    assert "b" in owner.values() and owner["y"] == "b"
+
+
+def test_published_block_prior_for_sdxl() -> None:
+    from autolora.fuse.baselines import FixedSpace
+
+    layers = {
+        "a": ["down.2.attentions.1", "up.0.attentions.1", "up.0.attentions.0", "text_encoder.layers.0"],
+        "b": ["down.2.attentions.1", "up.0.attentions.1"],
+    }
+    space = FixedSpace(["block-prior:a", "block-prior:b"], {"a": [], "b": []}, layers, "sdxl")
+    coeffs = space.blend("block-prior:a").to_dict()["coefficients"]
+    assert coeffs["a"] == {"down.2.attentions.1": 0.0, "up.0.attentions.1": 1.0, "up.0.attentions.0": 0.0,
+                           "text_encoder.layers.0": 1.0}  # fmt: skip
+    assert coeffs["b"] == {"down.2.attentions.1": 1.0, "up.0.attentions.1": 0.0}
+
+
+def test_broadcast_puts_each_lora_weight_on_every_group() -> None:
+    from autolora.fuse.config import FuseSection
+    from autolora.fuse.space import CoefficientSpace
+    from autolora.fuse.warm import broadcast
+
+    section = FuseSection(loras=["a=x", "b=y"])
+    linear = CoefficientSpace("global", "constant", 0.0, 1.5, None, {"a": ["all"], "b": ["all"]})
+    dlf = CoefficientSpace("block", "two-phase", 0.0, 1.5, section.switch_at, {"a": ["down.0", "up.1"], "b": ["mid"]})
+    params = broadcast({"a.all": 0.3, "b.all": 1.2}, linear, dlf)
+    fusion = dlf.fusion(params)
+    assert fusion.early == fusion.late == {"a": {"down.0": 0.3, "up.1": 0.3}, "b": {"mid": 1.2}}
+    assert 0.2 <= params["switch_at"] <= 0.8
+
+
+def test_bad_baseline_name_is_one_line(
+    work: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rc = main([*fuse_args(work, tmp_path / "bad"), "--set", "fuse.baselines=[klora,zip-lora]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fuse.baselines" in err and "klora, block-prior" in err, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_fixed_trials_replay_their_blend(work: dict[str, Any], tiny_sd: Any) -> None:
+    """A probe and the prior are Fusions of coefficients (reproducible from the record); K-LoRA is its role order."""
+    from autolora.fuse import load_loras, unload
+    from autolora.fuse.baselines import FixedSpace, KLoraBlend
+    from autolora.fuse.space import Fusion
+
+    fa = load_loras(tiny_sd, [work["files"]["ink"], work["files"]["water"]], ["ink", "water"])
+    try:
+        space = FixedSpace.of(fa, "sd1", ["klora", "block-prior"])
+        probe = next(n for n in space.names if n.startswith("probe:ink:"))
+        block = probe.split(":")[2]
+        blend = space.blend(probe)
+        assert isinstance(blend, Fusion)
+        assert blend.early["ink"][block] == 1.0 and set(blend.early["water"].values()) == {0.0}
+        assert sum(v for k, v in blend.early["ink"].items() if not k.startswith("text_encoder")) == 1.0
+        assert isinstance(space.blend("klora:water"), KLoraBlend)
+        assert FixedSpace.of(fa, "sd1", ["klora"]).fingerprint() != space.fingerprint()  # a resume notices
+    finally:
+        unload(fa)
