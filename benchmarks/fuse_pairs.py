@@ -18,9 +18,10 @@
 
     python benchmarks/fuse_pairs.py [--pairs navy:dotted night:shaded shaded:checker] [--seeds 0 1 2 3 4]
         [--trials 12] [--variants block layer two-phase] [--out runs/fuse-pairs] [--json FILE] [--grid FILE]
+        [--content-floor recipe|none|X] [--table FILE]
 
 Smoke (minutes): ``--base-model builtin:tiny-sd --pairs navy:dotted --seeds 0 --trials 2 --train-steps 2
---steps 2 --variants block``.
+--steps 2 --variants block --force``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def run_variant(pair: tuple[str, str], seed: int, variant: str, loras: dict[str,
         ("study", "mlflow_uri", uri),
         ("eval", "inference_steps", args.steps),
     ]
+    if args.objective:
+        overrides.append(("fuse", "objective", str(args.objective)))
     run_fuse(load_config(None, overrides, FuseRunConfig), echo=lambda s: None, progress=False)
     return out
 
@@ -91,7 +94,7 @@ def hypervolumes(sets: dict[str, list[tuple[float, float]]]) -> dict[str, float]
 
 def picks(run_dir: Path) -> dict[str, tuple[str, Any, list[Any]]]:
     """Method -> (study label, picked trial, the method's trials) of one run."""
-    from autolora.core.feasible import best, complete, is_feasible
+    from autolora.core.feasible import best, complete, confirmation, is_feasible
     from autolora.fuse.exporting import load_run
 
     _, studies = load_run(run_dir)
@@ -101,9 +104,15 @@ def picks(run_dir: Path) -> dict[str, tuple[str, Any, list[Any]]]:
             out[label] = (label, best(studies[label])[0], complete(studies[label]))
     if "fixed" in studies:
         fixed = complete(studies["fixed"])
+        conf = confirmation(studies["fixed"])
+        confirmed = {n: r.values[0] for n, r in conf.trials.items() if not r.broken} if conf else {}
+
+        def rank(t: Any) -> tuple[bool, float]:  # the confirmed value first, as the studies' own picks
+            return (t.number not in confirmed, -confirmed.get(t.number, t.values[0]))
+
         for kind in ("klora", "block-prior"):
             mine = [t for t in fixed if str(t.params["baseline"]).startswith(kind)]
-            ok = sorted([t for t in mine if is_feasible(t)], key=lambda t: -t.values[0])
+            ok = sorted([t for t in mine if is_feasible(t)], key=rank)
             if ok:
                 out[kind] = ("fixed", ok[0], mine)
     return out
@@ -209,9 +218,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="style images per style")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("runs/fuse-pairs"))
+    parser.add_argument(
+        "--content-floor",
+        default="recipe",
+        help="the fusion objective's content_text_ratio floor: 'recipe' (fuse-balanced's), a number, or 'none' "
+        "(content then only priced by the objective's content term, and read by the pixels)",
+    )
+    parser.add_argument("--force", action="store_true", help="export the style LoRAs even when no style is measured")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--grid", type=Path, default=None)
+    parser.add_argument("--table", type=Path, default=None, help="print the tables of a saved --json file, run nothing")
     args = parser.parse_args()
+    if args.table:
+        saved = json.loads(args.table.read_text())
+        report(saved["results"], saved["curves"])
+        return
 
     from autolora.quiet import quiet_libraries
 
@@ -225,12 +246,13 @@ def main() -> None:
     print("pixel readers on drawn pictures (row: pictures of, column: reader):")
     for src, row in cross.items():
         print(f"  {src:9s} " + " ".join(f"{r}={v:+.2f}" for r, v in row.items()))
+    args.objective = objective_file(args.content_floor, work)
     loras = {s: train_lora(s, args, work, uri) for s in styles}
     results: list[dict[str, Any]] = []
     grid_rows: list[tuple[str, list[Any]]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
-    for pair in pairs:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seeds outer: a run cut short has whole seeds of every pair
+        for pair in pairs:
             measured: dict[str, dict[str, Any]] = {}
             trials_of: dict[str, list[Any]] = {}
             for i, variant in enumerate(args.variants):
@@ -255,24 +277,49 @@ def main() -> None:
                     grid_rows.append((f"{pair[0]}+{pair[1]} {m}", images))
                 results.append({"pair": f"{pair[0]}+{pair[1]}", "seed": seed, "method": m, **row})
                 print(f"{pair[0]}+{pair[1]} seed {seed} {m:11s} objective {row['objective']:+.4f} "
-                      f"weakest {row['weakest']:+.3f} content {row['content']:.2f} hv {hv[m]:.4f} "
+                      f"weakest {row['weakest']:+.3f} content {row['content']:.2f} hv {hv[m]:.5f} "
                       f"{'' if row['feasible'] else '[infeasible]'} {row['spec']}", flush=True)  # fmt: skip
+        if args.json:  # after every seed: a long run cut short keeps what it measured
+            write_json(args, cross, results, curves)
+        if args.grid and grid_rows and seed == args.seeds[0]:
+            save_grid(grid_rows, 16, args.grid)
     print()
     report(results, curves)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "cross": cross,
-                                         "results": results, "curves": curves}, indent=1) + "\n")  # fmt: skip
+        write_json(args, cross, results, curves)
     if args.grid and grid_rows:
         save_grid(grid_rows, 16, args.grid)
         print(f"sample grid: {args.grid}")
+
+
+def objective_file(floor: str, work: Path) -> Path | None:
+    """``fuse-balanced`` with its content floor replaced (None: the recipe as it is)."""
+    import yaml
+
+    from autolora.recipes import read_recipe
+
+    if floor == "recipe":
+        return None
+    data = read_recipe("fuse-balanced", "autolora.objectives", "objective")[0]
+    data["constraints"] = [] if floor == "none" else [{"name": "content", "metric": "content_text_ratio",
+                                                       "min": float(floor)}]  # fmt: skip
+    data["description"] = f"fuse-balanced, content floor {floor} (benchmarks/fuse_pairs.py)"
+    path = work / f"objective-floor-{floor}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_json(args: argparse.Namespace, cross: Any, results: list[dict[str, Any]], curves: Any) -> None:
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "cross": cross,
+                                     "results": results, "curves": curves}, indent=1) + "\n")  # fmt: skip
 
 
 def mean_sd(xs: list[float]) -> str:
     if not xs:
         return "-"
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):+.3f} ± {sd:.3f}"
+    return f"{statistics.mean(xs):+.4f} ± {sd:.4f}"
 
 
 def report(results: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]]) -> None:
@@ -291,6 +338,23 @@ def report(results: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]
             print(f"| {pair} | {m} | {mean_sd([r['objective'] for r in rows])} | "
                   f"{mean_sd([r['weakest'] for r in rows])} | {mean_sd([r['content'] for r in rows])} | "
                   f"{mean_sd([r['hypervolume'] for r in rows])} | {ratio} |")  # fmt: skip
+    print()
+    for m in ("dlf-block", "dlf-layer", "two-phase"):  # the issue's aim, per pair (means over seeds)
+        met = []
+        for pair in pairs:
+            rows = {r["seed"]: r for r in results if r["pair"] == pair and r["method"] == m}
+            lin = {r["seed"]: r for r in results if r["pair"] == pair and r["method"] == "linear"}
+            seeds = sorted(set(rows) & set(lin))
+            if not seeds:
+                continue
+            ratio = statistics.mean(rows[s]["hypervolume"] / max(lin[s]["hypervolume"], 1e-12) for s in seeds)
+            weak = statistics.mean(rows[s]["weakest"] - lin[s]["weakest"] for s in seeds)
+            ok = ratio >= 1.15 and weak >= 0
+            met.append(ok)
+            print(f"aim {m} {pair}: hv {ratio:.2f}x linear, weakest style {weak:+.3f} vs linear -> "
+                  f"{'met' if ok else 'missed'} ({len(seeds)} seeds)")  # fmt: skip
+        if met:
+            print(f"aim {m}: met on {sum(met)} of {len(met)} pairs")
     print()
     for method, runs in curves.items():
         n = runs[0]["n"]

@@ -60,6 +60,12 @@ def test_dlf_starts_from_linear_best_and_baselines_run_once(
     assert dlf_conf.best is not None and linear_conf.best is not None
     assert dlf_conf.trials[dlf_conf.best].values[0] >= linear_conf.trials[linear_conf.best].values[0] - 1e-9
     assert "started from" in out and "DLF added" in out
+    # The budget note: the DLF space's size and the measured recommendation; 3 trials is below it.
+    from autolora.fuse.budget import recommended_trials
+
+    n = len(dlf.trials[-1].params)
+    assert f"dlf: {n} coefficients, recommended budget >= {recommended_trials(n)} trials" in out
+    assert "WARNING: --trials 3 is below" in out
     # The baselines: K-LoRA in both role orders, the probes of each LoRA's blocks, the measured prior.
     names = [str(t.params["baseline"]) for t in fixed.trials]
     assert names[:2] == ["klora:ink", "klora:water"] and names[-1] == "block-prior"
@@ -210,3 +216,16 @@ def test_fixed_trials_replay_their_blend(work: dict[str, Any], tiny_sd: Any) -> 
         assert FixedSpace.of(fa, "sd1", ["klora"]).fingerprint() != space.fingerprint()  # a resume notices
     finally:
         unload(fa)
+
+
+def test_recommended_budget_grows_with_the_coefficients() -> None:
+    from autolora.fuse.budget import MIN_TRIALS, TRIALS_PER_COEFFICIENT, budget_lines, recommended_trials
+
+    assert recommended_trials(1) == MIN_TRIALS
+    big = 10 * MIN_TRIALS
+    assert recommended_trials(big) >= TRIALS_PER_COEFFICIENT * big
+    assert all(recommended_trials(n) <= recommended_trials(n + 1) for n in range(1, 60))
+    assert len(budget_lines("dlf", big, recommended_trials(big))) == 1  # enough: no warning
+    assert budget_lines("dlf", big, 1)[1].startswith("WARNING: --trials 1 is below")
+    with pytest.raises(ValueError, match="n_coefficients"):
+        recommended_trials(0)

@@ -42,7 +42,8 @@ def confirm_fusion(
     top = candidates(study, k) if k else []
     if not top:
         return None
-    # The DLF study's starting points are always confirmed too: its confirmed pick is then never below them.
+    # The starting points (plain stacking; DLF's copies of linear's best) are always confirmed too: DLF's confirmed
+    # pick is then never below linear's, and no study's stacking trial goes unconfirmed.
     extra = [t for t in starts(study) if is_feasible(t) and t.number not in {c.number for c in top}]
     n_top, top = len(top), top + extra
     conf, todo = begin(study, top, k, seeds, len(plan.prompts))

@@ -94,9 +94,11 @@ class FuseJob(Job):
             if isinstance(space, FixedSpace):
                 first, attrs = space.first_trials(), []
             else:
-                # A new study starts with every coefficient 1 (plain stacking) as its trial 0.
+                # A new study starts with every coefficient 1 (plain stacking) as its trial 0, marked as a starting
+                # point: the confirmation re-scores it in every study (linear's too), so that DLF, which also
+                # confirms its copies of linear's best, is not the only study to have its stacking trial confirmed.
                 first = [space.uniform(min(max(1.0, space.low), space.high))]
-                attrs = [{START_ATTR: "stacking"}] if s.label == "dlf" else []
+                attrs = [{START_ATTR: "stacking"}]
             out.append(
                 StudySpec(
                     label=s.label,
@@ -157,11 +159,18 @@ class FuseJob(Job):
             f"{f.label} {f.granularity}/{f.schedule} {len(self.spaces[f.label].param_names())}"
             for f in study_specs(plan.config)
         )
-        return (
-            f"setup {s.setup_seconds:.1f}s: base model {plan.model.source} ({plan.model.arch}, {plan.device}, "
-            f"{plan.resolution}px), LoRAs {', '.join(plan.names)}, judge {s.judge.name}, "
-            f"{len(plan.prompts)} prompts x {len(plan.config.eval.seeds)} seeds; sampler {plan.sampler}; "
-            f"parameters: {sizes}"
+        from autolora.fuse.budget import budget_lines
+
+        dlf = self.spaces.get("dlf")
+        budget = budget_lines("dlf", len(dlf.param_names()), plan.config.study.trials) if dlf else []
+        return "\n".join(
+            [
+                f"setup {s.setup_seconds:.1f}s: base model {plan.model.source} ({plan.model.arch}, {plan.device}, "
+                f"{plan.resolution}px), LoRAs {', '.join(plan.names)}, judge {s.judge.name}, "
+                f"{len(plan.prompts)} prompts x {len(plan.config.eval.seeds)} seeds; sampler {plan.sampler}; "
+                f"parameters: {sizes}",
+                *budget,
+            ]
         )
 
     def study_images(self) -> dict[str, Image.Image]:

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from autolora.fuse.space import CoefficientSpace
 
 START_ATTR = "start"
-"""Trial user attribute of a DLF study's starting points: ``stacking`` (trial 0) or ``linear`` (copied)."""
+"""Trial user attribute of a study's starting points: ``stacking`` (trial 0 of DLF and linear) or ``linear`` (DLF's
+copies of linear's best). The confirmation always re-scores them."""
 
 
 def broadcast(linear_params: dict[str, Any], linear: CoefficientSpace, dlf: CoefficientSpace) -> dict[str, float]:
@@ -63,7 +64,7 @@ def wait_finished(study: optuna.Study, poll: float = 1.0) -> None:
 
 
 def starts(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The complete starting points of a DLF study (stacking and the copied linear best)."""
+    """The complete starting points of a study (stacking; in DLF also the copied linear best)."""
     from autolora.core.feasible import complete
 
     return [t for t in complete(study) if START_ATTR in t.user_attrs]

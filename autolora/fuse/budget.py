@@ -1,0 +1,43 @@
+"""How many trials a DLF study needs for its number of coefficients, and the line ``fuse`` prints about it.
+
+A DLF space has one coefficient per LoRA and group (``block``: UNet block groups and text encoders; ``layer``: one
+per transformer unit), twice that plus ``switch_at`` for ``two-phase``. The budget it needs grows with that
+number: CMA-ES (the scalar default) draws populations of ``4 + 3 ln n`` points and needs several of them to move
+its mean; TPE and GP need history in every dimension.
+
+``TRIALS_PER_COEFFICIENT`` is measured, not assumed: ``benchmarks/fuse_pairs.py`` records each DLF study's
+best-so-far curve after its starting points (plain stacking and linear fusion's copied best) and reports after
+how many sampled trials a study reached 90 % of what it gained over its start, divided by its number of
+coefficients (median over the pairs, seeds and variants; README "Fuse" has the figures). Those curves are cut at
+the benchmark's budget (12 trials), so the figure is a lower bound when a study was still gaining at its end.
+"""
+
+from __future__ import annotations
+
+import math
+
+TRIALS_PER_COEFFICIENT = 1.0
+"""Sampled trials per coefficient for 90 % of DLF's gain over its start (benchmarks/fuse_pairs.py, median)."""
+
+MIN_TRIALS = 8
+"""Never fewer: below this a study has hardly left its starting points, whatever its dimension."""
+
+
+def recommended_trials(n_coefficients: int) -> int:
+    """Trials to give a DLF study of ``n_coefficients`` coefficients."""
+    if n_coefficients < 1:
+        raise ValueError(f"n_coefficients must be >= 1, got {n_coefficients}")
+    return max(MIN_TRIALS, math.ceil(TRIALS_PER_COEFFICIENT * n_coefficients))
+
+
+def budget_lines(label: str, n_coefficients: int, trials: int) -> list[str]:
+    """The setup's budget note for one DLF study, and a warning when ``trials`` is below the recommendation."""
+    want = recommended_trials(n_coefficients)
+    lines = [f"{label}: {n_coefficients} coefficients, recommended budget >= {want} trials"]
+    if 0 < trials < want:
+        lines.append(
+            f"WARNING: --trials {trials} is below the {want} trials {label} needs for its {n_coefficients} "
+            f"coefficients (measured: {TRIALS_PER_COEFFICIENT:g} per coefficient, benchmarks/fuse_pairs.py); its "
+            f"pick may not beat its start (linear fusion's best). Fewer groups (--granularity block) or more trials"
+        )
+    return lines
