@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autolora.fuse.config import BASELINE_KINDS
 from autolora.fuse.groups import TEXT_ENCODERS
 from autolora.fuse.space import Blend, Fusion
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
     from autolora.fuse.engine import FusedAdapters
 
-KINDS = ("klora", "block-prior")
-"""Baseline families ``fuse.baselines`` may name."""
+KINDS = BASELINE_KINDS
+"""Baseline families ``fuse.baselines`` may name (defined with the setting, ``autolora.fuse.config``)."""
 PUBLISHED = {"sdxl": {"style": "up.0.attentions.1", "content": "down.2.attentions.1"}}
 """Layer group keys of the published style and content blocks, per architecture."""
 PARAM = "baseline"

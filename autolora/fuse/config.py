@@ -15,6 +15,9 @@ from autolora.config import Config, _check, split_named
 from autolora.errors import UserError, closest
 from autolora.fuse.groups import GRANULARITIES
 
+BASELINE_KINDS = ("klora", "block-prior")
+"""Training-free baseline families ``fuse.baselines`` may name (``autolora.fuse.baselines``)."""
+
 SCHEDULES = ("constant", "two-phase")
 FUSE_SAMPLERS = ("auto", "cmaes", "tpe", "gp", "random", "qmc", "nsga2")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -64,10 +67,10 @@ class FuseSection:
         _check(self.high > self.low, f"{where}.high", f"a number above low ({self.low})", self.high)
         if self.switch_at is not None:
             _check(0 < self.switch_at < 1, f"{where}.switch_at", "a fraction in (0, 1) or null", self.switch_at)
-        from autolora.fuse.baselines import KINDS
-
         for kind in self.baselines:
-            _check(kind in KINDS, f"{where}.baselines", f"a list of {', '.join(KINDS)}", self.baselines)
+            _check(
+                kind in BASELINE_KINDS, f"{where}.baselines", f"a list of {', '.join(BASELINE_KINDS)}", self.baselines
+            )
         if self.klora_k is not None:
             _check(self.klora_k >= 1, f"{where}.klora_k", "a positive integer or null", self.klora_k)
         names = [name for name, _ in self.entries()]
