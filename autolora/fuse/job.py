@@ -133,7 +133,7 @@ class FuseJob(Job):
         assert isinstance(dlf_space, CoefficientSpace)
         name = {s.label: s.name for s in study_specs(self.the_plan.config)}["linear"]
         linear = optuna.load_study(study_name=name, storage=study._storage)
-        wait_finished(linear)
+        wait_finished(linear, timeout=max(60.0, 3 * self.the_plan.config.study.grace_period))
         points = copy_linear_best(study, linear, dlf_space, linear_space, self.the_plan.config.study.confirm_top_k)
         if points and spec.sampler == "cmaes" and len(spec.directions) == 1:
             return dataclasses.replace(spec, x0=points[0])

@@ -54,12 +54,16 @@ def broadcast(linear_params: dict[str, Any], linear: CoefficientSpace, dlf: Coef
     return out
 
 
-def wait_finished(study: optuna.Study, poll: float = 1.0) -> None:
-    """Return when no trial of ``study`` waits or runs (other workers finishing the linear study)."""
+def wait_finished(study: optuna.Study, timeout: float, poll: float = 1.0) -> None:
+    """Return when no trial of ``study`` runs (other workers finishing the linear study), or after ``timeout``
+    seconds (a trial left RUNNING by a killed process would otherwise hold DLF forever; the copy then takes what is
+    complete). Waiting trials are not waited for: a run with ``--trials 0`` or a timeout leaves them queued."""
     import optuna
 
-    busy = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
-    while study.get_trials(deepcopy=False, states=busy):
+    deadline = time.monotonic() + timeout
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if time.monotonic() > deadline:
+            return
         time.sleep(poll)
 
 
