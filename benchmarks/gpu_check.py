@@ -1,6 +1,7 @@
 """The GPU check: autolora's CUDA paths on full-size model shapes, in one command, no downloads.
 
     python benchmarks/gpu_check.py [--out gpu_check.json] [--models sd15,sdxl,flux] [--steps 20] [--tiny]
+        [--methods lora,loha,lokr,textual_inversion,pivotal,dreambooth | none]
 
 Models are built from config with random weights on the GPU: Stable Diffusion 1.5 (UNet 860 M, CLIP-L), SDXL
 (UNet 2.6 B, CLIP-L + bigG) and a Flux.1-shaped transformer (Flux.1's widths, 3072 hidden, 24 heads, with 4
@@ -12,7 +13,11 @@ For each, at the model's resolution (512, 1024, 1024 px), batch 1, a rank-16 LoR
   loop: noise, timesteps, forward, MSE, backward, clip, AdamW), and the ratio autolora / bare (aim >= 0.95);
 - peak GPU memory of autolora's run, sampling throughput (20 steps, batch 4) through the pipeline;
 - pass/fail of bf16 autocast, fp16 with the grad scaler and gradient checkpointing (a few steps each: finite
-  loss, LoRA weights moved).
+  loss, LoRA weights moved);
+- on SD 1.5 (``--methods``): each adapter method of ``autolora.methods`` (LoRA, LoHa, LoKr rank 16 on the
+  attention; textual inversion 4 vectors; pivotal; DreamBooth on the attention modules) trained by ``train_lora``
+  as a trial trains it: seconds per step, peak GPU memory and trainable parameters (the "peak memory" column of
+  the methods benchmark, which the CPU cannot measure).
 
 Writes a JSON and prints a table. Sized for 8 minutes on one H200. ``--tiny`` runs the same code on the tiny
 built-in models on the CPU (a smoke test of the script; the CUDA-only checks read "skipped").
@@ -222,6 +227,50 @@ def autolora_rate(pipe: Any, data: Any, steps: int, settings: Any, device: str) 
     }
 
 
+_ATTENTION = {"target_layers": ["self_attn", "cross_attn"]}
+_LOW_RANK = {"rank": 16, "learning_rate": 1e-4, **_ATTENTION}
+METHOD_PARAMS: dict[str, dict[str, Any]] = {
+    "lora": {"method": "lora", **_LOW_RANK},
+    "loha": {"method": "loha", **_LOW_RANK},
+    "lokr": {"method": "lokr", **_LOW_RANK},
+    "textual_inversion": {"method": "textual_inversion", "ti_vectors": 4},
+    "pivotal": {"method": "pivotal", **_LOW_RANK, "ti_vectors": 4},
+    "dreambooth": {"method": "dreambooth", "learning_rate": 1e-5, **_ATTENTION},
+}
+
+
+def method_rate(pipe: Any, data: Any, method: str, steps: int, settings: Any, device: str) -> dict[str, Any]:
+    """One adapter method trained as a trial trains it (attach, ``train_lora`` with the method's parameter groups
+    and prompt, detach): seconds per step after a warm-up, peak memory, trainable parameters."""
+    from autolora.models.layers import lora_candidates
+    from autolora.tune.search import parse_search_space
+    from autolora.tune.train import train_lora
+
+    params = {**METHOD_PARAMS[method], "steps": steps, "batch_size": 1}
+    spec = parse_search_space({"params": params}, "gpu", "gpu_check").compile(lora_candidates(pipe.unet), "sd1")
+    spec = spec.spec({})
+    impl = spec.method
+    attached: list[str] = []
+    stamps: list[float] = []
+    _reset_peak(device)
+    try:
+        impl.attach(pipe, spec, "check", attached)
+        count = impl.trainable_count(pipe, spec, attached)
+        prompt = (lambda c: impl.prompt(c, "in sks style")) if impl.learns_tokens else None
+        losses = train_lora(pipe, spec, data, settings, device, attached=attached, prompt=prompt,
+                            on_step=lambda s, v: stamps.append(time.perf_counter()))  # fmt: skip
+    finally:
+        impl.detach(pipe, "check", attached)
+    warm = max(1, steps // 4)
+    per_step = (stamps[-1] - stamps[warm - 1]) / (len(stamps) - warm) if len(stamps) > warm else float("nan")
+    return {
+        "s_per_step": per_step,
+        "peak_gb": _peak_gb(device),
+        "trainable_params": count,
+        "finite": all(math.isfinite(v) for v in losses),
+    }
+
+
 def bare_rate(pipe: Any, data: Any, steps: int, device: str, dtype: Any) -> float:
     """Steps per second of a bare diffusers + peft loop on the same model, LoRA, batch and dtype."""
     import torch
@@ -325,7 +374,7 @@ def check(run: Callable[[], dict[str, float]]) -> str:
     return "pass" if r["finite"] and r["moved"] else f"fail (finite={r['finite']:.0f} moved={r['moved']:.0f})"
 
 
-def measure(name: str, device: str, steps: int, tiny: bool, tmp: Path) -> dict[str, Any]:
+def measure(name: str, device: str, steps: int, tiny: bool, tmp: Path, methods: list[str]) -> dict[str, Any]:
     import torch
 
     from autolora.tune.train import TrainSettings
@@ -350,6 +399,15 @@ def measure(name: str, device: str, steps: int, tiny: bool, tmp: Path) -> dict[s
         "images_per_s": sampling_rate(pipe, resolution),
         "bf16": "pass" if ours["finite"] and ours["moved"] else "fail",
     }
+    if name == "sd15" and methods:
+        out["methods"] = {}
+        for method in methods:
+            try:
+                out["methods"][method] = method_rate(pipe, data, method, steps, settings, device)
+            except Exception as e:  # a method failing on CUDA is a finding, not a crash of the check
+                out["methods"][method] = {
+                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                }
     short = max(4, steps // 4)
     if cuda:
         checkpointed = TrainSettings(autocast_dtype=bf16, gradient_checkpointing=True)
@@ -383,7 +441,14 @@ def main() -> None:
     parser.add_argument("--models", default="sd15,sdxl,flux")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tiny", action="store_true", help="the tiny built-in models on the CPU (smoke test)")
+    parser.add_argument("--methods", default=",".join(METHOD_PARAMS), help="adapter methods on SD 1.5, or none")
     args = parser.parse_args()
+    methods = [] if args.methods == "none" else args.methods.split(",")
+    unknown = [m for m in methods if m not in METHOD_PARAMS]
+    if unknown:
+        raise SystemExit(
+            f"gpu_check: --methods: unknown {', '.join(unknown)}; expected some of {', '.join(METHOD_PARAMS)}"
+        )
     device = "cpu" if args.tiny else "cuda"
     if not args.tiny and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device (use --tiny for the CPU smoke test)")
@@ -396,7 +461,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             print(f"{name}: building and measuring...", flush=True)
-            report["models"][name] = measure(name, device, args.steps, args.tiny, Path(tmp))
+            report["models"][name] = measure(name, device, args.steps, args.tiny, Path(tmp), methods)
             args.out.write_text(json.dumps(report, indent=2))  # what finished survives a later failure
     print(f"\n{'model':6s} {'autolora it/s':>13s} {'bare it/s':>10s} {'ratio':>6s} {'peak GB':>8s} {'img/s':>6s}  "
           "bf16 / fp16+scaler / checkpointing")  # fmt: skip
@@ -404,6 +469,16 @@ def main() -> None:
         print(f"{name:6s} {r['autolora_steps_per_s']:13.2f} {r['bare_steps_per_s']:10.2f} {r['ratio']:6.2f} "
               f"{r['peak_gb']:8.1f} {r['images_per_s']:6.2f}  {r['bf16']} / {r['fp16_grad_scaler']} / "
               f"{r['grad_checkpointing']}")  # fmt: skip
+    for name, r in report["models"].items():
+        if r.get("methods"):
+            print(f"\n{name} methods: {'method':18s} {'s/step':>7s} {'peak GB':>8s} {'trainable':>12s}")
+            for method, m in r["methods"].items():
+                if "error" in m:
+                    print(f"{'':13s} {method:18s} {m['error']}")
+                else:
+                    print(
+                        f"{'':13s} {method:18s} {m['s_per_step']:7.3f} {m['peak_gb']:8.2f} {m['trainable_params']:12,d}"
+                    )
     print(f"wrote {args.out}")
 
 

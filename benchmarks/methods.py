@@ -9,10 +9,13 @@ confirmed best of each study is drawn again on the confirmation seeds and read b
 base model's). Printed per style and pooled over styles (mean ± spread):
 
 | method | best feasible confirmed objective | pixel style truth | pixel content right | trainable parameters |
-  file size | seconds per step | peak memory (CUDA only) |
+  file size | seconds per step | peak memory (CUDA only) | training steps spent (pruned trials stop early) |
+
+and a sample grid (``--grid``): per style, its references and each method's confirmed best on the confirmation
+seeds, under the base model's samples.
 
     python benchmarks/methods.py [--styles dotted,navy,shaded] [--trials 8] [--methods all] [--out bench-methods]
-        [--json docs/miniworld/methods.json]
+        [--json docs/miniworld/methods.json] [--grid docs/miniworld/methods-grid.png]
 
 Run it alone (2 CPU cores: about 3 minutes a study).
 """
@@ -35,7 +38,8 @@ TARGETS = {
 }
 LOW_RANK = {"rank": {"low": 2, "high": 16, "log": True}, "alpha_ratio": {"choices": [0.5, 1.0, 2.0]},
             "learning_rate": {"low": 5.0e-4, "high": 5.0e-3, "log": True}}  # fmt: skip
-TOKENS = {"ti_vectors": {"low": 1, "high": 8}, "ti_learning_rate": {"low": 1.0e-3, "high": 5.0e-2, "log": True}}
+TOKENS = {"ti_vectors": {"low": 1, "high": 8}, "ti_learning_rate": {"low": 1.0e-3, "high": 5.0e-2, "log": True},
+          "ti_retract": {"choices": [False, True]}}  # fmt: skip
 SPACES: dict[str, dict[str, Any]] = {
     "lora": {"method": "lora", **LOW_RANK, **TARGETS, "init": "gaussian"},
     "loha": {"method": "loha", **LOW_RANK, **TARGETS},
@@ -86,20 +90,38 @@ def run_study(style: str, method: str, trials: int, work: Path, reuse: bool) -> 
     return result.study, config
 
 
-def figures(study: Any, config: Any, style: str) -> dict[str, Any]:
+def figures(study: Any, config: Any, style: str, drawn: dict[str, list[Any]]) -> dict[str, Any]:
+    """The table's figures of one study; the confirmed best's pictures go to ``drawn['best']`` (and the base
+    model's on the same prompts and seeds to ``drawn['base']``) for the sample grid."""
     import optuna
 
     from autolora.core.feasible import best, confirmation, infeasible_line
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ran = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     out: dict[str, Any] = {
         "seconds_per_step": mean(
             [t.user_attrs["seconds_per_step"] for t in done if "seconds_per_step" in t.user_attrs]
         ),
         "trials_complete": len(done),
+        # The budget actually spent: each trial's last evaluated step (a pruned trial stops early).
+        "steps_spent": sum(max(t.intermediate_values, default=0) for t in ran),
     }
     if infeasible_line(study) or not done:
         out["best"] = None
+        if done:  # the grid shows what the highest-scoring infeasible trial drew (why nothing was feasible)
+            top_any = max(done, key=lambda t: t.values[0])
+            rescored = rescore_all(study, config, style, only={top_any.number})
+            if top_any.number in rescored["images"]:
+                drawn["infeasible"] = rescored["images"][top_any.number]
+                drawn["base"] = rescored["base_images"]
+                row = rescored["rows"][0]
+                out["base_truth"], out["refs_truth"] = rescored["base_truth"], rescored["refs_truth"]
+                out["infeasible_top"] = {
+                    "trial": top_any.number,
+                    "search": top_any.values[0],
+                    **{k: row[k] for k in ("retest", "style_gain", "content_text_ratio", "truth", "content_pixels")},
+                }
         return out
     top = best(study)[0]
     conf = confirmation(study)
@@ -109,11 +131,49 @@ def figures(study: Any, config: Any, style: str) -> dict[str, Any]:
     out["trainable_params"] = top.user_attrs.get("trainable_params")
     out["file_bytes"] = top.user_attrs.get("adapter_bytes")
     out["peak_memory_bytes"] = top.user_attrs.get("peak_memory_bytes")
-    rows = {r["trial"]: r for r in rescore_all(study, config, style)["rows"]}
+    out["params"] = {k: v for k, v in top.params.items() if k != "target"}
+    rescored = rescore_all(study, config, style, only={top.number})
+    rows = {r["trial"]: r for r in rescored["rows"]}
+    out["base_truth"], out["refs_truth"] = rescored["base_truth"], rescored["refs_truth"]
     if top.number in rows:
         out["truth"] = rows[top.number]["truth"]
         out["content_pixels"] = rows[top.number]["content_pixels"]
+        drawn["best"] = rescored["images"][top.number]
+        drawn["base"] = rescored["base_images"]
     return out
+
+
+def save_sample_grid(pictures: dict[str, dict[str, list[Any]]], styles: list[str], methods: list[str], path: Path,
+                     columns: int = 8) -> None:  # fmt: skip
+    """One row per style and method: the confirmed best's first ``columns`` confirmation samples (every seed of a
+    prompt side by side), under a row of the style's references and, once at the top, the base model's samples.
+    ``(x)``: no feasible trial, the highest-scoring infeasible one shown; ``(-)``: no complete trial."""
+    from fuse_pairs import save_grid
+    from PIL import Image
+
+    from autolora.miniworld.battery import any_items
+
+    short = {"textual_inversion": "TI"}
+
+    def big(images: list[Any]) -> list[Any]:
+        return [im.resize((im.width * 2, im.height * 2), Image.NEAREST) for im in images[:columns]]
+
+    rows: list[tuple[str, list[Any]]] = []
+    base = next((p["base"] for p in pictures.values() if "base" in p), None)
+    if base:
+        rows.append(("base model", big(base)))
+    for style in styles:
+        rows.append((f"{style}: references", big([im for im, _, _ in any_items(style, columns, seed=0)])))
+        for method in methods:
+            drawn = pictures.get(f"{style}-{method}", {})
+            label = f"{style}: {short.get(method, method)}"
+            if "best" in drawn:
+                rows.append((label, big(drawn["best"])))
+            elif "infeasible" in drawn:
+                rows.append((f"{label} (x)", big(drawn["infeasible"])))
+            else:
+                rows.append((f"{label} (-)", []))
+    save_grid(rows, columns, path)
 
 
 def spread(values: list[Any], fmt: str = "{:+.3f}") -> str:
@@ -124,12 +184,38 @@ def spread(values: list[Any], fmt: str = "{:+.3f}") -> str:
     return f"{fmt.format(mean(vals))} ± {fmt.format(sd).lstrip('+')}"
 
 
+def print_per_style(results: dict[str, dict[str, Any]], methods: list[str]) -> None:
+    """Per style: each method's confirmed best (objective / pixel style truth / pixel content), beside the base
+    model's and the references' truth; a study with no feasible best shows its highest-scoring trial's figures."""
+    for style in dict.fromkeys(r["style"] for r in results.values()):
+        rows = {r["space"]: r for r in results.values() if r["style"] == style}
+        any_row = next(iter(rows.values()))
+        base, refs = any_row.get("base_truth"), any_row.get("refs_truth")
+        head = f"{style}: truth base {base:.3f}, references {refs:.3f}" if base is not None else style
+        print(head)
+        for method in methods:
+            r = rows.get(method)
+            if r is None:
+                continue
+            if r["best"] is not None:
+                picked = f" (picked {r['method']})" if method == "searched" else ""
+                print(f"  {method}{picked}: {r['objective']:+.3f} / {r['truth']:.3f} / {r['content_pixels']:.0%}")
+            elif "infeasible_top" in r:
+                x = r["infeasible_top"]
+                ratio = x["content_text_ratio"]
+                print(f"  {method}: no feasible best; its top trial {x['trial']}: {x['retest']:+.3f} / "
+                      f"{x['truth']:.3f} / {x['content_pixels']:.0%} (ratio {ratio:.2f})")  # fmt: skip
+            else:
+                print(f"  {method}: no feasible best")
+
+
 def print_table(results: dict[str, dict[str, Any]], methods: list[str]) -> None:
     """The issue's table: means ± spread over the styles each method was run on."""
+    print_per_style(results, methods)
     print("means ± spread over styles")
     print("| method | best feasible confirmed objective | pixel style truth | pixel content right | trainable params "
-          "| file size (KB) | s/step | peak memory |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| file size (KB) | s/step | peak memory | steps spent |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for method in methods:
         rows = [r for r in results.values() if r["space"] == method]
         picked = ", ".join(str(r.get("method")) for r in rows) if method == "searched" else ""
@@ -142,7 +228,8 @@ def print_table(results: dict[str, dict[str, Any]], methods: list[str]) -> None:
             f"| {spread([r.get('trainable_params') for r in rows], '{:.0f}')} "
             f"| {spread([(r.get('file_bytes') or 0) / 1024 or None for r in rows], '{:.0f}')} "
             f"| {spread([r.get('seconds_per_step') for r in rows], '{:.3f}')} "
-            f"| {spread([p / 2**20 for p in peak], '{:.0f} MiB') if peak else 'n/a (CPU)'} |"
+            f"| {spread([p / 2**20 for p in peak], '{:.0f} MiB') if peak else 'n/a (CPU)'} "
+            f"| {spread([r.get('steps_spent') for r in rows], '{:.0f}')} |"
         )
 
 
@@ -155,6 +242,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--reuse", action="store_true", help="read the studies of an earlier run of this script")
     parser.add_argument("--table", type=Path, help="only print the table of an earlier run's --json file")
+    parser.add_argument("--grid", type=Path, help="write the sample grid (the confirmed bests' samples) here")
     args = parser.parse_args()
     methods = list(SPACES) if args.methods == "all" else args.methods.split(",")
     if args.table:
@@ -163,15 +251,21 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
+    pictures: dict[str, dict[str, list[Any]]] = {}
+    styles = args.styles.split(",")
     t0 = time.perf_counter()
-    for style in args.styles.split(","):
+    for style in styles:
         for method in methods:
             print(f"== {style}, {method}")
             study, config = run_study(style, method, args.trials, args.out, args.reuse)
-            results[f"{style}-{method}"] = {"style": style, "space": method, **figures(study, config, style)}
-            print("   ", json.dumps(results[f"{style}-{method}"], default=str))
-            if args.json:
+            key = f"{style}-{method}"
+            pictures[key] = {}
+            results[key] = {"style": style, "space": method, **figures(study, config, style, pictures[key])}
+            print("   ", json.dumps(results[key], default=str))
+            if args.json:  # after every study: a long run stopped early keeps what it measured
                 args.json.write_text(json.dumps({"results": results, "trials": args.trials}, indent=1))
+        if args.grid:
+            save_sample_grid(pictures, styles, methods, args.grid)
     print(f"\n{len(results)} studies of {args.trials} trials in {time.perf_counter() - t0:.0f}s")
     print_table(results, methods)
     if args.json:

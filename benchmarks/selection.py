@@ -69,8 +69,9 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
-    """Every complete trial drawn on the confirmation seeds: objective, style terms, pixel truth."""
+def rescore_all(study: Any, config: Any, style: str, only: set[int] | None = None) -> dict[str, Any]:
+    """Every complete trial (or those numbered in ``only``) drawn on the confirmation seeds: objective, style
+    terms, pixel truth; ``images`` holds each drawn trial's pictures (prompt-major: every seed of a prompt)."""
     import optuna
     import torch
 
@@ -95,7 +96,10 @@ def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
     prompts = [p for p in plan.prompts for _ in seeds]
     base_content = mean([float(x) for x in content_truth(session.judge, base, prompts)["pixels.both"]])
     rows = []
+    drawn: dict[int, list[Any]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if only is not None and t.number not in only:
+            continue
         folder = adapter_dir(plan.run_dir, t.number)
         if not (folder / "adapter.json").is_file():
             continue
@@ -105,6 +109,7 @@ def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
         with torch.no_grad():
             images = session.draw([method.prompt(p, config.data.trigger) for p in session.eval_prompts()], seeds)
         method.detach(session.pipe, "bench", attached)
+        drawn[t.number] = images
         metrics = scorer.score(images)
         content = content_truth(session.judge, images, prompts)["pixels.both"]
         rows.append(
@@ -124,7 +129,15 @@ def rescore_all(study: Any, config: Any, style: str) -> dict[str, Any]:
             }
         )
     session.release()
-    return {"rows": rows, "truth": truth_kind, "base_content": base_content, "base_truth": None}
+    return {
+        "rows": rows,
+        "truth": truth_kind,
+        "base_content": base_content,
+        "base_truth": mean([truth_of(im) for im in base]),
+        "refs_truth": mean([truth_of(im) for im in plan.style.images]),
+        "images": drawn,
+        "base_images": base,
+    }
 
 
 def study_figures(study: Any, rescored: dict[str, Any]) -> dict[str, Any]:

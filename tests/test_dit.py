@@ -322,6 +322,11 @@ def test_gpu_check_runs_its_code_on_the_tiny_models(tmp_path: Path) -> None:
         r = report["models"][name]
         assert r["autolora_steps_per_s"] > 0 and r["bare_steps_per_s"] > 0 and r["images_per_s"] > 0
         assert r["grad_checkpointing"] == "pass" and r["fp16_grad_scaler"].startswith("skipped")
+    methods = report["models"]["sd15"]["methods"]  # every adapter method trained as a trial trains it
+    assert set(methods) == {"lora", "loha", "lokr", "textual_inversion", "pivotal", "dreambooth"}
+    for name, m in methods.items():
+        assert "error" not in m and m["finite"] and m["s_per_step"] > 0 and m["trainable_params"] > 0, (name, m)
+    assert "methods" not in report["models"]["flux"]
 
 
 def test_fuse_two_flux_loras_over_transformer_blocks_and_export(

@@ -344,6 +344,26 @@ def test_textual_inversion_trains_only_its_tokens_and_detaches_bit_identically(t
     assert weights_hash(*(getattr(pipe, c) for c in comps)) == before
 
 
+@pytest.mark.parametrize("method", ["textual_inversion", "pivotal"])
+def test_retraction_keeps_the_tokens_near_the_vocabularys_scale_and_the_base_bit_identical(
+    tiny_sd: Any, method: str
+) -> None:
+    pipe = tiny_sd
+    before = weights_hash(pipe.unet, pipe.text_encoder)
+    vocab_std = float(pipe.text_encoder.get_input_embeddings().weight.std())
+    grown = {}
+    for retract in (False, True):
+        params = {"method": method, "ti_vectors": 2, "steps": 20, "ti_learning_rate": 0.05, "ti_retract": retract}
+        spec = parse_search_space({"params": params}, "t", "t.yaml").compile(lora_candidates(pipe.unet), "sd1").spec({})
+        assert ("retract" in spec.summary().split()) is retract
+        attached, trained = _train(pipe, spec, f"r{retract}", steps=20)
+        assert spec.method.kept_configs(spec, attached)["text_encoder"]["retract"] is retract
+        grown[retract] = float(trained["text_encoder"]["emb_params"].std()) / vocab_std
+        assert weights_hash(pipe.unet, pipe.text_encoder) == before
+    # Plain TI's vectors grow far past the vocabulary's scale at this lr; the retraction holds them back.
+    assert grown[False] > 5 and grown[True] < grown[False] / 2, grown
+
+
 def test_textual_inversion_is_refused_for_a_transformer_model_and_beside_a_text_encoder_lora() -> None:
     space = parse_search_space({"params": {"method": "pivotal"}}, "t", "t.yaml")
     with pytest.raises(UserError, match=r"t.yaml: params.method: pivotal learns token embeddings .* not flux"):

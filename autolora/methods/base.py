@@ -3,8 +3,9 @@
 A method is a small strategy class registered in ``autolora.methods``. A trial calls, in order: ``attach`` (the
 adapter goes onto the pipeline's components, base weights untouched), ``param_groups`` (what the optimiser
 trains, at which learning rate), ``prompt`` (how the trigger is spelled for this method, for training captions
-and evaluation prompts), ``weights`` (a copy of the adapter, at each improving rung), ``kept_configs`` (what the
-kept adapter's ``adapter.json`` records per component) and ``detach`` (the base put back bit-identically).
+and evaluation prompts), ``after_step`` (after each optimiser step), ``weights`` (a copy of the adapter, at each
+improving rung), ``kept_configs`` (what the kept adapter's ``adapter.json`` records per component) and ``detach``
+(the base put back bit-identically).
 
 A kept adapter is reloaded component by component: ``load``/``unload`` of the method its config names
 (``method_of``), which is how the confirmation stage and the benchmarks draw a kept trial again.
@@ -114,6 +115,10 @@ class Method(ABC):
     def prompt(self, text: str, trigger: str) -> str:
         """The prompt as this method's trial spells it (textual inversion writes its learnt tokens)."""
         return text
+
+    def after_step(self, pipe: Any, spec: Settings, attached: list[str]) -> None:  # noqa: B027 (optional hook)
+        """Called after each optimiser step, under ``torch.no_grad``: a method that constrains its trained
+        weights (textual inversion's retraction) does it here. Nothing by default."""
 
 
 class PeftMethod(Method):

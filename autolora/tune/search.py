@@ -178,6 +178,13 @@ PARAMS: dict[str, Param] = {
         help="textual inversion: the tokens' AdamW lr",
         methods=_TI,
     ),
+    "ti_retract": Param(
+        "bool",
+        False,
+        help="textual inversion: after each step pull the tokens' vectors back towards the vocabulary's scale "
+        "(diffusers' advanced scripts); false: plain TI (Gal et al.), whose vectors may grow without bound",
+        methods=_TI,
+    ),
 }
 TARGET_KEYS = ("target_blocks", "target_layers", "target_projections")
 FLOW_KEYS = ("weighting_scheme", "logit_mean", "logit_std", "mode_scale", "flow_shift", "guidance")
@@ -450,6 +457,7 @@ class LoraSpec:
             parts += [f"factor={v['lokr_factor']}"] + (["decompose_both"] if v["lokr_decompose_both"] else [])
         if v["method"] in _TI:
             parts += [f"vectors={v['ti_vectors']}", f"init={v['ti_init']}", f"ti_lr={v['ti_learning_rate']:.2g}"]
+            parts += ["retract"] if v["ti_retract"] else []
         if v["prior_weight"] > 0:
             parts.append(f"prior={v['prior_weight']:g}:{v['class_prompt']!r}")
         if v["method"] == "textual_inversion":

@@ -269,6 +269,8 @@ def train_lora(
                 scaler.update()
             else:
                 optimizer.step()
+            with torch.no_grad():
+                spec.method.after_step(pipe, spec, attached)
             lr_sched.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(value)
