@@ -218,7 +218,7 @@ def print_table(results: dict[str, dict[str, Any]], methods: list[str]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for method in methods:
         rows = [r for r in results.values() if r["space"] == method]
-        picked = ", ".join(str(r.get("method")) for r in rows) if method == "searched" else ""
+        picked = ", ".join(f"{r['style']}: {r.get('method') or 'none'}" for r in rows) if method == "searched" else ""
         nothing = sum(r["best"] is None for r in rows)
         peak = [r.get("peak_memory_bytes") for r in rows if r.get("peak_memory_bytes")]
         print(
