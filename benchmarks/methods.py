@@ -109,37 +109,33 @@ def figures(study: Any, config: Any, style: str, drawn: dict[str, list[Any]]) ->
     }
     if infeasible_line(study) or not done:
         out["best"] = None
-        if done:  # the grid shows what the highest-scoring infeasible trial drew (why nothing was feasible)
-            top_any = max(done, key=lambda t: t.values[0])
-            rescored = rescore_all(study, config, style, only={top_any.number})
-            if top_any.number in rescored["images"]:
-                drawn["infeasible"] = rescored["images"][top_any.number]
-                drawn["base"] = rescored["base_images"]
-                row = rescored["rows"][0]
-                out["base_truth"], out["refs_truth"] = rescored["base_truth"], rescored["refs_truth"]
-                out["infeasible_top"] = {
-                    "trial": top_any.number,
-                    "search": top_any.values[0],
-                    **{k: row[k] for k in ("retest", "style_gain", "content_text_ratio", "truth", "content_pixels")},
-                }
-        return out
-    top = best(study)[0]
-    conf = confirmation(study)
-    out["best"] = top.number
-    out["method"] = top.user_attrs.get("method")
-    out["objective"] = conf.trials[top.number].values[0] if conf and top.number in conf.trials else top.values[0]
-    out["trainable_params"] = top.user_attrs.get("trainable_params")
-    out["file_bytes"] = top.user_attrs.get("adapter_bytes")
-    out["peak_memory_bytes"] = top.user_attrs.get("peak_memory_bytes")
-    out["params"] = {k: v for k, v in top.params.items() if k != "target"}
-    rescored = rescore_all(study, config, style, only={top.number})
-    rows = {r["trial"]: r for r in rescored["rows"]}
+        if not done:
+            return out
+        # No feasible best: the grid and the table show the highest-scoring infeasible trial (why nothing passed).
+        shown, kind = max(done, key=lambda t: t.values[0]), "infeasible"
+    else:
+        top = best(study)[0]
+        conf = confirmation(study)
+        out["best"] = top.number
+        out["method"] = top.user_attrs.get("method")
+        out["objective"] = conf.trials[top.number].values[0] if conf and top.number in conf.trials else top.values[0]
+        out["trainable_params"] = top.user_attrs.get("trainable_params")
+        out["file_bytes"] = top.user_attrs.get("adapter_bytes")
+        out["peak_memory_bytes"] = top.user_attrs.get("peak_memory_bytes")
+        out["params"] = {k: v for k, v in top.params.items() if k != "target"}
+        shown, kind = top, "best"
+    rescored = rescore_all(study, config, style, only={shown.number})
     out["base_truth"], out["refs_truth"] = rescored["base_truth"], rescored["refs_truth"]
-    if top.number in rows:
-        out["truth"] = rows[top.number]["truth"]
-        out["content_pixels"] = rows[top.number]["content_pixels"]
-        drawn["best"] = rescored["images"][top.number]
-        drawn["base"] = rescored["base_images"]
+    if shown.number not in rescored["images"]:  # no kept adapter to draw
+        return out
+    drawn[kind] = rescored["images"][shown.number]
+    drawn["base"] = rescored["base_images"]
+    row = rescored["rows"][0]
+    if kind == "best":
+        out["truth"], out["content_pixels"] = row["truth"], row["content_pixels"]
+    else:
+        keys = ("retest", "style_gain", "content_text_ratio", "truth", "content_pixels")
+        out["infeasible_top"] = {"trial": shown.number, "search": shown.values[0], **{k: row[k] for k in keys}}
     return out
 
 
