@@ -67,6 +67,11 @@ class DataConfig:
     None: the built-in style set of the built-in model."""
     trigger: str = "in sks style"
     """Words that call the style; appended to every training caption and evaluation prompt."""
+    identifier: str = "sks"
+    """The rare word of the trigger that names the style. Textual inversion and pivotal tuning write their learnt
+    tokens in its place and keep the rest of the trigger (``in <autolora> style``), as diffusers' advanced
+    training scripts write ``TOK`` inside the instance prompt. Empty, or not a word of the trigger: the tokens
+    replace the whole trigger."""
     prompts: str | None = None
     """Text file, one content prompt per line (``#`` starts a comment). None: built-in prompts."""
     prompt_template: str = "{prompt}, {trigger}"
@@ -81,6 +86,12 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         _check(bool(self.trigger.strip()), f"{where}.trigger", "a non-empty phrase", self.trigger)
+        _check(
+            not any(c.isspace() for c in self.identifier),
+            f"{where}.identifier",
+            "one word of the trigger (no spaces) or empty",
+            self.identifier,
+        )
         _check(self.crop in ("buckets", "center"), f"{where}.crop", "buckets or center", self.crop)
         _check(
             "{prompt}" in self.prompt_template,

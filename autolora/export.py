@@ -704,11 +704,17 @@ def _info_document(adapter: KeptAdapter, name: str, files: dict[str, str]) -> di
         }
     )
     if "embedding" in files:
+        from autolora.methods.textual_inversion import TOKEN
+
         stem = files["embedding"].removesuffix(".safetensors")
+        # the trigger as the trials wrote it (``in <autolora> style``); adapters kept before it was recorded: the token
+        phrase = str(info.get("trigger") or TOKEN)
+        phrase = phrase if TOKEN in phrase else TOKEN
         doc["usage"] = (
-            f"A1111/Forge: put {files['embedding']} in embeddings/ and write '{stem}' in the prompt; ComfyUI: "
-            f"'embedding:{stem}'; diffusers: pipe.load_textual_inversion(path, token='<autolora>') and write "
-            "'<autolora>'" + ("; load the LoRA file beside it as well" if "diffusers" in files else "")
+            f"A1111/Forge: put {files['embedding']} in embeddings/ and write '{phrase.replace(TOKEN, stem)}' in the "
+            f"prompt; ComfyUI: '{phrase.replace(TOKEN, 'embedding:' + stem)}'; diffusers: "
+            f"pipe.load_textual_inversion(path, token='{TOKEN}') and write '{phrase}'"
+            + ("; load the LoRA file beside it as well" if "diffusers" in files else "")
         )
     return doc
 

@@ -227,11 +227,13 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="export the style LoRAs even when no style is measured")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--grid", type=Path, default=None)
-    parser.add_argument("--table", type=Path, default=None, help="print the tables of a saved --json file, run nothing")
+    parser.add_argument("--table", type=Path, nargs="+", default=None,
+                        help="print the tables of saved --json files (several: runs of other seeds, joined), run "
+                        "nothing")  # fmt: skip
     args = parser.parse_args()
     if args.table:
-        saved = json.loads(args.table.read_text())
-        report(saved["results"], saved["curves"])
+        results, curves = joined(args.table)
+        report(results, curves)
         return
 
     from autolora.quiet import quiet_libraries
@@ -309,10 +311,33 @@ def objective_file(floor: str, work: Path) -> Path | None:
     return path
 
 
+def joined(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The results and curves of several saved runs (other seeds), refusing a (pair, seed, method) twice."""
+    results: list[dict[str, Any]] = []
+    curves: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[tuple[str, int, str], Path] = {}
+    for path in files:
+        saved = json.loads(path.read_text())
+        for r in saved["results"]:
+            key = (r["pair"], r["seed"], r["method"])
+            if key in seen:
+                sys.exit(f"{path}: {key[0]} seed {key[1]} {key[2]} is in {seen[key]} too; join runs of other seeds")
+            seen[key] = path
+            results.append(r)
+        for method, runs in saved["curves"].items():
+            curves.setdefault(method, []).extend(runs)
+    return results, curves
+
+
 def write_json(args: argparse.Namespace, cross: Any, results: list[dict[str, Any]], curves: Any) -> None:
+    import subprocess
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "cross": cross,
-                                     "results": results, "curves": curves}, indent=1) + "\n")  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+    saved = {"args": {k: str(v) for k, v in vars(args).items()}, "commit": commit, "cross": cross,
+             "results": results, "curves": curves}  # fmt: skip
+    args.json.write_text(json.dumps(saved, indent=1) + "\n")
 
 
 def mean_sd(xs: list[float]) -> str:

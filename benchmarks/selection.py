@@ -107,7 +107,8 @@ def rescore_all(study: Any, config: Any, style: str, only: set[int] | None = Non
         method = kept_method(kept.configs)
         attached = load_kept(session.pipe, kept.configs, kept.state_dicts, "bench")
         with torch.no_grad():
-            images = session.draw([method.prompt(p, config.data.trigger) for p in session.eval_prompts()], seeds)
+            prompts = [method.prompt(p, config.data.trigger, config.data.identifier) for p in session.eval_prompts()]
+            images = session.draw(prompts, seeds)
         method.detach(session.pipe, "bench", attached)
         drawn[t.number] = images
         metrics = scorer.score(images)

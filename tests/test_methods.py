@@ -273,7 +273,7 @@ def _train(pipe: Any, spec: Any, name: str, steps: int = 3) -> tuple[list[str], 
     try:
         method.attach(pipe, spec, name, attached)
         start = method.weights(pipe, name, attached)
-        prompt = (lambda c: method.prompt(c, "in sks style")) if method.learns_tokens else None
+        prompt = (lambda c: method.prompt(c, "in sks style", "sks")) if method.learns_tokens else None
         losses = train_lora(pipe, spec, data, TrainSettings(seed=0), "cpu", attached=attached, prompt=prompt)
         assert len(losses) == steps and all(torch.isfinite(torch.tensor(losses)))
         trained = method.weights(pipe, name, attached)
@@ -364,6 +364,55 @@ def test_retraction_keeps_the_tokens_near_the_vocabularys_scale_and_the_base_bit
     assert grown[False] > 5 and grown[True] < grown[False] / 2, grown
 
 
+@pytest.mark.parametrize(
+    ("trigger", "identifier", "spelled"),
+    [
+        ("in sks style", "sks", "in <autolora> style"),
+        ("in the style of zxq, painting", "zxq", "in the style of <autolora>, painting"),
+        ("in sks style", "", "<autolora>"),  # no identifier: the whole trigger
+        ("in tasks style", "sks", "<autolora>"),  # not a word of the trigger: the whole trigger
+    ],
+)
+def test_textual_inversion_writes_its_tokens_in_place_of_the_identifier_and_keeps_the_frame(
+    trigger: str, identifier: str, spelled: str
+) -> None:
+    from autolora.methods import get
+
+    for name in ("textual_inversion", "pivotal"):
+        method = get(name)
+        assert method.spelled_trigger(trigger, identifier) == spelled
+        assert method.prompt(f"a red star, {trigger}", trigger, identifier) == f"a red star, {spelled}"
+        assert method.prompt("a red star", trigger, identifier) == f"a red star, {spelled}"
+    assert get("lora").prompt(f"a red star, {trigger}", trigger, identifier) == f"a red star, {trigger}"
+
+
+def test_an_identifier_the_trigger_lacks_is_refused_before_anything_is_made(tmp_path: Path, capsys: Any) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  identifier: two words\n")
+    assert main(["tune", str(bad), "--base-model", "builtin:tiny-sd", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "data.identifier" in err and "two words" in err, err
+    # a space that can learn tokens, a trigger without the identifier: one line that says what to set
+    space = tmp_path / "ti.yaml"
+    space.write_text("params:\n  method: {choices: [lora, textual_inversion]}\n")
+    args = ["tune", "--search-space", str(space), "--trigger", "in wtrclr style", "--base-model", "builtin:tiny-sd"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.identifier 'sks': not a word of data.trigger 'in wtrclr style'" in err, err
+    assert "--identifier WORD" in err, err
+    assert not (tmp_path / "run").exists()
+    # with the identifier named, or an empty one (the whole trigger), or a LoRA-only space, the plan is made
+    from autolora.config import load_config
+    from autolora.tune.plan import make_plan
+
+    base = [("model", "base_model", "builtin:tiny-sd"), ("study", "out", str(tmp_path / "ok")),
+            ("data", "trigger", "in wtrclr style")]  # fmt: skip
+    searched = [("study", "search_space", str(space))]
+    for extra in ([*searched, ("data", "identifier", "wtrclr")], [*searched, ("data", "identifier", "")], []):
+        plan = make_plan(load_config(None, [*base, *extra]))
+        assert plan.compiled.methods() == (["lora", "textual_inversion"] if extra else ["lora"])
+
+
 def test_textual_inversion_is_refused_for_a_transformer_model_and_beside_a_text_encoder_lora() -> None:
     space = parse_search_space({"params": {"method": "pivotal"}}, "t", "t.yaml")
     with pytest.raises(UserError, match=r"t.yaml: params.method: pivotal learns token embeddings .* not flux"):
@@ -400,6 +449,10 @@ def test_pivotal_study_exports_a_lora_and_an_embedding_that_diffusers_reloads(
     trial = info["trial"]
     kept = KeptAdapter.load(adapter_dir(tmp_path / "run", trial))
     assert kept_method(kept.configs).name == "pivotal"
+    # the trials wrote the default trigger "in sks style" with the tokens in place of "sks": the usage says so
+    assert info["trigger"] == "in <autolora> style", info
+    usage = info["usage"]
+    assert "write 'in piv_emb style'" in usage and "'in embedding:piv_emb style'" in usage, usage
 
     prompt = "a watercolor fox, <autolora>"
     attached = load_kept(tiny_sd, kept.configs, kept.state_dicts, "kept")

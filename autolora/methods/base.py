@@ -112,8 +112,13 @@ class Method(ABC):
     def trainable_count(self, pipe: Any, spec: Settings, attached: list[str]) -> int:
         return sum(p.numel() for g in self.param_groups(pipe, spec, attached) for p in g["params"])
 
-    def prompt(self, text: str, trigger: str) -> str:
-        """The prompt as this method's trial spells it (textual inversion writes its learnt tokens)."""
+    def spelled_trigger(self, trigger: str, identifier: str = "") -> str:
+        """The trigger as this method's trials write it (textual inversion: with its learnt tokens in it)."""
+        return trigger
+
+    def prompt(self, text: str, trigger: str, identifier: str = "") -> str:
+        """The prompt as this method's trial spells it (textual inversion writes its learnt tokens in place of
+        ``identifier``, a word of ``trigger``)."""
         return text
 
     def after_step(self, pipe: Any, spec: Settings, attached: list[str]) -> None:  # noqa: B027 (optional hook)

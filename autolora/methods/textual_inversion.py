@@ -3,8 +3,9 @@
 The learnt tokens are ``<autolora>``, ``<autolora>_1``... (``ti_vectors`` of them), added with diffusers' own
 ``load_textual_inversion`` (tokenizer + resized input embeddings; its pipelines expand ``<autolora>`` into all
 the vectors) and removed with ``unload_textual_inversion``, which resizes the embeddings back: the original rows
-are copied unchanged, and their dtype is restored, so the base is bit-identical afterwards. The trigger of the
-captions and evaluation prompts is written as the token.
+are copied unchanged, and their dtype is restored, so the base is bit-identical afterwards. In the captions and
+evaluation prompts the trigger's identifier (``data.identifier``, ``sks``) is written as the token and the rest of the
+trigger kept (``in <autolora> style``); a trigger without it is replaced whole.
 
 Only the new rows train: the whole input-embedding matrix is the optimiser's parameter (as in diffusers'
 ``textual_inversion.py``), with a gradient hook that zeroes every other row and no weight decay, so AdamW's
@@ -25,6 +26,7 @@ together, each at its own learning rate.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,10 +154,22 @@ class TextualInversion(Method):
         width = [getattr(pipe, c).get_input_embeddings().weight.shape[1] for c in attached if c in TEXT_ENCODERS]
         return int(spec["ti_vectors"]) * sum(width)
 
-    def prompt(self, text: str, trigger: str) -> str:
+    def spelled_trigger(self, trigger: str, identifier: str = "") -> str:
+        """``identifier``'s word in ``trigger`` replaced by the token (``in sks style`` -> ``in <autolora> style``);
+        the whole trigger when it has no such word. Keeping the trigger's frame keeps the words the text encoder
+        knows around the new token: on the built-in world, replacing the whole trigger lost the subject
+        (content_text_ratio 0.69-0.76 of the base model's) where the framed token kept more of it (0.82-0.85)."""
+        if identifier:
+            pattern = re.compile(rf"(?<!\S){re.escape(identifier)}(?=[\s,.;:!?]|$)")
+            if pattern.search(trigger):
+                return pattern.sub(TOKEN, trigger)
+        return TOKEN
+
+    def prompt(self, text: str, trigger: str, identifier: str = "") -> str:
+        spelled = self.spelled_trigger(trigger, identifier)
         if trigger and trigger in text:
-            return text.replace(trigger, TOKEN)
-        return f"{text}, {TOKEN}"
+            return text.replace(trigger, spelled)
+        return f"{text}, {spelled}"
 
 
 class Pivotal(Lora):
@@ -200,8 +214,11 @@ class Pivotal(Lora):
         lora = super().trainable_count(pipe, spec, [c for c in attached if c not in TEXT_ENCODERS])
         return lora + self._ti.trainable_count(pipe, spec, attached)
 
-    def prompt(self, text: str, trigger: str) -> str:
-        return self._ti.prompt(text, trigger)
+    def spelled_trigger(self, trigger: str, identifier: str = "") -> str:
+        return self._ti.spelled_trigger(trigger, identifier)
+
+    def prompt(self, text: str, trigger: str, identifier: str = "") -> str:
+        return self._ti.prompt(text, trigger, identifier)
 
     def after_step(self, pipe: Any, spec: Settings, attached: list[str]) -> None:
         self._ti.after_step(pipe, spec, attached)

@@ -12,6 +12,7 @@ TUNE_FLAGS = {
     "base_model": ("model", "base_model"),
     "style_images": ("data", "style_images"),
     "trigger": ("data", "trigger"),
+    "identifier": ("data", "identifier"),
     "prompts": ("data", "prompts"),
     "search_space": ("study", "search_space"),
     "crop": ("data", "crop"),
@@ -34,6 +35,10 @@ def register(sub: Any) -> None:
     t.add_argument("--base-model", help="diffusers folder, hub id or builtin:NAME (default builtin:miniworld)")
     t.add_argument("--style-images", help="folder of style images (default: the built-in style set)")
     t.add_argument("--trigger", help='words that call the style (default "in sks style")')
+    t.add_argument(
+        "--identifier",
+        help="the trigger's rare word, where textual inversion and pivotal tuning write their tokens (default sks)",
+    )
     t.add_argument("--prompts", help="text file of content prompts, one per line")
     t.add_argument(
         "--search-space",

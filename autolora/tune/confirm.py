@@ -60,7 +60,7 @@ def confirm(
         t0 = time.perf_counter()
         kept = KeptAdapter.load(adapter_dir(plan.run_dir, t.number))
         method = kept_method(kept.configs)
-        prompts = [method.prompt(p, cfg.data.trigger) for p in session.eval_prompts()]
+        prompts = [method.prompt(p, cfg.data.trigger, cfg.data.identifier) for p in session.eval_prompts()]
         attached = load_kept(session.pipe, kept.configs, kept.state_dicts, ADAPTER_NAME)
         try:
             with torch.no_grad():

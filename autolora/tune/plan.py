@@ -118,6 +118,7 @@ def make_plan(config: Config) -> Plan:
         # No space named: the quick one for UNets, the family's own for a transformer (quick's groups are UNet's).
         space, space_text = load_search_space(model.arch if model.arch in FLOW_ARCHS else "quick")
     compiled = space.compile(candidates_from_config(model.denoiser_config, model.denoiser_class), model.arch)
+    _check_identifier(config, compiled)
     resolution = config.data.resolution or native_resolution(model)
     factor = size_factor(model)
     if resolution % factor and config.data.crop == "center":
@@ -148,6 +149,21 @@ def make_plan(config: Config) -> Plan:
     )
     check_existing_study(config.storage_url, study_spec(plan))
     return plan
+
+
+def _check_identifier(config: Config, compiled: CompiledSpace) -> None:
+    """A space that can learn tokens needs the trigger's word they stand for (or none: the whole trigger)."""
+    from autolora.methods import get
+    from autolora.methods.textual_inversion import TOKEN
+
+    data = config.data
+    learners = [m for m in compiled.methods() if get(m).learns_tokens]
+    if learners and data.identifier and get(learners[0]).spelled_trigger(data.trigger, data.identifier) == TOKEN:
+        raise UserError(
+            f"data.identifier {data.identifier!r}: not a word of data.trigger {data.trigger!r}, where {learners[0]} "
+            "writes its tokens (the rest of the trigger kept): set it to the trigger's rare word "
+            "(--identifier WORD), or to '' to replace the whole trigger"
+        )
 
 
 def first_trials(config: Config, base_model: str, arch: str, compiled: CompiledSpace) -> list[FirstTrial]:

@@ -353,6 +353,15 @@ class CompiledSpace:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def methods(self) -> list[str]:
+        """The adapter methods this space's trials can train."""
+        from optuna.distributions import CategoricalDistribution
+
+        dist = self.distributions.get("method")
+        if isinstance(dist, CategoricalDistribution):
+            return [str(c) for c in dist.choices]
+        return [str(self.fixed.get("method", PARAMS["method"].default))]
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample every distribution through the trial's public ``suggest_*`` API."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution

@@ -73,8 +73,8 @@ class TrialRunner:
         state: dict[str, Any] = {"metrics": {}, "values": None, "images": None, "broken": ""}
         pipe = s.pipe
         method = spec.method
-        trigger = cfg.data.trigger
-        prompts = [method.prompt(p, trigger) for p in s.eval_prompts()]
+        trigger, identifier = cfg.data.trigger, cfg.data.identifier
+        prompts = [method.prompt(p, trigger, identifier) for p in s.eval_prompts()]
         attached: list[str] = []
 
         def on_eval(step: int) -> None:
@@ -177,7 +177,7 @@ class TrialRunner:
                     on_eval=on_eval,
                     eval_every=plan.eval_every,
                     attached=attached,
-                    prompt=(lambda c: method.prompt(c, trigger)) if method.learns_tokens else None,
+                    prompt=(lambda c: method.prompt(c, trigger, identifier)) if method.learns_tokens else None,
                     prior=prior,
                     prior_weight=float(spec["prior_weight"]),
                 )
@@ -291,6 +291,7 @@ class TrialRunner:
                 "values": values,
                 "objective": plan.objective.name,
                 "objective_names": plan.objective.names,
+                "trigger": spec.method.spelled_trigger(plan.config.data.trigger, plan.config.data.identifier),
             },
         )
         metrics = {k2: v2 for k2, v2 in trial.user_attrs.items() if k2.startswith("metric.")}
