@@ -265,7 +265,9 @@ def main() -> None:
                 if "dlf" in found:
                     new[method] = found["dlf"]
                     n_coeff = len(found["dlf"][2][0].params)
-                    curves.setdefault(method, []).append({"n": n_coeff, **curve(found["dlf"][2])})
+                    curves.setdefault(method, []).append(
+                        {"pair": f"{pair[0]}+{pair[1]}", "seed": seed, "n": n_coeff, **curve(found["dlf"][2])}
+                    )
                 for other in ("linear", "klora", "block-prior"):
                     if other in found and other not in measured:
                         new[other] = found[other]
