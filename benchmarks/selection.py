@@ -107,8 +107,8 @@ def rescore_all(study: Any, config: Any, style: str, only: set[int] | None = Non
         method = kept_method(kept.configs)
         attached = load_kept(session.pipe, kept.configs, kept.state_dicts, "bench")
         with torch.no_grad():
-            prompts = [method.prompt(p, config.data.trigger, config.data.identifier) for p in session.eval_prompts()]
-            images = session.draw(prompts, seeds)
+            spelled = [method.prompt(p, config.data.trigger, config.data.identifier) for p in session.eval_prompts()]
+            images = session.draw(spelled, seeds)
         method.detach(session.pipe, "bench", attached)
         drawn[t.number] = images
         metrics = scorer.score(images)
