@@ -709,7 +709,6 @@ def _info_document(adapter: KeptAdapter, name: str, files: dict[str, str]) -> di
         stem = files["embedding"].removesuffix(".safetensors")
         # the trigger as the trials wrote it (``in <autolora> style``); adapters kept before it was recorded: the token
         phrase = str(info.get("trigger") or TOKEN)
-        phrase = phrase if TOKEN in phrase else TOKEN
         doc["usage"] = (
             f"A1111/Forge: put {files['embedding']} in embeddings/ and write '{phrase.replace(TOKEN, stem)}' in the "
             f"prompt; ComfyUI: '{phrase.replace(TOKEN, 'embedding:' + stem)}'; diffusers: "
