@@ -39,12 +39,29 @@ def read_content(image: Image.Image) -> tuple[str | None, str | None]:
 
 
 def _subject(image: Image.Image) -> tuple[Any, str] | None:
-    """(mask of the subject's painted pixels, its colour name); None when nothing is painted."""
+    """(mask of the subject's painted pixels, its colour name); None when nothing is painted.
+
+    The subject is the paint of one hue: the pixels far from the picture's own ground (``_painted``) whose chroma
+    and hue are the subject's. Grey and black paint around it (a drop shadow, a dark outline, a frame) is not the
+    subject, and a style that mixes the subject's colour with white or black (pastel, dots, a shading ramp) keeps
+    its hue, so the colour is named by hue (``_hue_name``), not by the mean colour's distance from white (which
+    read a darkened red as purple).
+    """
     import numpy as np
     from scipy import ndimage
 
     arr = np.asarray(image.convert("RGB"), dtype=float)
     painted = _painted(arr)
+    chroma = arr.max(-1) - arr.min(-1)
+    hue = _hue(arr)
+    vivid = painted & (chroma >= _VIVID)
+    if vivid.sum() >= 6:
+        # The subject's hue: the chroma-weighted circular mean over the vivid paint; then every painted pixel of
+        # that hue with some colour in it (a pale dot's rim, the dark end of a ramp) belongs to the subject.
+        w = chroma[vivid]
+        angle = float(np.angle((w * np.exp(1j * np.deg2rad(hue[vivid]))).sum(), deg=True)) % 360
+        near = _hue_gap(hue, angle) <= _HUE_SPREAD
+        painted = painted & near & (chroma >= _TINTED)
     opened = ndimage.binary_opening(painted, iterations=1)
     if opened.sum() > 0.7 * painted.sum():  # removes specks, but would erase a 2-pixel outline
         painted = opened
@@ -54,24 +71,82 @@ def _subject(image: Image.Image) -> tuple[Any, str] | None:
     if n > 1:  # keep the largest blob: stray pixels are not the subject
         sizes = ndimage.sum(painted, labels, range(1, n + 1))
         painted = labels == (1 + int(np.argmax(sizes)))
-    mean = arr[painted].mean(0)
-    # Judge the colour by hue-ish direction: pastel and grain move brightness, not the nearest hue.
-    colour = min(COLOURS, key=lambda c: _colour_distance(mean, np.array(COLOURS[c], dtype=float)))
+    pixels = arr[painted]
+    if float((pixels.max(-1) - pixels.min(-1)).mean()) < _TINTED:
+        # Grey paint has no hue to name: the colour by direction from white, as before.
+        mean = pixels.mean(0)
+        colour = min(COLOURS, key=lambda c: _colour_distance(mean, np.array(COLOURS[c], dtype=float)))
+    else:
+        colour = _hue_name(pixels)
     return painted, colour
 
 
-def _painted(arr: Any) -> Any:
-    """Mask of the pixels far from the picture's own ground (the median colour of its outermost ring of pixels).
+_VIVID = 40.0
+"""Chroma (max - min channel) of paint that certainly has a hue; every vocabulary colour has over 130."""
+_TINTED = 20.0
+"""Chroma below which a pixel is grey (shadows, outlines, a paper ground's grain)."""
+_HUE_SPREAD = 40.0
+"""Degrees of hue around the subject's that still count as its paint (the vocabulary's nearest hues, red and
+orange, are 29 degrees apart; anti-aliased edges and grain move a pixel's hue less than this)."""
 
-    Not miniworld's ``BACKGROUND``: a model's samples come on slightly tinted grounds (a general VAE paints the
-    ground a latent holds), and the battery's styles on dark or coloured ones; a fixed light ground would read
-    the whole tinted picture as paint. A subject touching less than half the border leaves the median alone.
+
+def _hue(arr: Any) -> Any:
+    """HSV hue in degrees of an (..., 3) RGB array (0 for greys)."""
+    import numpy as np
+
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+    mx, mn = arr.max(-1), arr.min(-1)
+    d = np.where(mx - mn > 0, mx - mn, 1.0)
+    h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
+    return np.where(mx - mn > 0, h * 60.0, 0.0)
+
+
+def _hue_gap(a: Any, b: Any) -> Any:
+    import numpy as np
+
+    d = np.abs(np.asarray(a, dtype=float) - b) % 360
+    return np.minimum(d, 360 - d)
+
+
+def _hue_name(pixels: Any) -> str:
+    """The vocabulary colour whose hue is nearest the pixels' chroma-weighted mean hue. Mixing a colour with white,
+    grey or black keeps its hue: pastel, dotted, shaded and a darkened sample's paint all name their colour."""
+    import numpy as np
+
+    chroma = pixels.max(-1) - pixels.min(-1)
+    angle = float(np.angle((chroma * np.exp(1j * np.deg2rad(_hue(pixels)))).sum(), deg=True)) % 360
+    hues = {c: float(_hue(np.array(rgb, dtype=float))) for c, rgb in COLOURS.items()}
+    return min(hues, key=lambda c: float(_hue_gap(hues[c], angle)))
+
+
+def _painted(arr: Any) -> Any:
+    """Mask of the pixels far from the picture's own ground.
+
+    The ground is read from the picture's border, row by row (the median of the outermost two columns over five
+    rows, and of the top and bottom rows near them), so a ground that changes down the picture (a sunset's
+    gradient) is the ground everywhere, not paint. Not miniworld's ``BACKGROUND``: a model's samples come on
+    slightly tinted grounds (a general VAE paints the ground a latent holds), and the battery's styles on dark or
+    coloured ones. A subject touching less than half the border leaves the medians alone.
     """
     import numpy as np
 
+    h = arr.shape[0]
     ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
-    ground = np.median(ring, axis=0) if len(ring) else np.array(BACKGROUND, dtype=float)
-    return np.abs(arr - ground).sum(-1) > 60
+    flat = np.median(ring, axis=0) if len(ring) else np.array(BACKGROUND, dtype=float)
+    sides = np.concatenate([arr[:, :2], arr[:, -2:]], axis=1)  # (h, 4, 3)
+    ground = np.empty((h, 3))
+    for y in range(h):
+        lo, hi = max(0, y - 2), min(h, y + 3)
+        near = [sides[lo:hi].reshape(-1, 3)]
+        if y < 3:
+            near.append(arr[0])
+        if y >= h - 3:
+            near.append(arr[-1])
+        ground[y] = np.median(np.concatenate(near), axis=0)
+    # A flat ground reads the same either way; the rows' medians follow a gradient the whole ring's median cannot.
+    rows_vary = float(np.abs(ground - flat).sum(-1).max()) > 30
+    base = ground[:, None, :] if rows_vary else flat
+    return np.abs(arr - base).sum(-1) > 60
 
 
 def _shape_of(filled: object) -> str:
@@ -196,8 +271,10 @@ def tone_shift(image: Image.Image, style: str) -> float:
 
 
 def presence_reader(style: str) -> tuple[str, Callable[[Image.Image], float]]:
-    """(kind, reader) of ``style``'s presence in a picture, from the pixels: ``texture`` (``style_strength``), else
-    ``tone`` (``tone_shift``), else ``ground`` (``ground_shift``); each reads 0 on a plain picture, 1 on the style.
+    """(kind, reader) of ``style``'s presence in a picture, from the pixels; each reads ~0 on a plain picture and
+    ~1 on the drawn style: ``texture`` (``style_strength``: dotted, striped, checker, shaded's ramp), a structure
+    of its own (``STRUCTURES``: shadow, comic, sunset), else ``tone`` (``tone_shift``), else ``ground``
+    (``ground_shift``).
 
     For blends of two styles choose styles whose readers do not see each other (``benchmarks/fuse_pairs.py``
     prints the cross-readings): a ground style with a texture style, or two textures of another kind (``shaded``'s
@@ -207,6 +284,9 @@ def presence_reader(style: str) -> tuple[str, Callable[[Image.Image], float]]:
 
     if style in TEXTURED:
         return "texture", lambda im: style_strength(im, style)
+    if style in STRUCTURES:
+        kind, make = STRUCTURES[style]
+        return kind, make(style)
     probe = any_items(style, 1, seed=7)[0][0]
     try:
         tone_shift(probe, style)
@@ -215,9 +295,155 @@ def presence_reader(style: str) -> tuple[str, Callable[[Image.Image], float]]:
         return "ground", ground_shift(style)
 
 
+def _calibrated(style: str, raw: Callable[[Any], float | None]) -> Callable[[Image.Image], float]:
+    """``raw`` rescaled so that drawn pictures of ``style`` read 1 on average and plain ones 0 (48 of each, drawn
+    once); a picture ``raw`` cannot read (nothing painted) reads 0."""
+    from autolora.miniworld.battery import any_items
+
+    def mean(name: str) -> float:
+        vals = [raw(im) for im, _, _ in any_items(name, 48, seed=12345)]
+        got = [v for v in vals if v is not None]
+        return sum(got) / max(1, len(got))
+
+    plain, target = mean("plain"), mean(style)
+    if abs(target - plain) < 1e-6:
+        raise ValueError(f"style {style!r} reads like plain; this reader cannot see it")
+
+    def read(im: Image.Image) -> float:
+        v = raw(im)
+        return 0.0 if v is None else (v - plain) / (target - plain)
+
+    return read
+
+
+def _darkness(arr: Any, where: Any, ground: Any) -> float | None:
+    """Mean darkness of ``where``'s pixels against the ground's lightness (0: as light as the ground, 1: black)."""
+    import numpy as np
+
+    if not where.any():
+        return None
+    lum = arr.mean(-1)
+    g = float(np.mean(ground))
+    return float(((g - lum[where]) / max(g, 1.0)).mean())
+
+
+def _around(image: Image.Image) -> tuple[Any, Any, Any] | None:
+    """(pixels, subject mask, the picture's ground colour) for the readers of what a style draws around the
+    subject; None when nothing is painted."""
+    import numpy as np
+
+    subject = _subject(image)
+    if subject is None:
+        return None
+    arr = np.asarray(image.convert("RGB"), dtype=float)
+    ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
+    return arr, subject[0], np.median(ring, axis=0)
+
+
+def shadow_reader(style: str, offset: int = 2) -> Callable[[Image.Image], float]:
+    """A drop shadow: how much darker the ground is just below-right of the subject (where the shadow falls,
+    ``offset`` pixels down and right) than just above-left of it (where none falls). A darker ground everywhere,
+    or a dark outline all round, reads 0: only the shadow's direction counts."""
+    import numpy as np
+
+    def raw(im: Any) -> float | None:
+        found = _around(im)
+        if found is None:
+            return None
+        arr, mask, ground = found
+        below = np.roll(np.roll(mask, offset, 0), offset, 1) & ~mask
+        above = np.roll(np.roll(mask, -offset, 0), -offset, 1) & ~mask
+        dark_below, dark_above = _darkness(arr, below, ground), _darkness(arr, above, ground)
+        if dark_below is None or dark_above is None:
+            return None
+        return dark_below - dark_above
+
+    return _calibrated(style, raw)
+
+
+def outline_reader(style: str, width: int = 2) -> Callable[[Image.Image], float]:
+    """A dark outline: the darkness of a ``width``-pixel band around the subject against the picture's ground."""
+    from scipy import ndimage
+
+    def raw(im: Any) -> float | None:
+        found = _around(im)
+        if found is None:
+            return None
+        arr, mask, ground = found
+        band = ndimage.binary_dilation(mask, iterations=width) & ~mask
+        return _darkness(arr, band, ground)
+
+    return _calibrated(style, raw)
+
+
+def gradient_reader(style: str, rows: int = 4) -> Callable[[Image.Image], float]:
+    """A ground that changes down the picture: the difference between its top and bottom rows' ground colours
+    (medians of the border pixels there), projected on the drawn style's difference."""
+    import numpy as np
+
+    def raw(im: Any) -> Any:
+        arr = np.asarray(im.convert("RGB"), dtype=float)
+        top = np.concatenate([arr[0], arr[:rows, 0], arr[:rows, -1]])
+        bottom = np.concatenate([arr[-1], arr[-rows:, 0], arr[-rows:, -1]])
+        return np.median(top, axis=0) - np.median(bottom, axis=0)
+
+    from autolora.miniworld.battery import any_items
+
+    line = np.mean([raw(im) for im, _, _ in any_items(style, 48, seed=12345)], axis=0)
+    return _calibrated(style, lambda im: float(raw(im) @ line / (line @ line)))
+
+
+def rings_reader(style: str, period: int = 6) -> Callable[[Image.Image], float]:
+    """Concentric bands centred on the subject: the best correlation of the paint's darkness with bands of
+    ``period`` pixels around the subject's centre (its area centroid, give or take a pixel), over the bands'
+    phases. A flat fill, stripes or dots fixed to the image grid read near 0."""
+    import numpy as np
+
+    def raw(im: Any) -> float | None:
+        subject = _subject(im)
+        if subject is None:
+            return None
+        mask = subject[0]
+        arr = np.asarray(im.convert("RGB"), dtype=float)
+        ys, xs = np.nonzero(mask)
+        if len(ys) < 12:
+            return None
+        dark = -arr.mean(-1)[mask]
+        dark = dark - dark.mean()
+        best = 0.0
+        for dy in (-1.0, 0.0, 1.0):
+            for dx in (-1.0, 0.0, 1.0):
+                r = np.hypot(xs - xs.mean() - dx, ys - ys.mean() - dy)
+                for phase in range(period):
+                    t = (((r + phase) % period) < period / 2).astype(float)
+                    t = t - t.mean()
+                    denom = float(np.sqrt((dark**2).sum() * (t**2).sum()))
+                    if denom > 0:
+                        best = max(best, float((dark * t).sum()) / denom)
+        return best
+
+    return _calibrated(style, raw)
+
+
+def _comic(style: str) -> Callable[[Image.Image], float]:
+    """Two parts, each read: the dark outline and the coloured ground; the presence is their mean."""
+    outline, ground = outline_reader(style), ground_shift(style)
+    return lambda im: 0.5 * (outline(im) + ground(im))
+
+
+STRUCTURES: dict[str, tuple[str, Callable[[str], Callable[[Image.Image], float]]]] = {
+    "shadow": ("structure", shadow_reader),
+    "comic": ("structure", _comic),
+    "sunset": ("gradient", gradient_reader),
+    "rings": ("structure", rings_reader),
+}
+"""Battery styles that draw something around the subject or across the ground, with their readers."""
+
+
 def ground_shift(style: str) -> Callable[[Image.Image], float]:
     """How far a picture's ground (the median of its outermost ring of pixels) moved from the plain ground towards
-    ``style``'s (0: plain, 1: the style's; a projection on the line between the two colours)."""
+    ``style``'s (0: plain, 1: the style's): the projection on the line between the two colours, less the distance
+    off that line (in the line's length)."""
     import numpy as np
 
     from autolora.miniworld.battery import any_items
@@ -230,4 +456,14 @@ def ground_shift(style: str) -> Callable[[Image.Image], float]:
     plain = np.array(BACKGROUND, dtype=float)
     target = np.mean([ground(im) for im, _, _ in any_items(style, 16, seed=7)], axis=0)
     line = target - plain
-    return lambda im: float((ground(im) - plain) @ line / (line @ line))
+    length = float(np.sqrt(line @ line))
+
+    def read(im: Any) -> float:
+        moved = ground(im) - plain
+        along = float(moved @ line / (line @ line))
+        # Off the line counts against it: a ground moved to another colour is not this style's ground (the
+        # projection alone read a navy ground as 0.9 of a yellow one).
+        off = float(np.linalg.norm(moved - along * line)) / length
+        return along - off
+
+    return read

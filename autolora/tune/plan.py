@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autolora.config import Config
 from autolora.errors import UserError
@@ -52,6 +52,15 @@ class Plan:
     @property
     def run_dir(self) -> Path:
         return self.config.out_dir.resolve()
+
+    def spec_defaults(self) -> dict[str, Any]:
+        """A trial's settings that the config gives when the search space does not."""
+        train = self.config.train
+        return {
+            "batch_size": train.batch_size,
+            "min_snr_gamma": train.min_snr_gamma,
+            "prior_images": train.prior_images,
+        }
 
 
 def study_spec(plan: Plan) -> StudySpec:
@@ -119,6 +128,7 @@ def make_plan(config: Config) -> Plan:
         space, space_text = load_search_space(model.arch if model.arch in FLOW_ARCHS else "quick")
     compiled = space.compile(candidates_from_config(model.denoiser_config, model.denoiser_class), model.arch)
     _check_identifier(config, compiled)
+    _check_prior_captions(space, style)
     resolution = config.data.resolution or native_resolution(model)
     factor = size_factor(model)
     if resolution % factor and config.data.crop == "center":
@@ -163,6 +173,19 @@ def _check_identifier(config: Config, compiled: CompiledSpace) -> None:
             f"data.identifier {data.identifier!r}: not a word of data.trigger {data.trigger!r}, where {learners[0]} "
             "writes its tokens (the rest of the trigger kept): set it to the trigger's rare word "
             "(--identifier WORD), or to '' to replace the whole trigger"
+        )
+
+
+def _check_prior_captions(space: SearchSpace, style: StyleSet) -> None:
+    """``prior_prompts: captions`` draws each style picture's caption: every picture needs one."""
+    if "captions" not in space._values("prior_prompts"):
+        return
+    missing = [n for n, c in zip(style.names, style.captions, strict=True) if not c]
+    if missing:
+        raise UserError(
+            f"params.prior_prompts: captions draws the prior from the style pictures' captions; {len(missing)} of "
+            f"{len(style.names)} pictures in {style.folder} have none ({missing[0]}): add a name.txt caption beside "
+            "each, or use prior_prompts: class"
         )
 
 

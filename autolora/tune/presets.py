@@ -18,6 +18,7 @@ last one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,9 @@ def project(preset: SearchSpace, compiled: CompiledSpace) -> tuple[dict[str, Any
     values = {name: p.default for name, p in PARAMS.items()} | dict(preset.fixed)
     encoded = {k: "+".join(v) if isinstance(v, list) else v for k, v in values.items()}
     encoded["target"] = "|".join("+".join(values[k]) for k in TARGET_KEYS)
-    params, notes = _fit(encoded, compiled)
+    converted, said = _rates(encoded, compiled)
+    params, notes = _fit(converted, compiled)
+    notes = said + notes
     fixed = compiled.fixed.get("method", PARAMS["method"].default)
     if "method" not in compiled.distributions and fixed != values["method"]:
         # The space fixes another method: the preset's settings train that method (said, not hidden).
@@ -150,6 +153,30 @@ def _fit(params: dict[str, Any], compiled: CompiledSpace) -> tuple[dict[str, Any
     return out, notes
 
 
+def _rates(params: dict[str, Any], compiled: CompiledSpace) -> tuple[dict[str, Any], list[str]]:
+    """``params`` with the learning rate in the form ``compiled`` searches: a preset's (or an earlier study's)
+    ``learning_rate`` times its scale (alpha/r) for a space that searches ``scaled_learning_rate``, and the other
+    way round (the same update step either way); and the conversion in words."""
+    from autolora.tune.search import PARAMS
+
+    def value(name: str) -> Any:
+        return params.get(name, compiled.fixed.get(name, PARAMS[name].default))
+
+    scale = float(value("alpha_ratio"))
+    if value("use_rslora") and value("method") in ("lora", "pivotal"):
+        scale *= math.sqrt(int(value("rank")))
+    out = dict(params)
+    scaled = float(out.get("scaled_learning_rate") or 0.0)
+    searched = compiled.distributions
+    if "scaled_learning_rate" in searched and scaled <= 0 and "learning_rate" in out:
+        out["scaled_learning_rate"] = lr = float(out.pop("learning_rate")) * scale
+        return out, [f"learning_rate {params['learning_rate']:g} = scaled_learning_rate {lr:g}"]
+    if "learning_rate" in searched and "learning_rate" not in out and scaled > 0:
+        out["learning_rate"] = scaled / scale
+        return out, [f"scaled_learning_rate {scaled:g} = learning_rate {out['learning_rate']:g}"]
+    return out, []
+
+
 def _nearest(value: Any, choices: list[Any]) -> Any:
     if isinstance(value, int | float) and all(isinstance(c, int | float) for c in choices):
         return min(choices, key=lambda c: abs(c - value))
@@ -196,6 +223,8 @@ def warm_start_trials(source: str, storage_url: str, base_model: str, compiled: 
         best_step = t.user_attrs.get("best_step")
         if "steps" in wanted and best_step is not None and best_step != wanted["steps"]:
             wanted["steps"] = best_step  # its result was its best rung: the steps that worked, not the budget
-        params, notes = _fit(wanted, compiled)
+        converted, said = _rates(wanted, compiled)
+        params, notes = _fit(converted, compiled)
+        notes = said + notes
         out.append(FirstTrial(params, f"warm start: study '{study.study_name}' trial {t.number}", notes))
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,10 @@ _WEIGHTS = (*_PEFT, "dreambooth")
 """Methods that train weights of the denoiser (all but textual inversion)."""
 _TE_PEFT = ("lora", "loha", "lokr")
 _TI = ("textual_inversion", "pivotal")
+CAPTION_MODES = ("content", "trigger")
+PRIOR_PROMPTS = ("class", "captions")
+PRIOR_KEYS = ("prior_prompts", "prior_images", "class_prompt")
+"""Settings of the prior-preservation pictures: sampled only in trials whose ``prior_weight`` is above 0."""
 
 PARAMS: dict[str, Param] = {
     "method": Param(
@@ -144,8 +149,41 @@ PARAMS: dict[str, Param] = {
     "text_encoder_lr_ratio": Param(
         "float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr", methods=_TE_PEFT
     ),
+    "scaled_learning_rate": Param(
+        "float",
+        0.0,
+        lambda v: 0 < v < 1,
+        "a number in (0, 1)",
+        help="learning_rate x the adapter's scale (alpha/r; alpha/sqrt(r) with rsLoRA): the step size of the update "
+        "it trains, searched instead of learning_rate so that alpha is the learning-rate factor it is "
+        "(0: off, learning_rate is searched)",
+        methods=_PEFT,
+    ),
+    "caption_mode": Param(
+        "choice",
+        "content",
+        allowed=CAPTION_MODES,
+        help="training captions: content (the picture's caption and the trigger) or trigger (the trigger alone)",
+    ),
+    "caption_dropout": Param(
+        "float",
+        0.0,
+        lambda v: 0 <= v < 1,
+        "a number in [0, 1)",
+        help="share of training examples whose caption is empty (kohya's caption_dropout_rate)",
+    ),
     "prior_weight": Param(
         "float", 0.0, lambda v: v >= 0, "a number >= 0", help="prior-preservation loss weight (0: off; DreamBooth: 1)"
+    ),
+    "prior_prompts": Param(
+        "choice",
+        "class",
+        allowed=PRIOR_PROMPTS,
+        help="what the base model draws for the prior: class (class_prompt) or captions (each style picture's "
+        "content caption without the trigger, as kohya's regularisation images: the same subjects unstyled)",
+    ),
+    "prior_images": Param(
+        "int", 8, _pos, "an integer >= 1", help="pictures the base model draws for the prior (train.prior_images)"
     ),
     "class_prompt": Param(
         "text",
@@ -368,12 +406,12 @@ class CompiledSpace:
 
         params: dict[str, Any] = {}
         # The method first: a setting only other methods read is not sampled (optuna's TPE handles such
-        # conditional parameters), so a LoHa trial records no use_dora.
-        order = sorted(self.distributions, key=lambda n: n != "method")
+        # conditional parameters), so a LoHa trial records no use_dora; likewise the prior's pictures after
+        # prior_weight, sampled only when there is a prior.
+        order = sorted(self.distributions, key=lambda n: (n != "method", n != "prior_weight"))
         for name in order:
             d = self.distributions[name]
-            method = params.get("method", self.fixed.get("method", PARAMS["method"].default))
-            if PARAMS.get(name) and PARAMS[name].methods and method not in PARAMS[name].methods:
+            if not self.reads(name, params):
                 continue
             if isinstance(d, IntDistribution):
                 params[name] = trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
@@ -382,6 +420,16 @@ class CompiledSpace:
             elif isinstance(d, CategoricalDistribution):
                 params[name] = trial.suggest_categorical(name, d.choices)
         return params
+
+    def reads(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether a trial with (some of its) ``params`` reads setting ``name``: its method reads it, and a
+        setting of the prior's pictures only when ``prior_weight`` is above 0."""
+        method = params.get("method", self.fixed.get("method", PARAMS["method"].default))
+        if PARAMS.get(name) and PARAMS[name].methods and method not in PARAMS[name].methods:
+            return False
+        if name in PRIOR_KEYS:
+            return float(params.get("prior_weight", self.fixed.get("prior_weight", 0.0))) > 0
+        return True
 
     def spec(self, sampled: dict[str, Any], defaults: dict[str, Any] | None = None) -> LoraSpec:
         """A full LoRA spec from sampled params + fixed values + defaults."""
@@ -395,7 +443,10 @@ class CompiledSpace:
         blocks, layers, projs = decode_target(values.pop("target"))
         values.update(target_blocks=blocks, target_layers=layers, target_projections=projs)
         modules = select_modules(self.candidates, blocks, layers, projs)
-        return LoraSpec(values=values, modules=modules)
+        spec = LoraSpec(values=values, modules=modules)
+        if float(values["scaled_learning_rate"]) > 0 and self.reads("scaled_learning_rate", values):
+            values["learning_rate"] = float(values["scaled_learning_rate"]) / spec.scale()
+        return spec
 
 
 @dataclass
@@ -407,6 +458,12 @@ class LoraSpec:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    def scale(self) -> float:
+        """The adapter's scale, alpha / r (alpha / sqrt(r) with rsLoRA; the same for every module: a per-group rank
+        keeps the alpha ratio)."""
+        ratio = float(self["alpha_ratio"])
+        return ratio * math.sqrt(int(self["rank"])) if self["use_rslora"] and self["method"] in _LORA else ratio
 
     def group_rank(self, module: str) -> int:
         from autolora.models.layers import block_of
@@ -458,6 +515,9 @@ class LoraSpec:
             return None
         return self._peft().text_encoder_config(self, list(TEXT_ENCODER_TARGETS))
 
+    def _scaled(self) -> bool:
+        return float(self["scaled_learning_rate"]) > 0 and str(self["method"]) in _PEFT
+
     def summary(self) -> str:
         """The params that matter, in one short string for the per-trial line."""
         v = self.values
@@ -468,7 +528,12 @@ class LoraSpec:
             parts += [f"vectors={v['ti_vectors']}", f"init={v['ti_init']}", f"ti_lr={v['ti_learning_rate']:.2g}"]
             parts += ["retract"] if v["ti_retract"] else []
         if v["prior_weight"] > 0:
-            parts.append(f"prior={v['prior_weight']:g}:{v['class_prompt']!r}")
+            what = "captions" if v["prior_prompts"] == "captions" else repr(v["class_prompt"])
+            parts.append(f"prior={v['prior_weight']:g}:{what}x{v['prior_images']}")
+        if v["caption_mode"] != "content":
+            parts.append(f"captions={v['caption_mode']}")
+        if v["caption_dropout"] > 0:
+            parts.append(f"caption_dropout={v['caption_dropout']:g}")
         if v["method"] == "textual_inversion":
             return " ".join([*parts, f"steps={v['steps']}"])
         if v["method"] == "dreambooth":
@@ -479,7 +544,7 @@ class LoraSpec:
         parts += [
             f"r={v['rank']}",
             f"a={v['alpha_ratio'] * v['rank']:g}",
-            f"lr={v['learning_rate']:.2g}",
+            f"lr={v['learning_rate']:.2g}" + (f" (x a/r={v['scaled_learning_rate']:.2g})" if self._scaled() else ""),
             f"steps={v['steps']}",
             f"blocks={'+'.join(v['target_blocks'])}",
             f"layers={'+'.join(v['target_layers'])}",
@@ -555,7 +620,20 @@ def parse_search_space(data: Any, name: str, source: str) -> SearchSpace:
             raise UserError(f"{source}: unknown parameter '{key}'{closest(str(key), PARAMS)}")
         _parse_entry(key, value, source, space)
     _check_methods(space)
+    _check_learning_rates(space)
     return space
+
+
+def _check_learning_rates(space: SearchSpace) -> None:
+    """One of learning_rate and scaled_learning_rate: the second derives the first."""
+    scaled = space._values("scaled_learning_rate")
+    methods = [str(m) for m in space._values("method")] or [str(PARAMS["method"].default)]
+    full = [m for m in methods if m in _WEIGHTS and m not in _PEFT]  # DreamBooth has no scale: its own lr
+    if scaled and any(v > 0 for v in scaled) and space._values("learning_rate") and not full:
+        raise UserError(
+            f"{space.source}: params.learning_rate and params.scaled_learning_rate: set one (scaled_learning_rate "
+            "= learning_rate x alpha/r derives the learning rate of the peft methods)"
+        )
 
 
 def _check_methods(space: SearchSpace) -> None:

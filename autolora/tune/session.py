@@ -113,6 +113,7 @@ class Session:
     def _data_key(self) -> str:
         plan, cfg = self.plan, self.plan.config
         items = [str(plan.model.folder), plan.style.fingerprint(), cfg.data.trigger, plan.resolution, str(self.dtype)]
+        items.append("rows: trigger, empty")  # the cached captions' extra rows (caption_mode, caption_dropout)
         items.append([[b.width, b.height] for b in plan.buckets])  # also tells the per-bucket cache format apart
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
@@ -147,28 +148,63 @@ class Session:
                 self.base_samples = self.draw(self.eval_prompts(), self.plan.config.eval.seeds)
         return self.base_samples
 
-    def prior_data(self, class_prompt: str, cache_dir: Path) -> Any:
-        """DreamBooth's prior-preservation data of ``class_prompt``: the base model's own pictures of it
-        (``train.prior_images`` seeds, at the training resolution), as latents and the prompt's embedding; drawn
-        once per study and class prompt, cached (call it with no adapter attached)."""
-        if class_prompt in self.priors:  # every trial of a study asks for it: read the cache once per process
-            return self.priors[class_prompt]
-        self.priors[class_prompt] = self._prior_data(class_prompt, cache_dir)
-        return self.priors[class_prompt]
+    def prior_data(self, prompts: list[str], n: int, cache_dir: Path) -> Any:
+        """The prior-preservation data: ``n`` pictures the base model draws of ``prompts`` (in turn; one seed a
+        picture, at the training resolution), as latents and the prompts' embeddings; drawn once per study, prompts
+        and number, cached (call it with no adapter attached)."""
+        key = json.dumps([prompts, n])
+        if key not in self.priors:  # every trial of a study asks for it: read the cache once per process
+            self.priors[key] = self._prior_data(prompts, n, cache_dir)
+        return self.priors[key]
 
-    def _prior_data(self, class_prompt: str, cache_dir: Path) -> Any:
+    def prior_for(self, spec: Any) -> Any:
+        """A trial's prior-preservation data (``prior_weight`` above 0), else None; before its adapter is attached."""
+        if float(spec["prior_weight"]) <= 0:
+            return None
+        return self.prior_data(self.prior_prompts(spec), int(spec["prior_images"]), self.plan.run_dir / "cache")
+
+    def train_settings(self) -> Any:
+        """The per-study settings of the training loop (``TrainSettings``): seed, clipping, offset noise, gradient
+        checkpointing and autocast as the config and the device say."""
+        import torch
+
+        from autolora.tune.train import TrainSettings
+
+        cfg, device = self.plan.config, self.plan.device
+        checkpointing = cfg.model.gradient_checkpointing
+        return TrainSettings(
+            seed=cfg.train.seed,
+            max_grad_norm=cfg.train.max_grad_norm,
+            noise_offset=cfg.train.noise_offset,
+            gradient_checkpointing=checkpointing == "on" or (checkpointing == "auto" and device.startswith("cuda")),
+            autocast_dtype=self.dtype if self.dtype != torch.float32 else None,
+        )
+
+    def prior_prompts(self, spec: Any) -> list[str]:
+        """What the base model draws for a trial's prior: its ``class_prompt``, or (``prior_prompts: captions``)
+        each style picture's content caption without the trigger, as kohya's regularisation images."""
+        if str(spec["prior_prompts"]) == "captions":
+            return list(self.plan.style.captions)
+        return [str(spec["class_prompt"])]
+
+    def _prior_data(self, prompts: list[str], n: int, cache_dir: Path) -> Any:
         from autolora.data import StyleSet
         from autolora.tune.train import TrainData
 
         plan, cfg = self.plan, self.plan.config
-        n = cfg.train.prior_images
-        items = [self._data_key(), class_prompt, n, cfg.eval.inference_steps, cfg.eval.guidance()]
+        items = [self._data_key(), prompts, n, cfg.eval.inference_steps, cfg.eval.guidance()]
         path = cache_dir / f"prior-{hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]}.safetensors"
         if path.exists():
             return TrainData.load(path)
         seeds = [10_000 + i for i in range(n)]  # apart from the evaluation and confirmation seeds
-        images = self.draw([class_prompt], seeds)
-        style = StyleSet(folder=cache_dir, images=images, captions=[class_prompt] * n, names=[str(s) for s in seeds])
+        wanted = [prompts[i % len(prompts)] for i in range(n)]
+        # Each prompt with the seeds of its turns (one draw per prompt, batched), back in turn order.
+        images: list[Any] = [None] * n
+        for prompt in dict.fromkeys(wanted):
+            turns = [i for i, p in enumerate(wanted) if p == prompt]
+            for i, image in zip(turns, self.draw([prompt], [seeds[i] for i in turns]), strict=True):
+                images[i] = image
+        style = StyleSet(folder=cache_dir, images=images, captions=wanted, names=[str(s) for s in seeds])
         data = TrainData.build(self.pipe, style, "", plan.resolution, plan.device)
         cache_dir.mkdir(parents=True, exist_ok=True)
         data.save(path)

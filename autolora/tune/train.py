@@ -38,6 +38,11 @@ class TrainData:
     members: list[list[int]]
     """Per bucket: the indices (into ``captions``/``prompt_embeds``) of its pictures."""
     buckets: list[Bucket]
+    trigger_row: int = -1
+    """The row of ``captions``/``prompt_embeds`` that holds the trigger alone (``caption_mode: trigger``); after
+    the pictures' rows."""
+    empty_row: int = -1
+    """The row of the empty caption (``caption_dropout``)."""
 
     @classmethod
     def build(
@@ -60,6 +65,8 @@ class TrainData:
         bucket_of = bucket_of if bucket_of is not None else [0] * len(style.images)
         members = [[i for i, b in enumerate(bucket_of) if b == k] for k in range(len(buckets))]
         captions = [f"{c}, {trigger}" if c and trigger else c or trigger for c in style.captions]
+        # Two more rows after the pictures': the trigger alone and the empty caption, for the caption settings.
+        captions += [trigger, ""]
         vae = pipe.vae
         dtype = vae.dtype
         vae.to(torch.float32)  # the SDXL VAE overflows in fp16; encode once in fp32
@@ -86,6 +93,8 @@ class TrainData:
             resolution,
             members,
             list(buckets),
+            trigger_row=len(captions) - 2,
+            empty_row=len(captions) - 1,
         )
 
     def save(self, path: Path) -> None:
@@ -107,6 +116,7 @@ class TrainData:
             "resolution": str(self.resolution),
             "buckets": json.dumps([[b.width, b.height] for b in self.buckets]),
             "members": json.dumps(self.members),
+            "rows": json.dumps({"trigger": self.trigger_row, "empty": self.empty_row}),
         }
         tmp = temp_beside(path)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
@@ -125,6 +135,7 @@ class TrainData:
             meta = f.metadata()
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         buckets = [Bucket(w, h) for w, h in json.loads(meta["buckets"])]
+        rows = json.loads(meta.get("rows", '{"trigger": -1, "empty": -1}'))
         return cls(
             [t[f"latent_mean.{k}"] for k in range(len(buckets))],
             [t[f"latent_std.{k}"] for k in range(len(buckets))],
@@ -134,7 +145,23 @@ class TrainData:
             int(meta["resolution"]),
             json.loads(meta["members"]),
             buckets,
+            trigger_row=int(rows["trigger"]),
+            empty_row=int(rows["empty"]),
         )
+
+    def caption_rows(self, index: torch.Tensor, mode: str, dropout: float, gen: torch.Generator) -> torch.Tensor:
+        """The caption rows of a batch of pictures: their own captions (``content``) or the trigger alone
+        (``trigger``), each replaced by the empty caption with probability ``dropout`` (kohya's
+        ``caption_dropout_rate``; the random numbers are drawn only when it is above 0, so a trial without it
+        draws the same batches as before it existed)."""
+        import torch
+
+        if (mode != "content" or dropout > 0) and self.trigger_row < 0:
+            raise ValueError("these cached captions predate caption_mode and caption_dropout: rebuild the cache")
+        rows = index.clone() if mode == "content" else torch.full_like(index, self.trigger_row)
+        if dropout > 0:
+            rows[torch.rand(len(index), generator=gen) < dropout] = self.empty_row
+        return rows
 
     def draw(self, bsz: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch within one bucket (chosen in proportion to its pictures): latents sampled from their
@@ -232,12 +259,16 @@ def train_lora(
     eval_every = eval_every or max(1, math.ceil(steps / 4))
     losses: list[float] = []
 
-    def batch_loss(d: TrainData, rewrite: Callable[[str], str] | None) -> torch.Tensor:
+    mode, dropout = str(spec["caption_mode"]), float(spec["caption_dropout"])
+
+    def batch_loss(d: TrainData, rewrite: Callable[[str], str] | None, styled: bool = True) -> torch.Tensor:
         raw, idx = d.draw(bsz, gen)
         latents = (raw - shift) * scaling
+        if styled:  # the caption settings are the style pictures'; the prior's pictures keep their prompts
+            idx = d.caption_rows(idx, mode, dropout, gen)
         if train_te:
             captions = [d.captions[i] for i in idx.tolist()]
-            cond = encode_prompts(pipe, [rewrite(c) for c in captions] if rewrite else captions, device)
+            cond = encode_prompts(pipe, [rewrite(c) if rewrite and c else c for c in captions], device)
         else:
             cond = {"prompt_embeds": d.prompt_embeds[idx]}
             if d.pooled is not None:
@@ -253,7 +284,7 @@ def train_lora(
                 loss = batch_loss(data, prompt)
                 if prior is not None and prior_weight > 0:
                     # DreamBooth's prior preservation: the same loss on the base model's own class pictures.
-                    loss = loss + prior_weight * batch_loss(prior, None)
+                    loss = loss + prior_weight * batch_loss(prior, None, styled=False)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrialFailed(f"loss is {value} at step {step} (learning rate {lr:g} too high?)")

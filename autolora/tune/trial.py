@@ -53,16 +53,14 @@ class TrialRunner:
 
         from autolora.core.artifacts import upload_image
         from autolora.sampling import grid, sample
-        from autolora.tune.train import TrainSettings, train_lora
+        from autolora.tune.train import train_lora
 
         s, plan = self.session, self.session.plan
         cfg = plan.config
         timer = PhaseTimer()
         t_start = time.perf_counter()
         sampled = plan.compiled.suggest(trial)
-        spec = plan.compiled.spec(
-            sampled, defaults={"batch_size": cfg.train.batch_size, "min_snr_gamma": cfg.train.min_snr_gamma}
-        )
+        spec = plan.compiled.spec(sampled, defaults=plan.spec_defaults())
         trial.set_user_attr("spec", spec.summary())
         params = _flat_params(spec)
         origin = trial.user_attrs.get(PRESET_ATTR)
@@ -126,10 +124,8 @@ class TrialRunner:
 
         bar = None
         try:
-            prior = None
-            if float(spec["prior_weight"]) > 0:
-                with timer("sample"):  # before the adapter: the base model's own class pictures (cached)
-                    prior = s.prior_data(str(spec["class_prompt"]), plan.run_dir / "cache")
+            with timer("sample"):  # before the adapter: the base model's own pictures for the prior (cached)
+                prior = s.prior_for(spec)
             with timer("adapter"):
                 # peft draws the LoRA init from the global generator: seed it so a trial's result
                 # depends on its params only, not on what ran before it in this process.
@@ -143,13 +139,7 @@ class TrialRunner:
                 trial.set_user_attr("adapter_bytes", file_bytes)
                 if run:
                     run.log_metrics({"adapter.trainable_params": float(size), "adapter.bytes": float(file_bytes)})
-            settings = TrainSettings(
-                seed=cfg.train.seed,
-                max_grad_norm=cfg.train.max_grad_norm,
-                noise_offset=cfg.train.noise_offset,
-                gradient_checkpointing=_checkpointing(cfg.model.gradient_checkpointing, plan.device),
-                autocast_dtype=s.dtype if s.dtype != torch.float32 else None,
-            )
+            settings = s.train_settings()
             if self.progress:
                 from tqdm.auto import tqdm
 
@@ -362,7 +352,3 @@ def _rung_rank(directions: list[str], values: list[float], violations: dict[str,
     excess = sum(max(0.0, v) for v in violations.values())
     sign = 1.0 if directions[0] == "maximize" else -1.0
     return (float(excess == 0), -excess, sign * values[0])
-
-
-def _checkpointing(setting: str, device: str) -> bool:
-    return setting == "on" or (setting == "auto" and device.startswith("cuda"))
