@@ -239,9 +239,13 @@ def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
     results: dict[str, Any] = {"trials": args.trials, "step_budget": steps}
     grids = {"base": session.base_samples}
     runs = {"tuned": (best.value, KeptAdapter.load(adapter_dir(tuned.run_dir, best.number)))}
+    # The presets at the tuned LoRA's batch and step budget: their files set no batch size, and the config's default
+    # (1) would compare a quarter of the pictures seen (the README's figure 4 before this session did).
+    batch = int(runs["tuned"][1].info["params"]["batch_size"])
+    results["batch_size"] = batch
     for name in ("diffusers-default", "kohya-like"):
         data = read_recipe(name, "autolora.search_spaces", "search space")[0]
-        params = dict(data["params"], steps=steps)
+        params = dict(data["params"], steps=steps, batch_size=batch)
         r, _ = _tune(
             work,
             name,
@@ -250,7 +254,7 @@ def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
         )
         t = r.study.best_trial
         runs[name] = (t.value, KeptAdapter.load(adapter_dir(r.run_dir, t.number)))
-    print(f"  tuned ({args.trials} trials) vs fixed configurations at {steps} steps; prompts {prompts}:")
+    print(f"  tuned ({args.trials} trials) vs fixed configurations at {steps} steps of {batch}; prompts {prompts}:")
     base_truth = _truth_of(grids["base"], prompts, len(seeds), judge, args.style)
     results["base"] = base_truth
     print(

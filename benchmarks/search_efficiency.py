@@ -38,30 +38,32 @@ ARMS: dict[str, list[tuple[str, str, Any]]] = {
 }
 
 
-def curve(study: Any) -> list[tuple[int, float]]:
-    """(training steps spent so far, best feasible value so far) in order of completion."""
+def curve(study: Any) -> list[tuple[int, float | None]]:
+    """(training steps spent so far, best feasible value so far) in order of completion; None until a trial is
+    feasible (a study with nothing feasible has found nothing, not a value of minus infinity)."""
     import optuna
 
     from autolora.core.feasible import is_feasible
 
-    spent, best, points = 0, float("-inf"), []
+    spent, best, points = 0, None, []
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in sorted((t for t in study.trials if t.state in ended), key=lambda t: t.datetime_complete):
         last = max(t.intermediate_values) if t.intermediate_values else 0
         spent += int(t.params["steps"]) if t.state == optuna.trial.TrialState.COMPLETE else last
         if t.state == optuna.trial.TrialState.COMPLETE and is_feasible(t):
-            best = max(best, float(t.value))
+            best = float(t.value) if best is None else max(best, float(t.value))
         points.append((spent, best))
     return points
 
 
-def best_at(points: list[tuple[int, float]], budget: int) -> float:
+def best_at(points: list[tuple[int, float | None]], budget: int) -> float | None:
+    """The best feasible value within ``budget`` steps; None when none was feasible by then."""
     vals = [b for s, b in points if s <= budget]
-    return vals[-1] if vals else float("-inf")
+    return vals[-1] if vals else None
 
 
-def steps_to_reach(points: list[tuple[int, float]], target: float) -> int | None:
-    return next((s for s, b in points if b >= target), None)
+def steps_to_reach(points: list[tuple[int, float | None]], target: float) -> int | None:
+    return next((s for s, b in points if b is not None and b >= target), None)
 
 
 def run_arm(arm: str, style: str, seed: int, trials: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -130,27 +132,40 @@ def main() -> None:
             confirmed = [r["confirmed"] for r in rs if r["confirmed"] is not None]
             print(f"  {arm:>8s}{cells}   {_ms(confirmed)}")
             table[style]["arms"][arm] = {"at_checkpoints": cols, "confirmed": confirmed}
-        ratios = []
+        ratios: list[float | None] = []
+        random_found_none = 0
         for a, r in zip(arms["auto"], arms["random"], strict=True):
-            target = r["curve"][-1][1]
+            target = r["curve"][-1][1] if r["curve"] else None
+            if target is None:  # random search found nothing feasible: there is no target to reach
+                random_found_none += 1
+                ratios.append(None)
+                continue
             reach = steps_to_reach(a["curve"], target)
             ratios.append(None if reach is None else reach / max(1, r["curve"][-1][0]))
         reached = [x for x in ratios if x is not None]
+        compared = len(ratios) - random_found_none
         print(
             f"  steps auto needs to reach random search's final best: {_ms(reached)} of random's "
-            f"(reached in {len(reached)} of {len(ratios)} seeds; aim <= 0.33)"
+            f"(reached in {len(reached)} of the {compared} seeds where random search found a feasible trial; "
+            f"aim <= 0.33)"
         )
+        if random_found_none:
+            print(f"  random search found no feasible trial in {random_found_none} of {len(ratios)} seeds")
         table[style]["steps_ratio"] = ratios
+        table[style]["random_found_none"] = random_found_none
     print(f"\n{time.perf_counter() - t0:.0f}s in all")
-    if args.json:
-        args.json.write_text(json.dumps({"table": table, "trials": args.trials, "seeds": args.seeds}, indent=1))
+    if args.json:  # strict JSON: a seed with nothing feasible is null, never -Infinity
+        payload = {"table": table, "trials": args.trials, "seeds": args.seeds}
+        args.json.write_text(json.dumps(payload, indent=1, allow_nan=False))
 
 
-def _ms(xs: list[float]) -> str:
-    xs = [x for x in xs if x != float("-inf")]
-    if not xs:
-        return "-"
-    return f"{statistics.mean(xs):+.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
+def _ms(xs: list[float | None]) -> str:
+    """Mean ± sd over the seeds that have a value, and how many have none (never dropped silently)."""
+    vals = [x for x in xs if x is not None]
+    if not vals:
+        return f"none ({len(xs)} seeds)"
+    text = f"{statistics.mean(vals):+.4f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.4f}"
+    return text + (f" ({len(xs) - len(vals)} of {len(xs)} none)" if len(vals) < len(xs) else "")
 
 
 if __name__ == "__main__":

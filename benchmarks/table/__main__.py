@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", type=Path)
     p.add_argument("dest", type=Path)
     p.add_argument("--image-steps", default="all", help="rungs whose samples to keep: all, or e.g. 300,600")
+    g = sub.add_parser("grid", help="samples of some configurations under the base's, to check the readers by eye")
+    g.add_argument("table", type=Path)
+    g.add_argument("--style", required=True)
+    g.add_argument("--configs", required=True, help="comma-separated configuration numbers")
+    g.add_argument("--step", type=int, required=True, help="the rung")
+    g.add_argument("--out", type=Path, required=True)
     f = sub.add_parser("figures", help="what the table shows (README)")
     f.add_argument("table", type=Path)
     f.add_argument("--json", type=Path, help="also write the figures here")
@@ -53,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, size in sizes.items():
             print(f"{name}: {size / 1e6:.1f} MB")
         print(f"in all {sum(sizes.values()) / 1e6:.1f} MB in {args.dest}")
+        return 0
+    if args.command == "grid":
+        from benchmarks.table.grid import grid
+        from benchmarks.table.store import load_table
+
+        found = load_table(args.table, [args.style])
+        if args.style not in found:
+            print(f"{args.table}: no style {args.style!r}", file=sys.stderr)
+            return 2
+        grid(found[args.style], [int(c) for c in args.configs.split(",")], args.step, args.out)
+        print(f"wrote {args.out}")
         return 0
     from benchmarks.table.figures import report
 

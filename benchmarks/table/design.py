@@ -63,7 +63,7 @@ def presets(compiled: CompiledSpace, arch: str, setting: str = "auto", first: in
 
     out = []
     for i, t in enumerate(preset_trials(setting, compiled, arch)):
-        params = dict(t.params)
+        params = {k: v for k, v in t.params.items() if compiled.reads(k, t.params)}
         budget = params.get("steps")
         if "steps" in compiled.distributions:
             params["steps"] = largest_steps(compiled)

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from autolora.errors import UserError
+
 META, ROWS, IMAGES = "meta.json", "rows.jsonl", "images.u8"
 
 
@@ -106,7 +108,7 @@ class StyleWriter:
             old = json.loads(meta_path.read_text())
             for key in ("style", "space", "design", "rungs", "prompts", "seeds", "confirm_seeds", "resolution"):
                 if old.get(key) != meta.get(key):
-                    raise ValueError(
+                    raise UserError(
                         f"{folder}: the table there was built with another {key} ({old.get(key)!r}, now "
                         f"{meta.get(key)!r}); build into another folder"
                     )
