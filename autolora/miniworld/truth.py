@@ -35,6 +35,8 @@ def read_content(image: Image.Image) -> tuple[str | None, str | None]:
     from scipy import ndimage
 
     filled = ndimage.binary_fill_holes(ndimage.binary_closing(painted, iterations=2))
+    if filled.sum() < painted.sum():  # closing erodes paint at the picture's edge: keep what was painted
+        filled = ndimage.binary_fill_holes(painted | filled)
     return _shape_of(filled), colour
 
 
@@ -149,15 +151,17 @@ def _painted(arr: Any) -> Any:
     return np.abs(arr - base).sum(-1) > 60
 
 
-def _shape_of(filled: object) -> str:
+def _shape_of(filled: object) -> str | None:
     """Star: low solidity (area / convex-hull area); else square, circle or triangle by fill of the box."""
     import numpy as np
     from scipy.spatial import ConvexHull
 
     mask = np.asarray(filled, dtype=bool)
     ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
     corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
-    hull = ConvexHull(corners).volume  # in 2-D, volume is the area
+    hull = ConvexHull(corners).volume  # in 2-D, volume is the area (pixel corners: never a degenerate hull)
     if mask.sum() / hull < 0.78:
         return "star"
     box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
