@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--design-seed", type=int, default=0)
     b.add_argument("--presets", default="auto", help="auto (the presets as tune runs them) or none")
     b.add_argument("--limit", type=int, help="stop after this many new configurations per style")
+    b.add_argument("--anchors", default="", help="fixed search-space files (or names) to add as configurations "
+                   "beside the design, projected onto the space as presets are (comma-separated)")  # fmt: skip
     b.add_argument("--threads", type=int, default=1, help="torch threads (a table is deterministic per count)")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a config override, as tune's --set (eval.inference_steps=4 for a smoke test)")  # fmt: skip
@@ -105,6 +107,7 @@ def _build(args: argparse.Namespace) -> int:
                 design_seed=args.design_seed,
                 preset_setting=args.presets,
                 limit=args.limit,
+                anchors=[a for a in args.anchors.split(",") if a],
                 overrides=overrides,
                 echo=lambda line: print(line, flush=True),
             )

@@ -23,6 +23,10 @@ from benchmarks.table.design import Configuration, design, largest_steps, preset
 from benchmarks.table.store import StyleWriter
 
 ADAPTER = "table"
+ANCHOR_BASE = 1000
+"""Anchors (``--anchors``: fixed configurations of interest, a probe that found the style) are numbered from here:
+they can join a table at any time without renumbering its design, and the figures keep them out of the design's
+shares."""
 
 
 def commit() -> str:
@@ -172,6 +176,7 @@ def build_style(
     design_seed: int,
     preset_setting: str,
     limit: int | None = None,
+    anchors: list[str] | None = None,
     overrides: list[tuple[str, str, Any]] | None = None,
     echo: Any = print,
 ) -> StyleWriter:
@@ -225,6 +230,10 @@ def build_style(
     writer = StyleWriter(work, meta)
     configs = presets(plan.compiled, plan.model.arch, preset_setting) if preset_setting != "none" else []
     configs += [Configuration(c.number + len(configs), c.params) for c in design(plan.compiled, n_configs, design_seed)]
+    if anchors:  # fixed configurations of interest beside the design, numbered apart (ANCHOR_BASE on)
+        configs += presets(plan.compiled, plan.model.arch, ",".join(anchors), first=ANCHOR_BASE)
+        for c in configs[-len(anchors) :]:
+            c.origin = c.origin.replace("preset ", "anchor ", 1)
     todo = [c for c in configs if c.number not in writer.done()]
     refs_read = not truth.wanted or "content_vae" in (writer.meta.get("references") or {})
     if not todo and refs_read:
