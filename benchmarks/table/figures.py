@@ -162,7 +162,7 @@ def style_figures(table: StyleTable) -> dict[str, Any]:
         "worst_feasible_loss": max((out["base_content"] - c["content"] for c in feasible), default=float("nan")),
         "false_infeasible": (sum(not c["feasible"] for c in kept) / len(kept)) if kept else float("nan"),
     }
-    out["by_level"] = by_level(confs)
+    out["by_level"] = by_level(design)
     out["importance"] = importances(confs)
     return out
 
@@ -172,37 +172,46 @@ def _shown(c: dict[str, Any]) -> dict[str, Any]:
     return {k: c[k] for k in keys if k in c}
 
 
-def by_level(confs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """The usable share per level of each dimension (numbers in three bins by rank), and per step budget."""
-    out: dict[str, dict[str, float]] = {}
-    names = sorted({k for c in confs for k in c["params"] if k != "steps"})
-    for name in names:
-        values = [c["params"].get(name) for c in confs]
-        if (
-            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None)
-            and len({v for v in values if v is not None}) > 6
-        ):
-            present = sorted(v for v in values if v is not None)
-            cuts = [present[len(present) // 3], present[2 * len(present) // 3]]
+def _levels(c: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's settings by dimension, the targets split into their blocks and layers."""
+    out = {k: v for k, v in c["params"].items() if k not in ("steps", "target")}
+    if "target" in c["params"]:
+        blocks, layers, _ = str(c["params"]["target"]).split("|")
+        out.update(blocks=blocks, layers=layers)
+    out["steps"] = c["steps"]
+    return out
 
-            def label(v: Any, cuts: list[Any] = cuts) -> str:
-                if v is None:
-                    return "-"
-                return f"<{cuts[0]:.3g}" if v < cuts[0] else (f"<{cuts[1]:.3g}" if v < cuts[1] else f">={cuts[1]:.3g}")
 
-        else:
+def by_level(confs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per level of each dimension (numbers in three bins by rank): how many configurations, the usable share, the
+    mean progress and the share that kept the content."""
+    levels = [_levels(c) for c in confs]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in sorted({k for lv in levels for k in lv}):
+        values = [lv.get(name) for lv in levels]
+        present = sorted(v for v in values if v is not None)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+        cuts = [present[len(present) // 3], present[2 * len(present) // 3]] if numeric and len(set(present)) > 6 else []
 
-            def label(v: Any, cuts: list[Any] | None = None) -> str:
-                return "-" if v is None else str(v)
+        def label(v: Any, cuts: list[Any] = cuts) -> str:
+            if v is None:
+                return "-"
+            if not cuts:
+                return str(v)
+            return f"<{cuts[0]:.3g}" if v < cuts[0] else (f"<{cuts[1]:.3g}" if v < cuts[1] else f">={cuts[1]:.3g}")
 
-        groups: dict[str, list[bool]] = defaultdict(list)
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for c, v in zip(confs, values, strict=True):
-            groups[label(v)].append(c["usable"])
-        out[name] = {k: round(sum(g) / len(g), 3) for k, g in sorted(groups.items())}
-    steps: dict[str, list[bool]] = defaultdict(list)
-    for c in confs:
-        steps[str(c["steps"])].append(c["usable"])
-    out["steps"] = {k: round(sum(g) / len(g), 3) for k, g in sorted(steps.items(), key=lambda kv: int(kv[0]))}
+            groups[label(v)].append(c)
+        out[name] = {
+            k: {
+                "n": len(g),
+                "usable": round(sum(c["usable"] for c in g) / len(g), 3),
+                "progress": round(_mean([c["progress"] for c in g]), 3),
+                "kept": round(sum(c["kept"] for c in g) / len(g), 3),
+            }
+            for k, g in sorted(groups.items())
+        }
     return out
 
 
@@ -313,6 +322,17 @@ def report(folder: Path, json_out: Path | None = None) -> int:
                 f"worst feasible loss {c['worst_feasible_loss']:+.0%}  false-infeasible {c['false_infeasible']:5.0%}  "
                 f"Spearman(ratio, pixel content) {f['validity_content_ratio']:+.2f}"
             )
+    print("\nby level, over the styles with pixel truth: mean progress / share that kept the content (design only)")
+    pooled_levels: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for f in figures.values():
+        for dim, levels in f.get("by_level", {}).items():
+            for level, st in levels.items():
+                pooled_levels[dim][level].append((st["progress"], st["kept"]))
+    for dim, levels in sorted(pooled_levels.items()):
+        cells = "  ".join(
+            f"{level}: {_mean([p for p, _ in v]):+.2f}/{_mean([k for _, k in v]):.0%}" for level, v in levels.items()
+        )
+        print(f"  {dim:20s} {cells}")
     print("\nimportance (fANOVA of progress / of content; PED-ANOVA of usability)")
     for name, f in figures.items():
         for target, imp in f.get("importance", {}).items():
