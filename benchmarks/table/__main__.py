@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("figures", help="what the table shows (README)")
     f.add_argument("table", type=Path)
     f.add_argument("--json", type=Path, help="also write the figures here")
+    f.add_argument("--markdown", action="store_true", help="also print the README's per-style table")
     args = parser.parse_args(argv)
     if args.command == "build":
         return _build(args)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmarks.table.figures import report
 
-    return report(args.table, args.json)
+    return report(args.table, args.json, args.markdown)
 
 
 def _build(args: argparse.Namespace) -> int:

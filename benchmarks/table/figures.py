@@ -276,7 +276,7 @@ def spread(values: list[float]) -> str:
     return f"{_mean(vals):+.2f} ± {sd:.2f} (n={len(vals)})"
 
 
-def report(folder: Path, json_out: Path | None = None) -> int:
+def report(folder: Path, json_out: Path | None = None, markdown: bool = False) -> int:
     tables = load_table(folder, images=False)
     if not tables:
         print(f"{folder}: no table")
@@ -352,4 +352,34 @@ def report(folder: Path, json_out: Path | None = None) -> int:
     print(f"  styles with a usable configuration: {count} of {len(with_truth)}")
     if json_out:
         json_out.write_text(json.dumps({"styles": figures, "pooled": pooled}, indent=1, default=float))
+    if markdown:
+        print("\n" + markdown_table(figures))
     return 0
+
+
+def markdown_table(figures: dict[str, dict[str, Any]]) -> str:
+    """The README's per-style table."""
+    lines = [
+        "| style | configurations | usable | kept the subject | best usable (progress, content, steps) | best "
+        "anchor | best preset at its budget | base / references (VAE) presence | reader's ceiling |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, f in figures.items():
+        if "usable" not in f:
+            continue
+
+        def cell(key: str, f: dict[str, Any] = f) -> str:
+            c = f.get(key)
+            if not c:
+                return "-"
+            mark = "" if c["usable"] else " (not usable)"
+            return f"{c['progress']:+.2f}, {c['content']:.0%}, {c['steps']}{mark}"
+
+        best = cell("best") if f["best"]["usable"] else "none"
+        lines.append(
+            f"| `{name}` | {f['configurations']} ({f['points']} points) | {f['usable']:.0%} "
+            f"({f['points_with_a_usable_budget']} points) | {f['kept']:.0%} | {best} | {cell('best_anchor')} | "
+            f"{cell('best_preset')} | {f['base_presence']:.2f} / {f['refs_presence']:.2f} "
+            f"({f['refs_presence_vae']:.2f}) | {f['reader_ceiling'] or 0:.0%} |"
+        )
+    return "\n".join(lines)
