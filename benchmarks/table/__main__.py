@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="compress a table for the repository")
     p.add_argument("source", type=Path)
     p.add_argument("dest", type=Path)
-    p.add_argument("--image-steps", default="all", help="rungs whose samples to keep: all, or e.g. 300,600")
+    p.add_argument("--image-steps", default="all",
+                   help="rungs whose samples to keep: all, none, or e.g. 300,600 (base samples: always)")  # fmt: skip
+    p.add_argument("--image-seeds", default="search,confirm", help="seed sets whose samples to keep")
     g = sub.add_parser("grid", help="samples of some configurations under the base's, to check the readers by eye")
     g.add_argument("table", type=Path)
     g.add_argument("--style", required=True)
@@ -54,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         from benchmarks.table.store import pack
 
-        keep = None if args.image_steps == "all" else [int(x) for x in args.image_steps.split(",")]
+        steps = args.image_steps
+        keep = None if steps == "all" else [] if steps == "none" else [int(x) for x in steps.split(",")]
         from benchmarks.table.store import load_table
 
         styles = list(load_table(args.source, images=False))
-        sizes = pack(args.source, args.dest, None if keep is None else {s: keep for s in styles})
+        parts = tuple(p for p in args.image_seeds.split(",") if p)
+        sizes = pack(args.source, args.dest, None if keep is None else {s: keep for s in styles}, parts)
         for name, size in sizes.items():
             print(f"{name}: {size / 1e6:.1f} MB")
         print(f"in all {sum(sizes.values()) / 1e6:.1f} MB in {args.dest}")

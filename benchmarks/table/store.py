@@ -202,10 +202,15 @@ class _Packer:
         return np.concatenate(self.chunks).tobytes() if self.chunks else b""
 
 
-def pack(source: Path, dest: Path, keep_steps: dict[str, list[int]] | None = None) -> dict[str, int]:
+def pack(
+    source: Path,
+    dest: Path,
+    keep_steps: dict[str, list[int]] | None = None,
+    parts: tuple[str, ...] = ("search", "confirm"),
+) -> dict[str, int]:
     """Compress each style of the table in ``source`` into ``dest`` (xz), keeping the samples of the rungs in
-    ``keep_steps[style]`` only (None: all); returns the bytes written per style. Rows lose the pointers of dropped
-    samples; ``meta["packed"]`` records the rungs kept."""
+    ``keep_steps[style]`` only (None: all) and of the seed sets in ``parts``; returns the bytes written per style.
+    Rows lose the pointers of dropped samples; ``meta["packed"]`` records what was kept."""
     out = {}
     for name, table in load_table(source).items():
         sub = dest / name
@@ -220,10 +225,10 @@ def pack(source: Path, dest: Path, keep_steps: dict[str, list[int]] | None = Non
             row = json.loads(json.dumps(row))
             for rung in row["rungs"]:
                 for part in ("search", "confirm"):
-                    kept = keep is None or rung["step"] in keep
+                    kept = (keep is None or rung["step"] in keep) and part in parts
                     rung[part]["images"] = packer.move(rung[part].get("images")) if kept else None
             rows.append(row)
-        meta["packed"] = {"steps": sorted(keep) if keep is not None else "all"}
+        meta["packed"] = {"steps": sorted(keep) if keep is not None else "all", "seeds": list(parts)}
         _atomic_write(sub / META, json.dumps(meta, indent=1))
         text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
         (sub / f"{ROWS}.xz").write_bytes(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME))
