@@ -68,7 +68,8 @@ def test_a_two_configuration_table_builds_resumes_packs_and_reads_back(tmp_path:
     sizes = pack(out, tmp_path / "packed", {"dotted": [4, 8]})
     assert set(sizes) == {"dotted", "pics"}
     packed = load_table(tmp_path / "packed")["dotted"]
-    assert packed.meta["packed"] == {"steps": [4, 8], "seeds": ["search", "confirm"]} and packed.samples(packed.rows[1], 2) is None
+    assert packed.meta["packed"] == {"steps": [4, 8], "seeds": ["search", "confirm"]}
+    assert packed.samples(packed.rows[1], 2) is None
     for step in (4, 8):
         assert np.array_equal(packed.samples(packed.rows[1], step, "confirm"), dotted.samples(row, step, "confirm"))
     assert [r["rungs"][0]["confirm"]["metrics"] for r in packed.rows] == [
