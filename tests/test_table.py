@@ -62,6 +62,10 @@ def test_a_two_configuration_table_builds_resumes_packs_and_reads_back(tmp_path:
             assert dotted.samples(row, rung["step"], part).shape == (n, 32, 32, 3)
     assert mine.rows[0]["rungs"][0]["search"]["truth"] == {}  # a folder of one's own: no pixel truth
     assert dotted.images is not None and len(dotted.images) == 16 + 2 * 4 * 16  # base + 2 configs x 4 rungs x 16
+    # Reading the stored samples again with the same reader changes nothing (a better reader would, in place).
+    got = table("reread", str(out))
+    assert got.returncode == 0 and "dotted: read again; 0 readings" in got.stdout, got.stdout + got.stderr
+    assert load_table(out)["dotted"].rows == dotted.rows
     # The same design is refused with another space; the table as it was is left alone.
     got = table("build", "--styles", "dotted", "--out", str(out), *FAST[:2], "--search-space", "quick", *FAST[4:])
     assert got.returncode == 2 and "built with another space" in got.stderr

@@ -50,29 +50,40 @@ def _subject(image: Image.Image) -> tuple[Any, str] | None:
     read a darkened red as purple).
     """
     import numpy as np
-    from scipy import ndimage
 
     arr = np.asarray(image.convert("RGB"), dtype=float)
     painted = _painted(arr)
     chroma = arr.max(-1) - arr.min(-1)
     hue = _hue(arr)
     vivid = painted & (chroma >= _VIVID)
+    ring = np.concatenate([arr[0], arr[-1], arr[1:-1, 0], arr[1:-1, -1]])
+    ground = np.median(ring, axis=0)
+    if float(ground.max() - ground.min()) >= _VIVID:
+        # A coloured ground (a comic's yellow, a sunset): where a sample's ground is uneven, some of it passes for
+        # paint; paint of the ground's own hue is not the subject unless nothing else is painted.
+        other = vivid & (_hue_gap(hue, float(_hue(ground))) > _HUE_SPREAD)
+        if other.sum() >= 6:
+            vivid = other
     if vivid.sum() >= 6:
-        # The subject's hue: the chroma-weighted circular mean over the vivid paint; then every painted pixel of
-        # that hue with some colour in it (a pale dot's rim, the dark end of a ramp) belongs to the subject.
-        w = chroma[vivid]
-        angle = float(np.angle((w * np.exp(1j * np.deg2rad(hue[vivid]))).sum(), deg=True)) % 360
-        near = _hue_gap(hue, angle) <= _HUE_SPREAD
-        painted = painted & near & (chroma >= _TINTED)
-    opened = ndimage.binary_opening(painted, iterations=1)
-    if opened.sum() > 0.7 * painted.sum():  # removes specks, but would erase a 2-pixel outline
-        painted = opened
+        # The subject's hue: of the peaks of the vivid paint's hues (chroma-weighted), the one whose largest blob
+        # is largest and keeps off the picture's edge (stray ground that passed for paint hugs the edge); then
+        # every painted pixel of that hue with some colour in it (a pale dot's rim, the dark end of a ramp).
+        edge = np.zeros(painted.shape, dtype=bool)
+        edge[[0, -1], :] = edge[:, [0, -1]] = True
+        best: tuple[float, Any] | None = None
+        for angle in _hue_peaks(hue[vivid], chroma[vivid]):
+            blob = _largest(_open(painted & (_hue_gap(hue, angle) <= _HUE_SPREAD) & (chroma >= _TINTED)))
+            if blob is None:
+                continue
+            score = float(blob.sum()) * max(0.0, 1.0 - 4.0 * float((blob & edge).sum()) / float(blob.sum()))
+            if best is None or score > best[0]:
+                best = (score, blob)
+        if best is not None:
+            painted = best[1]
+    painted = _open(painted)
     if painted.sum() < 6:
         return None
-    labels, n = ndimage.label(painted)
-    if n > 1:  # keep the largest blob: stray pixels are not the subject
-        sizes = ndimage.sum(painted, labels, range(1, n + 1))
-        painted = labels == (1 + int(np.argmax(sizes)))
+    painted = _largest(painted)  # stray pixels are not the subject
     pixels = arr[painted]
     if float((pixels.max(-1) - pixels.min(-1)).mean()) < _TINTED:
         # Grey paint has no hue to name: the colour by direction from white, as before.
@@ -101,6 +112,49 @@ def _hue(arr: Any) -> Any:
     d = np.where(mx - mn > 0, mx - mn, 1.0)
     h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
     return np.where(mx - mn > 0, h * 60.0, 0.0)
+
+
+def _hue_peaks(hues: Any, weights: Any, most: int = 3) -> list[float]:
+    """Up to ``most`` hues the paint is most of (peaks of a chroma-weighted histogram of 10-degree bins, each
+    smoothed with its neighbours, at least 40 degrees apart and a fifth of the highest), each refined by the
+    circular mean of the hues within 20 degrees of it."""
+    import numpy as np
+
+    hues, weights = np.asarray(hues, dtype=float), np.asarray(weights, dtype=float)
+    counts = np.bincount((hues // 10).astype(int) % 36, weights=weights, minlength=36)
+    smooth = counts + np.roll(counts, 1) + np.roll(counts, -1)
+    out: list[float] = []
+    for b in np.argsort(-smooth):
+        centre = float(b * 10 + 5)
+        if smooth[b] < 0.2 * smooth.max() or len(out) == most:
+            break
+        if all(_hue_gap(centre, o) >= 40 for o in out):
+            near = _hue_gap(hues, centre) <= 20
+            mean = np.angle((weights[near] * np.exp(1j * np.deg2rad(hues[near]))).sum(), deg=True)
+            out.append(float(mean) % 360)
+    return out
+
+
+def _open(mask: Any) -> Any:
+    """Specks removed, unless that would erase most of the mask (a 2-pixel outline)."""
+    from scipy import ndimage
+
+    opened = ndimage.binary_opening(mask, iterations=1)
+    return opened if opened.sum() > 0.7 * mask.sum() else mask
+
+
+def _largest(mask: Any) -> Any:
+    """The largest connected blob of ``mask`` (None when empty)."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    if n == 1:
+        return labels == 1
+    sizes = ndimage.sum(mask, labels, range(1, n + 1))
+    return labels == (1 + int(np.argmax(sizes)))
 
 
 def _hue_gap(a: Any, b: Any) -> Any:

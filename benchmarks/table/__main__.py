@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--configs", required=True, help="comma-separated configuration numbers")
     g.add_argument("--step", type=int, required=True, help="the rung")
     g.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("reread", help="read the stored samples' pixel truth again with today's reader, in place")
+    r.add_argument("table", type=Path)
     f = sub.add_parser("figures", help="what the table shows (README)")
     f.add_argument("table", type=Path)
     f.add_argument("--json", type=Path, help="also write the figures here")
@@ -66,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, size in sizes.items():
             print(f"{name}: {size / 1e6:.1f} MB")
         print(f"in all {sum(sizes.values()) / 1e6:.1f} MB in {args.dest}")
+        return 0
+    if args.command == "reread":
+        from autolora.quiet import quiet_libraries
+        from benchmarks.table.build import reread
+
+        quiet_libraries()
+        reread(args.table)
         return 0
     if args.command == "grid":
         from benchmarks.table.grid import grid

@@ -13,6 +13,7 @@ configuration, and a build is deterministic for a given machine and thread count
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections import defaultdict
@@ -133,22 +134,31 @@ class Truth:
         }
 
     def read(self, images: list[Any], n_seeds: int, judge: Any) -> dict[str, list[Any]]:
-        """Per sample (prompt-major): presence, tone, and whether the pixels and the judge read the prompt's
-        shape and colour."""
+        """Per sample (prompt-major): the pixels' readings (``pixels``) and whether the judge reads the prompt's
+        shape and colour zero-shot."""
         from autolora.miniworld.judge import classify
-        from autolora.miniworld.truth import read_content
 
         if self.wanted is None:
             return {}
         wanted = [w for w in self.wanted for _ in range(n_seeds)]
-        pixels = [read_content(im) for im in images]
         zero_shot = classify(judge.embed_images, judge.embed_texts, list(images))
-        out: dict[str, list[Any]] = {
-            "presence": [round(float(self.presence(im)), 5) for im in images],
-            "shape": [got[0] == w[0] for got, w in zip(pixels, wanted, strict=True)],
-            "colour": [got[1] == w[1] for got, w in zip(pixels, wanted, strict=True)],
+        return {
+            **self.pixels(images, n_seeds),
             "judge_shape": [got[0] == w[0] for got, w in zip(zero_shot, wanted, strict=True)],
             "judge_colour": [got[1] == w[1] for got, w in zip(zero_shot, wanted, strict=True)],
+        }
+
+    def pixels(self, images: list[Any], n_seeds: int) -> dict[str, list[Any]]:
+        """Per sample: the style's presence (and tone), and whether the pixels read the prompt's shape and colour."""
+        from autolora.miniworld.truth import read_content
+
+        assert self.wanted is not None
+        wanted = [w for w in self.wanted for _ in range(n_seeds)]
+        read = [read_content(im) for im in images]
+        out: dict[str, list[Any]] = {
+            "presence": [round(float(self.presence(im)), 5) for im in images],
+            "shape": [got[0] == w[0] for got, w in zip(read, wanted, strict=True)],
+            "colour": [got[1] == w[1] for got, w in zip(read, wanted, strict=True)],
         }
         if self.tone is not None:
             out["tone"] = [round(float(self.tone(im)), 5) for im in images]
@@ -373,3 +383,48 @@ def train_one(
     }
     writer.add_row(row)
     return row
+
+
+def reread(folder: Path, echo: Any = print) -> None:
+    """Read every stored sample's pixel truth again with today's reader (and the references', the base's and the
+    reader's ceiling), in place: a better reader re-reads a table without training it again. The judge's zero-shot
+    readings stay as they were. Not while a build of the same table runs (both write its files)."""
+    from PIL import Image
+
+    from autolora.config import load_config
+    from autolora.data import load_style_set
+    from autolora.models.loading import load_base, resolve_model
+    from benchmarks.table.store import ROWS, _atomic_write, load_table
+
+    def pixels(arrays: Any, n_seeds: int, old: dict[str, Any]) -> dict[str, Any]:
+        judged = {k: v for k, v in old.items() if k.startswith("judge_")}
+        return {**truth.pixels([Image.fromarray(a) for a in arrays], n_seeds), **judged}
+
+    for name, table in load_table(folder).items():
+        meta = table.meta
+        truth = Truth(meta.get("style_kind"), meta["prompts"])
+        if truth.wanted is None or table.images is None:
+            echo(f"{name}: no pixel truth to read again")
+            continue
+        n_seeds = {"search": len(meta["seeds"]), "confirm": len(meta["confirm_seeds"])}
+        for part, base in meta["base"].items():
+            first, count = base["images"]
+            base["truth"] = pixels(table.images[first : first + count], n_seeds[part], base["truth"])
+        style_folder = folder / "styles" / name
+        if style_folder.is_dir():
+            pipe, _ = load_base(resolve_model(meta["world"]["base_model"]), load_config(None, []).model, "cpu")
+            meta["references"] = truth.read_refs(load_style_set(style_folder).images, pipe.vae, meta["resolution"])
+        changed = 0
+        for row in table.rows:
+            for rung in row["rungs"]:
+                for part in ("search", "confirm"):
+                    where = rung[part].get("images")
+                    if not where or not rung[part]["truth"]:
+                        continue
+                    new = pixels(table.images[where[0] : where[0] + where[1]], n_seeds[part], rung[part]["truth"])
+                    changed += new != rung[part]["truth"]
+                    rung[part]["truth"] = new
+        meta["truth_reread"] = commit()
+        _atomic_write(folder / name / "meta.json", json.dumps(meta, indent=1))
+        _atomic_write(folder / name / ROWS, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in table.rows))
+        echo(f"{name}: read again; {changed} readings of a rung's samples changed")
