@@ -82,6 +82,29 @@ def test_pixel_ground_truth_reads_shape_and_colour(style: str) -> None:
         assert shapes >= shape_floor and colours >= 0.97, (size, shapes, colours)
 
 
+def test_shape_fill_prototypes_are_the_drawings_own() -> None:
+    """The reader's fill ratio per shape (``truth._FILL``) is what miniworld's own drawings fill of their core box
+    (the README's claim for the constant), not the geometric ideal that read the base model's squares as circles."""
+    import random
+
+    from scipy import ndimage
+
+    from autolora.miniworld import truth
+    from autolora.miniworld.world import COLOURS, draw
+
+    rng = random.Random(3)
+    for shape, typical in truth._FILL.items():
+        fills = []
+        for k in range(30):
+            image, _ = draw(shape, list(COLOURS)[k % len(COLOURS)], "plain", rng=rng, size=32)
+            subject = truth._subject(image)
+            assert subject is not None
+            mask = ndimage.binary_fill_holes(subject[0])
+            core = mask[truth._core(mask.sum(1)), truth._core(mask.sum(0))]
+            fills.append(core.mean())
+        assert abs(float(np.mean(fills)) - typical) < 0.03, (shape, np.mean(fills))
+
+
 @pytest.mark.parametrize("style", ["navy", "night"])
 def test_pixel_ground_truth_reads_content_on_a_dark_ground(style: str) -> None:
     """The reader takes the picture's own ground (its border), not miniworld's light one: battery styles on dark
