@@ -69,18 +69,20 @@ def main() -> None:
         a = np.asarray(image.convert("RGB"), dtype=float)
         corners.append(np.concatenate([a[:4, :4], a[:4, -4:], a[-4:, :4], a[-4:, -4:]]).reshape(-1, 3).mean(0))
     stack = np.array(corners)
+    mean = [round(float(v), 1) for v in stack.mean(0)]
+    spread = [round(float(v), 1) for v in stack.std(0)]
     result = {
         "weights": str(args.weights) if args.weights else "shipped",
         "samples": len(images),
         "right": right,
         "misread": misread,
-        "corner_mean": [round(float(v), 1) for v in stack.mean(0)],
-        "corner_spread": [round(float(v), 1) for v in stack.std(0)],
+        "corner_mean": mean,
+        "corner_spread": spread,
     }
     n = len(images)
     print(
         f"pixel check: both {right['both']}/{n}, shape {right['shape']}/{n}, colour {right['colour']}/{n}; "
-        f"corners mean {tuple(result['corner_mean'])}, spread {tuple(result['corner_spread'])} across samples"
+        f"corners mean {tuple(mean)}, spread {tuple(spread)} across samples"
     )
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
