@@ -162,7 +162,7 @@ def style_figures(table: StyleTable) -> dict[str, Any]:
         "worst_feasible_loss": max((out["base_content"] - c["content"] for c in feasible), default=float("nan")),
         "false_infeasible": (sum(not c["feasible"] for c in kept) / len(kept)) if kept else float("nan"),
     }
-    out["by_level"] = by_level(design)
+    out["by_level"] = by_level(design, _ranges(table.meta.get("space")))
     out["importance"] = importances(confs)
     return out
 
@@ -182,35 +182,62 @@ def _levels(c: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def by_level(confs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per level of each dimension (numbers in three bins by rank): how many configurations, the usable share, the
-    mean progress and the share that kept the content."""
+def _ranges(space: Any) -> dict[str, tuple[float, float, bool]]:
+    """(low, high, log) of each numeric range of the table's search space (its YAML text as the meta keeps it)."""
+    import yaml
+
+    params = (yaml.safe_load(space) or {}).get("params", {}) if isinstance(space, str) else {}
+    return {
+        name: (float(p["low"]), float(p["high"]), bool(p.get("log", False)))
+        for name, p in params.items()
+        if isinstance(p, dict) and "low" in p and "high" in p
+    }
+
+
+def by_level(
+    confs: list[dict[str, Any]], ranges: dict[str, tuple[float, float, bool]] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per level of each dimension: how many configurations, the usable share, the median progress (one overshooting
+    configuration moves a mean) and the share that kept the content. A range of the space with more than six
+    values falls in three equal bins of the range (of its logarithm for a log range), the same bins for every
+    style, so levels pool across styles; steps are rungs."""
+    import numpy as np
+
     levels = [_levels(c) for c in confs]
+    ranges = ranges or {}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in sorted({k for lv in levels for k in lv}):
         values = [lv.get(name) for lv in levels]
         present = sorted(v for v in values if v is not None)
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
-        cuts = [present[len(present) // 3], present[2 * len(present) // 3]] if numeric and len(set(present)) > 6 else []
+        cuts: list[float] = []
+        if name in ranges and name != "steps" and len(set(present)) > 6:
+            low, high, log = ranges[name]
+            cuts = list(np.geomspace(low, high, 4) if log else np.linspace(low, high, 4))
 
-        def label(v: Any, cuts: list[Any] = cuts) -> str:
+        def label(v: Any, cuts: list[float] = cuts) -> str:
             if v is None:
                 return "-"
             if not cuts:
                 return str(v)
-            return f"<{cuts[0]:.3g}" if v < cuts[0] else (f"<{cuts[1]:.3g}" if v < cuts[1] else f">={cuts[1]:.3g}")
+            i = 0 if v < cuts[1] else (1 if v < cuts[2] else 2)
+            return f"{cuts[i]:.2g}-{cuts[i + 1]:.2g}"
 
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for c, v in zip(confs, values, strict=True):
+        first: dict[str, Any] = {}
+        for c, v in sorted(
+            zip(confs, values, strict=True),
+            key=lambda cv: (cv[1] is not None, str(type(cv[1])), cv[1] if cv[1] is not None else 0),
+        ):
             groups[label(v)].append(c)
+            first.setdefault(label(v), len(first))
         out[name] = {
             k: {
                 "n": len(g),
                 "usable": round(sum(c["usable"] for c in g) / len(g), 3),
-                "progress": round(_mean([c["progress"] for c in g]), 3),
+                "progress": round(statistics.median([c["progress"] for c in g]), 3),
                 "kept": round(sum(c["kept"] for c in g) / len(g), 3),
             }
-            for k, g in sorted(groups.items())
+            for k, g in sorted(groups.items(), key=lambda kg: first[kg[0]])
         }
     return out
 
@@ -322,7 +349,10 @@ def report(folder: Path, json_out: Path | None = None, markdown: bool = False) -
                 f"worst feasible loss {c['worst_feasible_loss']:+.0%}  false-infeasible {c['false_infeasible']:5.0%}  "
                 f"Spearman(ratio, pixel content) {f['validity_content_ratio']:+.2f}"
             )
-    print("\nby level, over the styles with pixel truth: mean progress / share that kept the content (design only)")
+    print(
+        "\nby level, over the styles with pixel truth (mean over styles): median progress / share that kept the "
+        "content (design only)"
+    )
     pooled_levels: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for f in figures.values():
         for dim, levels in f.get("by_level", {}).items():
