@@ -66,6 +66,8 @@ def test_a_two_configuration_table_builds_resumes_packs_and_reads_back(tmp_path:
     got = table("reread", str(out))
     assert got.returncode == 0 and "dotted: read again; 0 readings" in got.stdout, got.stdout + got.stderr
     assert load_table(out)["dotted"].rows == dotted.rows
+    got = table("reread", str(out), "--styles", "dotted,dots")  # a style a table lacks: one line, nothing read
+    assert got.returncode == 2 and "reread --styles: dots not in" in got.stderr and "read again" not in got.stdout
     # The same design is refused with another space; the table as it was is left alone.
     got = table("build", "--styles", "dotted", "--out", str(out), *FAST[:2], "--search-space", "quick", *FAST[4:])
     assert got.returncode == 2 and "built with another space" in got.stderr

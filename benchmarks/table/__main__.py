@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, required=True)
     r = sub.add_parser("reread", help="read the stored samples' pixel truth again with today's reader, in place")
     r.add_argument("table", type=Path)
+    r.add_argument(
+        "--styles",
+        help="comma-separated styles to read again (default: all; a style under a running build must not be named)",
+    )
     f = sub.add_parser("figures", help="what the table shows (README)")
     f.add_argument("table", type=Path)
     f.add_argument("--json", type=Path, help="also write the figures here")
@@ -74,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.table.build import reread
 
         quiet_libraries()
-        reread(args.table)
+        from autolora.errors import UserError
+
+        try:
+            reread(args.table, styles=args.styles.split(",") if args.styles else None)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "grid":
         from benchmarks.table.grid import grid

@@ -385,14 +385,16 @@ def train_one(
     return row
 
 
-def reread(folder: Path, echo: Any = print) -> None:
+def reread(folder: Path, echo: Any = print, styles: list[str] | None = None) -> None:
     """Read every stored sample's pixel truth again with today's reader (and the references', the base's and the
     reader's ceiling), in place: a better reader re-reads a table without training it again. The judge's zero-shot
-    readings stay as they were. Not while a build of the same table runs (both write its files)."""
+    readings stay as they were. Not on a style a build is adding to (both write its files): ``styles`` names the
+    styles to read (default all)."""
     from PIL import Image
 
     from autolora.config import load_config
     from autolora.data import load_style_set
+    from autolora.errors import UserError
     from autolora.models.loading import load_base, resolve_model
     from benchmarks.table.store import ROWS, _atomic_write, load_table
 
@@ -400,7 +402,13 @@ def reread(folder: Path, echo: Any = print) -> None:
         judged = {k: v for k, v in old.items() if k.startswith("judge_")}
         return {**truth.pixels([Image.fromarray(a) for a in arrays], n_seeds), **judged}
 
-    for name, table in load_table(folder).items():
+    tables = load_table(folder)
+    unknown = sorted(set(styles or []) - set(tables))
+    if unknown:
+        raise UserError(f"reread --styles: {', '.join(unknown)} not in {folder} (it has {', '.join(sorted(tables))})")
+    for name, table in tables.items():
+        if styles and name not in styles:
+            continue
         meta = table.meta
         truth = Truth(meta.get("style_kind"), meta["prompts"])
         if truth.wanted is None or table.images is None:
