@@ -106,7 +106,8 @@ class StyleWriter:
         meta_path = folder / META
         if meta_path.is_file():
             old = json.loads(meta_path.read_text())
-            for key in ("style", "space", "design", "rungs", "prompts", "seeds", "confirm_seeds", "resolution"):
+            keys = ("style", "space", "objective", "world", "design", "rungs", "prompts", "seeds", "confirm_seeds")
+            for key in (*keys, "resolution", "train_seed"):
                 if old.get(key) != meta.get(key):
                     raise UserError(
                         f"{folder}: the table there was built with another {key} ({old.get(key)!r}, now "
