@@ -74,12 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"in all {sum(sizes.values()) / 1e6:.1f} MB in {args.dest}")
         return 0
     if args.command == "reread":
+        from autolora.errors import UserError
         from autolora.quiet import quiet_libraries
         from benchmarks.table.build import reread
 
         quiet_libraries()
-        from autolora.errors import UserError
-
         try:
             reread(args.table, styles=args.styles.split(",") if args.styles else None)
         except UserError as e:

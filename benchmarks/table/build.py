@@ -402,6 +402,14 @@ def reread(folder: Path, echo: Any = print, styles: list[str] | None = None) -> 
         judged = {k: v for k, v in old.items() if k.startswith("judge_")}
         return {**truth.pixels([Image.fromarray(a) for a in arrays], n_seeds), **judged}
 
+    vaes: dict[str, Any] = {}
+
+    def vae_of(base_model: str) -> Any:  # a table's styles share their base model: loaded once
+        if base_model not in vaes:
+            pipe, _ = load_base(resolve_model(base_model), load_config(None, []).model, "cpu")
+            vaes[base_model] = pipe.vae
+        return vaes[base_model]
+
     tables = load_table(folder)
     unknown = sorted(set(styles or []) - set(tables))
     if unknown:
@@ -420,8 +428,8 @@ def reread(folder: Path, echo: Any = print, styles: list[str] | None = None) -> 
             base["truth"] = pixels(table.images[first : first + count], n_seeds[part], base["truth"])
         style_folder = folder / "styles" / name
         if style_folder.is_dir():
-            pipe, _ = load_base(resolve_model(meta["world"]["base_model"]), load_config(None, []).model, "cpu")
-            meta["references"] = truth.read_refs(load_style_set(style_folder).images, pipe.vae, meta["resolution"])
+            pipe = vae_of(meta["world"]["base_model"])
+            meta["references"] = truth.read_refs(load_style_set(style_folder).images, pipe, meta["resolution"])
         changed = 0
         for row in table.rows:
             for rung in row["rungs"]:

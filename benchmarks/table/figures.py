@@ -224,10 +224,7 @@ def by_level(
 
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         first: dict[str, Any] = {}
-        for c, v in sorted(
-            zip(confs, values, strict=True),
-            key=lambda cv: (cv[1] is not None, str(type(cv[1])), cv[1] if cv[1] is not None else 0),
-        ):
+        for c, v in sorted(zip(confs, values, strict=True), key=lambda cv: (cv[1] is not None, cv[1] or 0)):
             groups[label(v)].append(c)
             first.setdefault(label(v), len(first))
         out[name] = {
