@@ -1,6 +1,7 @@
-"""Data diagnostics of a style set, before any trial: can the base model represent it, and is it sound data?
+"""Diagnostics of a style set, before any trial: can the base model represent it, is it sound data, and can the
+judge see it?
 
-Four checks, each one ``Finding`` (a line, maybe a warning, and figures for MLflow):
+Four data checks, each one ``Finding`` (a line, maybe a warning, and figures for MLflow):
 
 - ``vae``: the base VAE's round trip (encode -> decode, at the training resolution and crop) on every reference,
   beside the same round trip on the base model's own samples, the yardstick of what the model can represent.
@@ -10,21 +11,28 @@ Four checks, each one ``Finding`` (a line, maybe a warning, and figures for MLfl
 - ``captions``: references with and without a caption (without one, a picture trains on the trigger alone).
 - ``sizes``: sizes and aspect ratios, the aspect-ratio bucket each picture falls in (or the centre square under
   ``data.crop: center``), and what the crop and the resize to the training size do to them.
+
+Then the judge's self-check as lines (``judge_findings``, kind ``judge``): each style term's AUC
+(``autolora.scoring.selfcheck``), what ``style: auto`` averages, and whether the judge reads the subjects under this
+style (``content_finding``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from autolora.core.findings import Finding
 from autolora.models.roundtrip import psnr, round_trip_psnr
+from autolora.scoring.selfcheck import READABLE, auto_terms
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from autolora.buckets import Bucket
     from autolora.data import StyleSet
+    from autolora.scoring.selfcheck import TermCheck
 
 VAE_GAP_DB = 10.0
 """Warn when the references' median round trip is this far below the base samples' median. The base's samples
@@ -203,3 +211,55 @@ def diagnose_style_set(
         buckets, bucket_of = (), ()
     findings.append(sizes_finding(style.images, style.names, resolution, buckets, bucket_of))
     return findings
+
+
+def content_finding(cost: dict[str, float]) -> Finding:
+    """How well the judge reads the subject under this style (``ClipStyleContentScorer.style_cost``): a plain line,
+    or a warning when it cannot (the content checks would be blind) or when the references have no captions."""
+    if "reference_choice" not in cost:
+        return Finding("content", "no captions on every reference: the content check cannot net out what the style "
+                       "costs the judge's reading of a subject (caption your pictures)", kind="judge")  # fmt: skip
+    read, lost = cost["reference_choice"], -cost["choice_cost"]
+    metrics = {"reference_choice": read, "choice_cost": lost, "text_cost": cost["text_cost"]}
+    if read < READABLE:
+        return Finding("content", f"the judge cannot read the subjects of your pictures (it picks their caption "
+                       f"among its alternatives {read:.0%} of the time): the content check cannot tell a changed "
+                       "subject under this style; look at the samples", warning=True, metrics=metrics,
+                       kind="judge")  # fmt: skip
+    line = (
+        f"the judge reads the subjects of your pictures at {read:.0%}; the content check nets out the {lost:.0%} "
+        "the style itself costs that reading"
+    )
+    return Finding("content", line, metrics=metrics, kind="judge")
+
+
+def judge_findings(
+    checks: list[TermCheck], paired: bool, objective_terms: set[str], cost: dict[str, float] | None = None
+) -> list[Finding]:
+    """The self-check as setup lines: one per term, then what ``style: auto`` uses; a warning when no term passes
+    (the style scores would be noise) or when the objective names a fixed term that failed; then how well the judge
+    reads the subject under this style (``content_finding``)."""
+    out = [
+        Finding(c.term, c.line(paired), metrics={"auc": c.auc, "scale": c.scale} if not math.isnan(c.auc) else {},
+                kind="judge")
+        for c in checks
+    ]  # fmt: skip
+    passed = [c.term for c in checks if c.passed]
+    if not passed:
+        best = max((c for c in checks if not math.isnan(c.auc)), key=lambda c: c.auc, default=None)
+        told = f" (best: {best.term} at AUC {best.auc:.2f})" if best else ""
+        out.append(Finding("style", f"no style term tells your pictures from the base model's{told}: the style "
+                           "scores would be noise; more or more consistent references, or another judge "
+                           "(objective clip.model)", warning=True, kind="judge"))  # fmt: skip
+    elif "style_auto" in objective_terms:
+        chosen = [c.term for c in auto_terms(checks)]
+        out.append(Finding("style", f"style: auto averages {', '.join(chosen)} (each over its value on held-out "
+                           "references)", kind="judge"))  # fmt: skip
+    for c in checks:
+        if c.term in objective_terms and not c.passed and not math.isnan(c.auc):
+            out.append(Finding(c.term, f"the objective's style term {c.term} cannot see this style (AUC "
+                               f"{c.auc:.2f}); the style_auto objectives choose the terms that can", warning=True,
+                               kind="judge"))  # fmt: skip
+    if cost is not None:
+        out.append(content_finding(cost))
+    return out

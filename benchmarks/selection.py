@@ -89,7 +89,7 @@ def rescore_all(study: Any, config: Any, style: str, only: set[int] | None = Non
     seeds = list(config.eval.confirm_seeds)
     base = session.base_samples_for(seeds, plan.run_dir / "cache")
     scorer = ClipStyleContentScorer(session.judge)
-    scorer.prepare(plan.style.images, plan.prompts, len(seeds), base, session.anchors)
+    scorer.prepare(plan.style.images, plan.prompts, len(seeds), base, session.anchors, plan.style.captions)
     from autolora.miniworld.truth import presence_reader
 
     truth_kind, truth_of = presence_reader(style)

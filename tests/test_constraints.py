@@ -29,11 +29,13 @@ def _recipe(tmp_path: Path, constraints: str) -> Path:
 
 def test_recipes_parse_constraints_and_name_bad_ones(tmp_path: Path) -> None:
     obj, _ = load_objective("balanced")
-    (c,) = obj.constraints
-    assert (c.metric, c.min, c.max) == ("content_text_ratio", 0.95, None)
-    assert obj.broken({"content_text_ratio": 0.9}) == ["content_text_ratio 0.9000 < 0.95"]
-    assert obj.broken({"content_text_ratio": 0.97}) == []
-    assert obj.violations({"content_text_ratio": 0.9})["content"] == pytest.approx(0.05)
+    content, subject = obj.constraints
+    assert (content.metric, content.min, content.max) == ("content_text_kept", 0.94, None)
+    assert (subject.metric, subject.min, subject.max) == ("content_choice_kept", -0.15, None)
+    kept = {"content_text_kept": 0.97, "content_choice_kept": -0.02}
+    assert obj.broken({**kept, "content_text_kept": 0.9}) == ["content_text_kept 0.9000 < 0.94"]
+    assert obj.broken(kept) == []
+    assert obj.violations({**kept, "content_choice_kept": -0.3})["subject"] == pytest.approx(0.15)
     two = parse_objective(
         {
             "objectives": [{"name": "s", "terms": {"style_gain": 1}}],

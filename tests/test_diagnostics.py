@@ -24,9 +24,9 @@ def unrepresentable(image: Image.Image, seed: int) -> Image.Image:
     return Image.fromarray(a)
 
 
-def style_folder(root: Path, noisy: bool, n: int = 6, seed: int = 5) -> Path:
+def style_folder(root: Path, noisy: bool, n: int = 6, seed: int = 5, style: str = "plain") -> Path:
     root.mkdir(parents=True)
-    for i, (image, item) in enumerate(sample_items(n, style="plain", seed=seed)):
+    for i, (image, item) in enumerate(sample_items(n, style=style, seed=seed)):
         (unrepresentable(image, i) if noisy else image).save(root / f"p{i}.png")
         (root / f"p{i}.txt").write_text(f"a {item.colour} {item.shape}\n")
     return root
@@ -132,10 +132,49 @@ def test_strict_stops_before_anything_is_created(tmp_path: Path, capsys: pytest.
 
 
 def test_strict_runs_clean_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    style = style_folder(tmp_path / "plain", False, seed=11)
+    style = style_folder(tmp_path / "dotted", False, n=8, seed=11, style="dotted")
     assert main(tune_args(tmp_path, style, "--strict")) == 0
     out = capsys.readouterr().out
     assert "WARNING" not in out and sum(ln.startswith("data: VAE round trip") for ln in out.splitlines()) == 1
+    # The judge's self-check, one line a style term, then how well it reads the subjects under this style.
+    judged = [ln for ln in out.splitlines() if ln.startswith("judge: ")]
+    assert any(ln.startswith("judge: style_direction tells your pictures from the base model's renderings of their "
+                             "captions at AUC") and "(passes)" in ln for ln in judged), out  # fmt: skip
+    assert any("the judge reads the subjects of your pictures at" in ln for ln in judged), out
+
+
+def test_judge_self_check_warns_when_no_term_sees_the_style_and_strict_stops(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """References the base model drew itself (other seeds than the study's renderings) hold no style to learn: no
+    style term can tell them from its renderings, so the style scores would be noise; the study warns (kept with the
+    study and in MLflow), and ``--strict`` stops."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from autolora.models.loading import load_pipeline, resolve_model
+    from autolora.sampling import sample
+
+    pipe = load_pipeline(resolve_model("builtin:miniworld"), "cpu", torch.float32)
+    captions = [f"a {c} {s}" for s in ("circle", "square", "triangle", "star") for c in ("red", "blue", "green")]
+    style = tmp_path / "own"
+    style.mkdir()
+    drawn = sample(pipe, captions, [100], steps=8, guidance_scale=7.5, resolution=32)
+    for i, (image, caption) in enumerate(zip(drawn, captions, strict=True)):
+        image.save(style / f"p{i}.png")
+        (style / f"p{i}.txt").write_text(caption + "\n")
+    assert main(tune_args(tmp_path, style, "--strict")) == 2
+    err = capsys.readouterr().err
+    assert "no style term tells your pictures from the base model's" in err and "nothing was created" in err
+    assert not (tmp_path / "run").exists()
+    assert main(tune_args(tmp_path, style)) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: no style term tells your pictures from the base model's" in out
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert "no style term tells" in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name("autolora/d").experiment_id])
+    assert 0 <= parent.data.metrics["judge.style_gain.auc"] < 0.75
 
 
 def test_fuse_diagnoses_every_style_and_strict_stops_it(

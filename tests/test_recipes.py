@@ -142,7 +142,14 @@ def test_objective_weights_and_errors(tmp_path: Path) -> None:
     assert obj.resolve_clip("builtin:miniworld", None, None) == ("builtin:miniworld-clip", None)
     assert obj.resolve_clip("/models/sd15", None, None) == ("ViT-L-14", "openai")
     assert obj.resolve_clip("builtin:miniworld", "builtin:tiny-clip", None) == ("builtin:tiny-clip", None)
-    with pytest.raises(UserError, match="unknown metric 'style'"):
-        parse_objective({"objectives": [{"terms": {"style": 1}}]}, "o", "o.yaml")
+    with pytest.raises(UserError, match="unknown metric 'stlye'"):
+        parse_objective({"objectives": [{"terms": {"stlye": 1}}]}, "o", "o.yaml")
+    # ``style`` in the terms is the recipe's style term: auto (the self-check's terms) unless the recipe fixes one.
+    auto = parse_objective({"objectives": [{"terms": {"style": 1}}]}, "o", "o.yaml")
+    assert auto.targets[0].terms == {"style_auto": 1.0} and auto.style == "auto"
+    fixed = parse_objective({"style": "style_gram", "objectives": [{"terms": {"style": 1}}]}, "o", "o.yaml")
+    assert fixed.targets[0].terms == {"style_gram": 1.0}
+    with pytest.raises(UserError, match="style: expected auto or one of style_fidelity, style_gain, .*'style_gran'"):
+        parse_objective({"style": "style_gran", "objectives": [{"terms": {"style": 1}}]}, "o", "o.yaml")
     with pytest.raises(UserError, match="maximize or minimize"):
         parse_objective({"objectives": [{"direction": "up", "terms": {"style_gain": 1}}]}, "o", "o.yaml")

@@ -102,7 +102,12 @@ def test_report_renders_in_chromium_with_every_picture_decoded(
     printed = capsys.readouterr().out
     assert rc == 0 and f"report: {out}" in printed and "logged to MLflow run" in printed
     text = out.read_text()
-    for section in ("Data diagnostics", "Samples: the top trials beside the base model", "Optimisation", "Trials"):
+    for section in (
+        "Data and judge diagnostics",
+        "Samples: the top trials beside the base model",
+        "Optimisation",
+        "Trials",
+    ):
         assert section in text
     assert 'src="http' not in text and "src='http" not in text, "the report must be self-contained"
     n_images = text.count("<img ")

@@ -68,6 +68,14 @@ def test_a_two_configuration_table_builds_resumes_packs_and_reads_back(tmp_path:
     assert load_table(out)["dotted"].rows == dotted.rows
     got = table("reread", str(out), "--styles", "dotted,dots")  # a style a table lacks: one line, nothing read
     assert got.returncode == 2 and "reread --styles: dots not in" in got.stderr and "read again" not in got.stdout
+    # The stored samples scored again by today's judge: the content checks' rates and the style terms' validity.
+    got = table("judge", str(out), "--styles", "dotted", "--json", str(tmp_path / "judge.json"))
+    assert got.returncode == 0, got.stderr
+    judged = json.loads((tmp_path / "judge.json").read_text())
+    assert judged["figures"]["recipe"]["default"]["dotted"]["trials"] == 2 * 4  # 2 configurations x 4 rungs
+    assert {c["term"] for c in judged["checks"]["dotted"]} == {"style_gain", "style_direction", "style_gram",
+                                                               "style_probe"}  # fmt: skip
+    assert "style_auto" in judged["figures"]["style"]["terms"] and "content_choice_kept" in judged["figures"]["confirm"]
     # The same design is refused with another space; the table as it was is left alone.
     got = table("build", "--styles", "dotted", "--out", str(out), *FAST[:2], "--search-space", "quick", *FAST[4:])
     assert got.returncode == 2 and "built with another space" in got.stderr

@@ -21,12 +21,21 @@ class Finding:
     line: str
     warning: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    kind: str = "data"
+    """What was checked: ``data`` (the style set) or ``judge`` (the judge's self-check); the line's prefix and the
+    MLflow metrics' (``<kind>.<check>.<name>``)."""
 
     def shown(self) -> str:
-        return f"{'WARNING' if self.warning else 'data'}: {self.line}"
+        return f"{'WARNING' if self.warning else self.kind}: {self.line}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "line": self.line, "warning": self.warning, "metrics": dict(self.metrics)}
+        return {
+            "check": self.check,
+            "kind": self.kind,
+            "line": self.line,
+            "warning": self.warning,
+            "metrics": dict(self.metrics),
+        }
 
 
 def strict_failure(findings: list[Finding]) -> str | None:
@@ -44,4 +53,4 @@ def show_findings(findings: list[Finding], echo: Callable[[str], None]) -> None:
 
 
 def findings_metrics(findings: list[Finding]) -> dict[str, float]:
-    return {f"data.{f.check}.{k}": v for f in findings for k, v in f.metrics.items()}
+    return {f"{f.kind}.{f.check}.{k}": v for f in findings for k, v in f.metrics.items()}

@@ -67,8 +67,15 @@ def print_table(study: optuna.Study, run_dir: Path | None) -> None:
         f"study '{study.study_name}': {len(study.trials)} trials, directions "
         f"{[d.name.lower() for d in study.directions]}"
     )
-    for line in study.user_attrs.get(ATTR + "warnings", []):
-        print(f"WARNING (data, at setup): {line}")
+    found = study.user_attrs.get(ATTR + "findings")
+    if found is None:  # studies made before the findings were kept whole: their warnings only
+        found = [{"line": w, "warning": True, "kind": "data"} for w in study.user_attrs.get(ATTR + "warnings", [])]
+    for f in found:
+        kind = f.get("kind", "data")
+        if f.get("warning"):
+            print(f"WARNING ({kind}, at setup): {f['line']}")
+        elif kind == "judge" and f.get("check") == "style":  # what the study's style: auto chose
+            print(f"judge (at setup): {f['line']}")
     header = f"{'#':>4} {'state':9s} " + " ".join(f"{n:>10s}" for n in names) + f" {'secs':>7s} kept  params"
     print(header)
     for t in study.trials:

@@ -1,6 +1,6 @@
 """``autolora report``: one self-contained HTML file (images inline) of a study.
 
-Sections: the run (study, job, trial counts, storage), the data diagnostics recorded at setup, the best trial
+Sections: the run (study, job, trial counts, storage), the data and judge diagnostics recorded at setup, the best trial
 or Pareto set, the top trials' last sample grids beside the base model's for the same prompts and seeds (from
 the study's Optuna artifacts), the optimisation history, Pareto front and parameter importances, the trial table,
 and what the job adds (fusion: DLF vs linear and the coefficient heatmap). A few lines of script record on
@@ -102,7 +102,7 @@ def _diagnostics(study: optuna.Study) -> str:
     if found is None:  # studies made before the findings were kept whole: their warnings only
         found = [{"line": w, "warning": True} for w in study.user_attrs.get(ATTR + "warnings", [])]
     if not found:
-        return _text("No data diagnostics were recorded for this study.")
+        return _text("No diagnostics were recorded for this study.")
     items = "".join(
         f'<li class="{"warn" if f.get("warning") else ""}">{"WARNING: " if f.get("warning") else ""}'
         f"{html.escape(str(f.get('line', '')))}</li>"
@@ -226,7 +226,7 @@ def render_report(study: optuna.Study, run_dir: Path | None, job: type[Job]) -> 
     kind = job.kind
     sections = [
         ("Run", _run_section(study, run_dir, kind)),
-        ("Data diagnostics (at setup)", _diagnostics(study)),
+        ("Data and judge diagnostics (at setup)", _diagnostics(study)),
         ("Result", _best(study)),
         ("Samples: the top trials beside the base model", _samples(study, run_dir)),
         ("Optimisation", _plots(study)),

@@ -28,6 +28,19 @@ Metrics (all cosine similarities of L2-normalised CLIP embeddings, so in [-1, 1]
   away). A Gram matrix averages over positions, so it keeps texture and palette statistics and drops where things
   are: the review's own reference for a content-invariant style descriptor. NaN for a judge whose image tower gives
   no intermediate features (open_clip's ``forward_intermediates``).
+- ``content_choice``, ``content_choice_delta``, ``content_leak``, ``content_structure``: the content checks a style
+  cannot fake (zero-shot choice of the prompt among its alternatives, leakage of the references' captions,
+  structure kept against the base sample): see ``autolora.scoring.content``.
+- ``content_choice_kept``, ``content_text_kept``: ``content_choice_delta`` and ``content_text_ratio`` net of what the
+  style itself costs them, read on the references against the base model's renderings of their captions (a style
+  that hides the subject from the judge costs a restyled subject its reading too; with no captions, nothing is
+  netted), in proportion to how much of the style the sample learnt (``style_auto`` clipped to [0, 1]): 0 and 1 for
+  a sample restyled as well as the references and otherwise the same subject.
+- ``style_probe``: the sample's move from its base sample along a linear probe fitted to tell the references from
+  the base model's renderings of their captions (``autolora.scoring.selfcheck.probe``).
+- ``style_auto``: the mean, over the style terms that pass the judge's self-check at ``prepare``
+  (``autolora.scoring.selfcheck``), of each term over its value on held-out references: 1 means the samples moved
+  as far as the references are from the base model, by the terms that can see this style.
 """
 
 from __future__ import annotations
@@ -37,10 +50,15 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
 from autolora.scoring.base import Scorer
+from autolora.scoring.selfcheck import TermCheck
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+
+MOST_TEXT_COST = 0.25
+"""The lowest share of the base's prompt agreement a style's own cost may allow (``_style_cost``)."""
 
 
 class ClipJudge:
@@ -80,6 +98,10 @@ class ClipJudge:
             ) from None
         self.model.eval()
         self._gram_layers: list[int] | None = None
+        self._n_blocks: int | None = None
+        scale = getattr(self.model, "logit_scale", None)
+        self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
+        """The temperature the judge was trained at: zero-shot probabilities at its own sharpness."""
         self.tokenizer = open_clip.get_tokenizer(model)
         self.device = device
         self.name = f"{model}:{Path(pretrained).name if pretrained else 'random'}"
@@ -106,8 +128,7 @@ class ClipJudge:
         try:
             with torch.no_grad():
                 if self._gram_layers is None:
-                    probe = self.model.forward_intermediates(image=batch[:1], intermediates_only=True)
-                    n = len(probe["image_intermediates"])
+                    n = self._blocks(batch)
                     self._gram_layers = sorted({round(i * (n - 1) / 3) for i in range(4)})
                 out = self.model.forward_intermediates(
                     image=batch, image_indices=self._gram_layers, intermediates_only=True
@@ -120,6 +141,29 @@ class ClipJudge:
             f = f - f.mean(-1, keepdim=True)
             grams.append((f @ f.transpose(1, 2) / f.shape[-1]).cpu())
         return grams
+
+    def _blocks(self, batch: torch.Tensor) -> int:
+        """How many blocks the image tower has (one probe, remembered)."""
+        if self._n_blocks is None:
+            probe = self.model.forward_intermediates(image=batch[:1], intermediates_only=True)
+            self._n_blocks = len(probe["image_intermediates"])
+        return self._n_blocks
+
+    def structure(self, images: list[Image.Image]) -> torch.Tensor | None:
+        """Per image, the flattened self-similarity of the patch tokens of the image tower's middle block
+        (``autolora.scoring.content.self_similarity``); None when the tower has no intermediates."""
+        import torch
+
+        from autolora.scoring.content import self_similarity
+
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        try:
+            with torch.no_grad():
+                middle = (self._blocks(batch) - 1) // 2
+                out = self.model.forward_intermediates(image=batch, image_indices=[middle], intermediates_only=True)
+        except (AttributeError, NotImplementedError, TypeError, KeyError):
+            return None
+        return self_similarity(out["image_intermediates"][0]).cpu()
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         import torch
@@ -143,11 +187,26 @@ class ClipStyleContentScorer(Scorer):
         "content_text_ratio",
         "content_base",
         "style_gram",
+        "content_choice",
+        "content_choice_delta",
+        "content_choice_kept",
+        "content_text_kept",
+        "content_leak",
+        "content_structure",
+        "style_probe",
+        "style_auto",
     )
 
     def __init__(self, judge: ClipJudge) -> None:
         self.judge = judge
         self._ready: dict[str, Any] = {}
+        self.checks: list[TermCheck] = []
+        """The judge's self-check of each style term (``autolora.scoring.selfcheck``), set by ``prepare``."""
+        self.auto: list[TermCheck] = []
+        """The terms ``style_auto`` averages."""
+        self.paired = False
+        self.style_cost: dict[str, float] = {}
+        """What the style itself costs the content readings (``_style_cost``), set by ``prepare``."""
 
     def prepare(
         self,
@@ -156,9 +215,14 @@ class ClipStyleContentScorer(Scorer):
         n_seeds: int,
         base_samples: list[Image.Image],
         anchors: list[Image.Image] | None = None,
+        captions: list[str] | None = None,
     ) -> None:
-        """``anchors``: the base model's rendering of each reference's caption (same order), if captioned."""
+        """``anchors``: the base model's rendering of each reference's caption (same order), if captioned;
+        ``captions``: those captions (the content checks' alternatives and leakage target)."""
         import torch
+
+        from autolora.scoring.content import alternatives
+        from autolora.scoring.selfcheck import auto_terms, check_terms, probe
 
         ref = self.judge.embed_images(references)
         centroid = torch.nn.functional.normalize(ref.mean(0), dim=-1)
@@ -167,26 +231,87 @@ class ClipStyleContentScorer(Scorer):
         if anchors is not None:
             if len(anchors) != len(references):
                 raise ValueError(f"expected one anchor per reference ({len(references)}), got {len(anchors)}")
-            direction = (ref - self.judge.embed_images(anchors)).mean(0)
+            negatives = self.judge.embed_images(anchors)
         else:
-            direction = ref.mean(0) - base.mean(0)
+            negatives = base
+        direction = ref.mean(0) - negatives.mean(0)
         ref_grams = self.judge.grams(references)
+        negative_grams = (
+            None if ref_grams is None else self.judge.grams(anchors if anchors is not None else base_samples)
+        )
+        self.checks = check_terms(ref, negatives, ref_grams, negative_grams, paired=anchors is not None)
+        self.paired = anchors is not None
+        self.auto = auto_terms(self.checks)
         self._ready = {
             "ref_grams": None if ref_grams is None else [g.mean(0) for g in ref_grams],
         }
         base_grams = self.judge.grams(base_samples) if ref_grams is not None else None
         base_dist = self._gram_distance(base_grams)
+        captions = [c for c in captions or [] if c.strip()]
+        rivals = [self.judge.embed_texts(texts) for texts in alternatives(prompts, captions)]
+        caption_text = (
+            torch.nn.functional.normalize(self.judge.embed_texts(captions).mean(0), dim=-1) if captions else None
+        )
         self._ready.update(
             {
-                "base_gram_distance": base_dist,
+                "n_seeds": n_seeds,
+                "prompts": list(prompts),
+                "rivals": rivals,
+                "caption_text": caption_text,
+                "base_structure": self.judge.structure(base_samples),
                 "centroid": centroid,
                 "text": text,
                 "base": base,
                 "direction": torch.nn.functional.normalize(direction, dim=-1),
+                "probe": probe(ref, negatives),
                 "style_base": float((base @ centroid).mean()),
                 "content_text_base": float((base * text).sum(-1).mean()),
+                "base_gram_distance": base_dist,
             }
         )
+        self._ready["base_choice"] = self._choice(base)
+        self.style_cost = self._style_cost(ref, negatives if anchors is not None else None, captions)
+        self._ready.update(self.style_cost)
+
+    def _choice(self, emb: torch.Tensor, rivals: list[torch.Tensor] | None = None, per: int = 0) -> torch.Tensor:
+        """Per sample, the judge's zero-shot probability of its prompt among the prompt's alternatives (``rivals``:
+        the prompt's, then its alternatives', embeddings per prompt; ``per``: samples per prompt)."""
+        import torch
+
+        r = self._ready
+        rivals, per = (rivals, per) if rivals is not None else (r["rivals"], r["n_seeds"])
+        out = [torch.softmax(self.judge.logit_scale * (rivals[i // per] @ e), dim=0)[0] for i, e in enumerate(emb)]
+        return torch.stack(out)
+
+    def _style_cost(self, ref: torch.Tensor, anchors: torch.Tensor | None, captions: list[str]) -> dict[str, float]:
+        """What the style itself costs the judge's reading of content: the references' choice of their own caption
+        and agreement with it, against the base model's renderings of the same captions (else its samples of the
+        prompts). A sample restyled as well as the references loses this much and no more; without captions on
+        every reference, nothing (0 and 1)."""
+        from autolora.scoring.content import alternatives
+
+        r = self._ready
+        if not captions or len(captions) != len(ref):
+            return {"choice_cost": 0.0, "text_cost": 1.0}
+        texts = alternatives(captions, r.get("prompts", []))
+        embedded = {t[0]: self.judge.embed_texts(t) for t in texts}
+        rivals = [embedded[c.strip()] for c in captions]
+        own = self.judge.embed_texts(captions)
+        ref_choice = float(self._choice(ref, rivals, 1).mean())
+        ref_text = float((ref * own).sum(-1).mean())
+        if anchors is not None:
+            base_choice = float(self._choice(anchors, rivals, 1).mean())
+            base_text = float((anchors * own).sum(-1).mean())
+        else:
+            base_choice, base_text = float(r["base_choice"].mean()), r["content_text_base"]
+        # A judge that reads no content at all (cosines at or under 0: a random judge) nets nothing; a style may cost
+        # at most three quarters of the agreement, so the allowance stays a ratio and never a division by zero.
+        text_cost = min(1.0, max(MOST_TEXT_COST, ref_text / base_text)) if base_text > 1e-6 and ref_text > 0 else 1.0
+        return {
+            "choice_cost": min(0.0, ref_choice - base_choice),
+            "text_cost": text_cost,
+            "reference_choice": ref_choice,
+        }
 
     def _gram_distance(self, grams: list[torch.Tensor] | None) -> torch.Tensor | None:
         """Per image, the mean over blocks of ||G - G_ref|| / ||G_ref|| (Frobenius norms)."""
@@ -223,14 +348,41 @@ class ClipStyleContentScorer(Scorer):
             gram = [float("nan")] * n
         else:
             gram = ((base_dist - dist) / base_dist.mean().clamp_min(1e-12)).tolist()
-        return {
-            "style_fidelity": style.tolist(),
-            "style_base": [r["style_base"]] * n,
+        terms = {
             "style_gain": (style - r["style_base"]).tolist(),
             "style_direction": direction.tolist(),
+            "style_gram": gram,
+            "style_probe": (moved @ r["probe"]).tolist(),
+        }
+        if self.auto:
+            auto = [sum(terms[c.term][i] / c.scale for c in self.auto) / len(self.auto) for i in range(n)]
+        else:  # no term moves references away from the base model at all (setup warned): the plain gain
+            auto = terms["style_gain"]
+        choice = self._choice(emb)
+        # The style's own cost on the content readings is allowed in proportion to how much of the style a sample
+        # learnt (``style_auto``, 1: as far as the references), so a weak style cannot hide a lost subject behind it.
+        learnt = torch.tensor(auto).clamp(0.0, 1.0)
+        ratio = content_text / max(r["content_text_base"], 1e-6)
+        if r["caption_text"] is None:
+            leak = [float("nan")] * n
+        else:
+            toward = (emb - r["base"]) @ r["caption_text"] - ((emb - r["base"]) * r["text"]).sum(-1)
+            leak = toward.tolist()
+        structure = self.judge.structure(samples) if r["base_structure"] is not None else None
+        kept = [float("nan")] * n if structure is None else (structure * r["base_structure"]).sum(-1).tolist()
+        return {
+            "content_choice": choice.tolist(),
+            "content_choice_delta": (choice - r["base_choice"]).tolist(),
+            "content_choice_kept": (choice - r["base_choice"] - r["choice_cost"] * learnt).tolist(),
+            "content_text_kept": (ratio / (1 - (1 - r["text_cost"]) * learnt)).tolist(),
+            "content_leak": leak,
+            "content_structure": kept,
+            **terms,
+            "style_auto": auto,
+            "style_fidelity": style.tolist(),
+            "style_base": [r["style_base"]] * n,
             "content_text": content_text.tolist(),
             "content_text_delta": (content_text - r["content_text_base"]).tolist(),
             "content_text_ratio": (content_text / max(r["content_text_base"], 1e-6)).tolist(),
             "content_base": (emb * r["base"]).sum(-1).tolist(),
-            "style_gram": gram,
         }

@@ -82,6 +82,9 @@ class Objective:
     scorer: str = "style-content"
     """Which scorer's metrics the terms name (see ``SCORERS``)."""
     constraints: tuple[Constraint, ...] = ()
+    style: str | None = None
+    """What the recipe's ``style`` term is: ``auto`` (``style_auto``: the terms the judge's self-check passes,
+    chosen per study) or a fixed term; None for a recipe of another scorer."""
 
     @property
     def directions(self) -> list[str]:
@@ -125,7 +128,7 @@ class Objective:
 def parse_objective(data: Any, name: str, source: str) -> Objective:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping with 'objectives'")
-    allowed = ("description", "clip", "objectives", "scorer", "constraints")
+    allowed = ("description", "clip", "objectives", "scorer", "constraints", "style")
     for key in data:
         if key not in allowed:
             raise UserError(f"{source}: unknown key '{key}'{closest(str(key), allowed)}")
@@ -140,6 +143,7 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
         raise UserError(f"{source}: scorer: expected {' or '.join(SCORERS)}, got {scorer!r}")
     targets = []
     metrics = SCORERS[scorer]
+    style = _style_metric(data.get("style", "auto"), metrics, source) if scorer == "style-content" else None
     for i, e in enumerate(entries):
         where = f"{source}: objectives[{i}]"
         if not isinstance(e, dict):
@@ -153,6 +157,8 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
         terms = e.get("terms")
         if not isinstance(terms, dict) or not terms:
             raise UserError(f"{where}.terms: expected a mapping metric -> weight, got {terms!r}")
+        if style is not None and "style" in terms:  # the recipe's style term, as its ``style`` key chose
+            terms = {(style if m == "style" else m): w for m, w in terms.items()}
         for m, w in terms.items():
             if m not in metrics:
                 raise UserError(
@@ -173,7 +179,20 @@ def parse_objective(data: Any, name: str, source: str) -> Objective:
         description=str(data.get("description", "")),
         scorer=scorer,
         constraints=constraints,
+        style=str(data.get("style", "auto")) if style is not None else None,
     )
+
+
+def _style_metric(value: Any, metrics: tuple[str, ...], source: str) -> str:
+    """The metric a recipe's ``style`` key names: ``auto`` (``style_auto``, the terms the judge's self-check passes)
+    or one style term."""
+    terms = [m for m in metrics if m.startswith("style_") and m not in ("style_base", "style_auto")]
+    if value == "auto":
+        return "style_auto"
+    if value not in terms:
+        raise UserError(f"{source}: style: expected auto or one of {', '.join(terms)}, got {value!r}"
+                        f"{closest(str(value), terms)}")  # fmt: skip
+    return str(value)
 
 
 def _parse_constraints(entries: Any, metrics: tuple[str, ...], scorer: str, source: str) -> tuple[Constraint, ...]:

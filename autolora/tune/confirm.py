@@ -39,7 +39,6 @@ def confirm(
     from autolora.core.feasible import candidates
     from autolora.core.rundir import adapter_dir
     from autolora.methods import kept_method, load_kept
-    from autolora.scoring.clip import ClipStyleContentScorer
 
     plan, cfg = session.plan, session.plan.config
     k, seeds = cfg.study.confirm_top_k, list(cfg.eval.confirm_seeds)
@@ -52,8 +51,7 @@ def confirm(
     if todo:
         t0 = time.perf_counter()
         base = session.base_samples_for(seeds, plan.run_dir / "cache")
-        scorer = ClipStyleContentScorer(session.judge)
-        scorer.prepare(plan.style.images, plan.prompts, len(seeds), base, session.anchors)
+        scorer = session.new_scorer(base)
         drawn = time.perf_counter() - t0
         echo(f"confirming the top {len(top)} trials on {len(seeds)} other seeds (base model drawn in {drawn:.1f}s)")
     for t in todo:

@@ -72,14 +72,12 @@ class Session:
         """Latents, caption embeddings, base samples and scorer references: once per study."""
         import torch
 
-        from autolora.sampling import load_images, save_images
-        from autolora.scoring.clip import ClipStyleContentScorer
+        from autolora.sampling import save_images
         from autolora.tune.train import TrainData
 
         t0 = time.perf_counter()
         plan, cfg = self.plan, self.plan.config
         key = self._data_key()
-        ev = cfg.eval
         cache_dir.mkdir(parents=True, exist_ok=True)
         train_path = cache_dir / f"train-{key}.safetensors"
         if train_path.exists():
@@ -94,21 +92,38 @@ class Session:
         self.ensure_base_samples(cache_dir)
         if not base_path.exists():
             save_images(base_path, self.base_samples)
-        anchors = None
-        if all(plan.style.captions):
-            # The base model's own rendering of each reference's caption: the content-only counterpart
-            # that ``style_direction`` subtracts (see autolora.scoring.clip).
+        anchors = self.ensure_anchors(cache_dir)
+        if anchors is not None:
             anchor_path = cache_dir / f"anchors-{sample_key}.safetensors"
-            if anchor_path.exists():
-                anchors = load_images(anchor_path)
-            else:
-                anchors = self.draw(plan.style.captions, ev.seeds[:1])
+            if not anchor_path.exists():
                 save_images(anchor_path, anchors)
-        self.anchors = anchors
-        self.scorer = ClipStyleContentScorer(self.judge)
-        self.scorer.prepare(plan.style.images, plan.prompts, len(ev.seeds), self.base_samples, anchors)
+        self.scorer = self.new_scorer(self.base_samples)
         torch.set_grad_enabled(True)
         self.setup_seconds += time.perf_counter() - t0
+
+    def ensure_anchors(self, cache_dir: Path) -> list[Any] | None:
+        """The base model's own rendering of each reference's caption (None unless every reference has one): the
+        content-only counterpart that ``style_direction`` subtracts and the judge's self-check tells the references
+        from (``autolora.scoring``); kept, else read from ``cache_dir``, else drawn (``prepare`` writes them)."""
+        from autolora.sampling import load_images
+
+        plan = self.plan
+        if self.anchors is None and all(plan.style.captions):
+            path = cache_dir / f"anchors-{self._sample_key(self._data_key())}.safetensors"
+            self.anchors = (
+                load_images(path) if path.exists() else self.draw(plan.style.captions, plan.config.eval.seeds[:1])
+            )
+        return self.anchors
+
+    def new_scorer(self, base_samples: list[Any]) -> Any:
+        """The study's scorer, prepared against ``base_samples`` (the search's or the confirmation's seeds)."""
+        from autolora.scoring.clip import ClipStyleContentScorer
+
+        plan = self.plan
+        scorer = ClipStyleContentScorer(self.judge)
+        n_seeds = len(base_samples) // len(plan.prompts)
+        scorer.prepare(plan.style.images, plan.prompts, n_seeds, base_samples, self.anchors, plan.style.captions)
+        return scorer
 
     def _data_key(self) -> str:
         plan, cfg = self.plan, self.plan.config
@@ -227,14 +242,19 @@ class Session:
         )
 
     def diagnose(self, cache_dir: Path) -> list[Finding]:
-        """The data diagnostics of the style set (``autolora.diagnostics``), the base samples as yardstick."""
-        from autolora.diagnostics import diagnose_style_set
+        """The data diagnostics of the style set (``autolora.diagnostics``), the base samples as yardstick; then the
+        judge's self-check of its style terms (``autolora.scoring.selfcheck``)."""
+        from autolora.diagnostics import diagnose_style_set, judge_findings
 
         yardstick = self.ensure_base_samples(cache_dir)
         plan = self.plan
-        return diagnose_style_set(
+        findings = diagnose_style_set(
             plan.style, plan.resolution, self.pipe.vae, yardstick, plan.buckets, plan.bucket_of, plan.config.data.crop
         )
+        self.ensure_anchors(cache_dir)
+        scorer = self.new_scorer(yardstick)
+        terms = {m for t in plan.objective.targets for m in t.terms}
+        return findings + judge_findings(scorer.checks, scorer.paired, terms, scorer.style_cost)
 
     def eval_prompts(self) -> list[str]:
         cfg = self.plan.config

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.table build|pack|figures`` (run from the repository root)."""
+"""``python -m benchmarks.table build|pack|grid|reread|judge|figures`` (run from the repository root)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("table", type=Path)
     f.add_argument("--json", type=Path, help="also write the figures here")
     f.add_argument("--markdown", action="store_true", help="also print the README's per-style table")
+    j = sub.add_parser("judge", help="score the stored samples again with today's judge; content checks' rates")
+    j.add_argument("table", type=Path)
+    j.add_argument("--styles", help="comma-separated styles (default: all with pixel truth)")
+    j.add_argument("--references", type=Path, help="the folder holding styles/<style> (default: the table's; "
+                   "drawn there when missing)")  # fmt: skip
+    j.add_argument("--json", type=Path, help="also write the trials and figures here")
     args = parser.parse_args(argv)
     if args.command == "build":
         return _build(args)
@@ -96,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         grid(found[args.style], [int(c) for c in args.configs.split(",")], args.step, args.out)
         print(f"wrote {args.out}")
         return 0
+    if args.command == "judge":
+        from autolora.quiet import quiet_libraries
+        from benchmarks.table.judge import report as judge_report
+
+        quiet_libraries()
+        return judge_report(args.table, args.references, args.json, args.styles.split(",") if args.styles else None)
     from benchmarks.table.figures import report
 
     return report(args.table, args.json, args.markdown)

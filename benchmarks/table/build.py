@@ -256,7 +256,12 @@ def build_style(
     confirm_base = session.base_samples_for(list(cfg.eval.confirm_seeds), cache)
     scorers = {"search": session.scorer, "confirm": ClipStyleContentScorer(session.judge)}
     scorers["confirm"].prepare(
-        plan.style.images, plan.prompts, len(cfg.eval.confirm_seeds), confirm_base, session.anchors
+        plan.style.images,
+        plan.prompts,
+        len(cfg.eval.confirm_seeds),
+        confirm_base,
+        session.anchors,
+        plan.style.captions,
     )
     seeds = {"search": list(cfg.eval.seeds), "confirm": list(cfg.eval.confirm_seeds)}
     if not writer.meta.get("base"):

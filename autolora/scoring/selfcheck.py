@@ -1,0 +1,155 @@
+"""The judge's self-check: can each style term tell the user's pictures from the base model's, before a trial runs?
+
+On a user's own model there is no pixel truth; what there is: the references and the base model's renderings of
+the same captions (the *anchors*: same content, the base model's look). A style term that cannot tell a held-out
+reference from its anchor cannot rank trials by style either: its scores would be noise. So, cross-validated over
+folds of the references, each term is fitted on the other folds (a centroid, a direction, the references' Gram
+statistics, a linear probe) and scores the held-out references and their anchors; its **AUC** is the chance that
+a held-out reference outscores an anchor (0.5: blind, 1: always), with a Hanley-McNeil 95 % interval.
+
+Without captions the anchors are the base model's samples of the evaluation prompts (another content: an easier
+test, so a weaker check).
+
+Each term's **scale** is what it reads on held-out references against their anchors, in the scorer's own units:
+``style_auto`` (``autolora.scoring.clip``) divides each passing term by its scale and averages, so 1 means "moved
+as far as the references are from the base model", whichever terms passed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+TERMS = ("style_gain", "style_direction", "style_gram", "style_probe")
+"""The candidate style terms (``style_fidelity`` ranks as ``style_gain`` does: it is left out)."""
+READABLE = 0.5
+"""The judge reads the references' subjects when it picks each one's caption among its alternatives more often
+than all of them together; below, a changed subject under this style cannot be told from a kept one."""
+PASS_AUC = 0.75
+"""A term passes when its AUC reaches this and its interval clears chance (0.5): chosen before any table figure,
+as "tells three pairs in four apart", not fitted to a style."""
+PROBE_SHRINK = 1.0
+"""The probe's ridge, in units of the embeddings' mean variance: strong, for 10-100 references in 512-1024
+dimensions (a linear discriminant shrunk towards the difference of means)."""
+
+
+@dataclass(frozen=True)
+class TermCheck:
+    term: str
+    auc: float
+    low: float
+    high: float
+    scale: float
+    """The term's value on held-out references against their anchors (NaN: the term has no reading)."""
+
+    @property
+    def passed(self) -> bool:
+        return not math.isnan(self.auc) and self.auc >= PASS_AUC and self.low > 0.5
+
+    def line(self, paired: bool) -> str:
+        what = "the base model's renderings of their captions" if paired else "the base model's samples"
+        if math.isnan(self.auc):
+            return f"{self.term} has no reading with this judge"
+        verdict = "passes" if self.passed else "cannot see this style: left out"
+        return (
+            f"{self.term} tells your pictures from {what} at AUC {self.auc:.2f} "
+            f"[{self.low:.2f}, {self.high:.2f}] ({verdict})"
+        )
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
+    """Hanley & McNeil (1982) 95 % interval of an AUC from ``n_pos`` x ``n_neg`` pairs."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    se = math.sqrt(max(var, 0.0))
+    return max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)
+
+
+def probe(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """A shrunk linear discriminant: ``(S + lambda I)^-1 (mean pos - mean neg)``, unit norm."""
+    import torch
+
+    x = torch.cat([pos - pos.mean(0), neg - neg.mean(0)])
+    cov = x.T @ x / max(1, len(x) - 2)
+    ridge = PROBE_SHRINK * float(cov.diagonal().mean()) + 1e-8
+    w = torch.linalg.solve(cov + ridge * torch.eye(cov.shape[0]), pos.mean(0) - neg.mean(0))
+    return torch.nn.functional.normalize(w, dim=0)
+
+
+def gram_distance(grams: list[torch.Tensor], mean: list[torch.Tensor]) -> torch.Tensor:
+    """Per image, the mean over blocks of ||G - G_mean|| / ||G_mean||."""
+    parts = [(g - m).flatten(1).norm(dim=1) / m.norm().clamp_min(1e-12) for g, m in zip(grams, mean, strict=True)]
+    return sum(parts[1:], parts[0]) / len(parts)
+
+
+def _folds(n: int, k: int) -> list[list[int]]:
+    return [list(range(i, n, k)) for i in range(k)]
+
+
+def check_terms(
+    refs: torch.Tensor,
+    anchors: torch.Tensor,
+    ref_grams: list[torch.Tensor] | None,
+    anchor_grams: list[torch.Tensor] | None,
+    paired: bool,
+    folds: int = 4,
+) -> list[TermCheck]:
+    """Every term of ``TERMS`` checked on normalised embeddings (and Gram matrices, when the judge gives them).
+
+    ``paired``: ``anchors[i]`` renders ``refs[i]``'s caption (folds keep pairs together)."""
+    import torch
+
+    n, m = len(refs), len(anchors)
+    k = max(2, min(folds, n, m))
+    wins: dict[str, float] = dict.fromkeys(TERMS, 0.0)
+    pairs = 0
+    scales: dict[str, list[float]] = {t: [] for t in TERMS}
+    for ref_idx, anc_idx in zip(_folds(n, k), _folds(m, k), strict=True):
+        tr_r = [i for i in range(n) if i not in ref_idx]
+        tr_a = [i for i in range(m) if i not in anc_idx]
+        r_tr, a_tr, r_te, a_te = refs[tr_r], anchors[tr_a], refs[ref_idx], anchors[anc_idx]
+        centroid = torch.nn.functional.normalize(r_tr.mean(0), dim=0)
+        direction = torch.nn.functional.normalize(r_tr.mean(0) - a_tr.mean(0), dim=0)
+        w = probe(r_tr, a_tr)
+        scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+            "style_gain": (r_te @ centroid, a_te @ centroid),
+            "style_direction": (r_te @ direction, a_te @ direction),
+            "style_probe": (r_te @ w, a_te @ w),
+        }
+        moved = r_te - (a_te if paired else a_te.mean(0, keepdim=True))
+        scales["style_gain"].append(float((r_te @ centroid).mean() - (a_te @ centroid).mean()))
+        unit = torch.nn.functional.normalize(moved, dim=-1)
+        scales["style_direction"].append(float((unit @ direction).mean()))
+        scales["style_probe"].append(float((moved @ w).mean()))
+        if ref_grams is not None and anchor_grams is not None:
+            mean = [g[tr_r].mean(0) for g in ref_grams]
+            d_ref = gram_distance([g[ref_idx] for g in ref_grams], mean)
+            d_anc = gram_distance([g[anc_idx] for g in anchor_grams], mean)
+            scores["style_gram"] = (-d_ref, -d_anc)
+            scales["style_gram"].append(float((d_anc.mean() - d_ref.mean()) / d_anc.mean().clamp_min(1e-12)))
+        for term, (pos, neg) in scores.items():
+            diff = pos[:, None] - neg[None, :]
+            wins[term] += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+        pairs += len(ref_idx) * len(anc_idx)
+    n_pos, n_neg = n, m
+    out = []
+    for term in TERMS:
+        if not scales[term]:
+            out.append(TermCheck(term, math.nan, math.nan, math.nan, math.nan))
+            continue
+        auc = wins[term] / pairs
+        low, high = auc_interval(auc, n_pos, n_neg)
+        out.append(TermCheck(term, auc, low, high, sum(scales[term]) / len(scales[term])))
+    return out
+
+
+def auto_terms(checks: list[TermCheck]) -> list[TermCheck]:
+    """The terms ``style_auto`` averages: those that passed, else (with a warning at setup) every term with a
+    reading, so the study still has a style value; only terms that read the held-out references as moved away from
+    the base model (a positive scale to divide by). None at all: ``style_auto`` is the plain ``style_gain``."""
+    passed = [c for c in checks if c.passed and c.scale > 0]
+    return passed or [c for c in checks if not math.isnan(c.auc) and c.scale > 0]
