@@ -313,12 +313,10 @@ class TrialRunner:
                 run.end(state, reason)
         names = self.session.plan.objective.names
         shown = " ".join(f"{n}={v:+.4f}" for n, v in zip(names, values, strict=True)) if values else ""
-        extra = ""
-        if "metric.style_gain" in trial.user_attrs:
-            extra = (
-                f" (style_gain={trial.user_attrs['metric.style_gain']:+.4f} "
-                f"content_text_delta={trial.user_attrs['metric.content_text_delta']:+.4f})"
-            )
+        # The recipe's own terms, as the score adds them up (style_auto and content_choice_kept for the defaults).
+        terms = dict.fromkeys(m for t in self.session.plan.objective.targets for m in t.terms)
+        parts = [f"{m}={trial.user_attrs[f'metric.{m}']:+.4f}" for m in terms if f"metric.{m}" in trial.user_attrs]
+        extra = f" ({' '.join(parts)})" if parts else ""
         why = f" [{reason}]" if reason else ""
         best_step = trial.user_attrs.get("best_step")
         if state == "COMPLETE" and best_step is not None and best_step != int(spec["steps"]):
