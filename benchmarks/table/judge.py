@@ -192,6 +192,32 @@ PREVIOUS = {"content_text_ratio": 0.95}
 """The content constraint of the default recipe before the judge checked itself."""
 
 
+def test_retest(by_style: dict[str, list[dict[str, Any]]], top: float = 0.25) -> dict[str, Any]:
+    """Per style: Spearman of the default objective (``objective``) on the search seeds (8 samples) against the
+    confirmation seeds (24) over every trial, and over the top quarter (by the mean of the two: where a study's
+    choice is made), beside the previous objective (``style_gain + content_text_delta``)."""
+    from scipy.stats import spearmanr
+
+    values = {
+        "default": lambda t: t["objective"],
+        "previous": lambda t: t["style_gain"] + t["content_text_delta"],
+    }
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        per = {}
+        for style, trials in by_style.items():
+            search = {(t["config"], t["step"]): value(t) for t in trials if t["part"] == "search"}
+            confirm = {(t["config"], t["step"]): value(t) for t in trials if t["part"] == "confirm"}
+            keys = sorted(set(search) & set(confirm), key=lambda k: -(search[k] + confirm[k]))
+            best = keys[: max(3, round(top * len(keys)))]
+            per[style] = {
+                "all": float(spearmanr([search[k] for k in keys], [confirm[k] for k in keys]).statistic),
+                "top": float(spearmanr([search[k] for k in best], [confirm[k] for k in best]).statistic),
+            }
+        out[name] = per
+    return out
+
+
 def recipe_rates(by_style: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per style, on the confirmation seeds: the default recipe's content constraints (together) beside the previous
     one: feasible trials, false-feasible share (> ``LOST`` points lost), the worst loss let through,
@@ -292,6 +318,7 @@ def report(folder: Path, styles_dir: Path | None, json_out: Path | None, styles:
     figures: dict[str, Any] = {part: check_figures(by_style, part) for part in ("search", "confirm")}
     figures["style"] = style_validity(by_style, checks)
     figures["recipe"] = recipe_rates(by_style)
+    figures["test_retest"] = test_retest(by_style)
     for part in ("search", "confirm"):
         rated = figures[part]
         print(f"\n{part} seeds: check, safe floor (pooled), false-infeasible; per style FF% / FI% / rho / held-out FF%")
@@ -315,6 +342,10 @@ def report(folder: Path, styles_dir: Path | None, json_out: Path | None, styles:
         for style, r in figures["recipe"][name].items():
             print(f"    {style:<8} {r['false_feasible']:4.0%} ({r['worst_feasible_loss']:.2f}) / "
                   f"{r['false_infeasible']:4.0%} / {r['usable_refused']} of {r['usable']}")  # fmt: skip
+    print("\ntest-retest of the search value (8 samples vs the confirmation's 24), all trials / the top quarter:")
+    for name, per in figures["test_retest"].items():
+        cells = "  ".join(f"{style}: {r['all']:+.2f} / {r['top']:+.2f}" for style, r in per.items())
+        print(f"  {name:<9} {cells}")
     if json_out:
         scatter(figures["style"], json_out.with_name(json_out.stem + "-auc-validity.png"))
         out = {"checks": checks, "figures": figures}
