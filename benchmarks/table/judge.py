@@ -49,13 +49,25 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def _anchors(table_folder: Path) -> list[Any] | None:
-    """The base model's renderings of the references' captions, as the build's study cached them (None: not kept;
-    the scorer then takes the base samples as the references' counterpart)."""
-    from autolora.sampling import load_images
+def _anchors(table_folder: Path, meta: dict[str, Any], captions: list[str]) -> list[Any] | None:
+    """The base model's renderings of the references' captions: as the build's study cached them, else drawn again
+    as it drew them (a packed table keeps no cache; sampling is deterministic per prompt and seed); None without
+    captions on every reference (the scorer then takes the base samples as the references' counterpart)."""
+    from autolora.sampling import load_images, sample
 
     found = sorted((table_folder / "run" / "cache").glob("anchors-*.safetensors"))
-    return load_images(found[0]) if found else None
+    if found:
+        return load_images(found[0])
+    if not captions or not all(captions):
+        return None
+    import torch
+
+    from autolora.models.loading import load_pipeline, resolve_model
+
+    pipe = load_pipeline(resolve_model(meta["world"]["base_model"]), "cpu", torch.float32)
+    ev = meta["eval"]
+    return sample(pipe, captions, meta["seeds"][:1], steps=ev["inference_steps"],
+                  guidance_scale=ev["guidance_scale"], resolution=int(meta["resolution"]))  # fmt: skip
 
 
 def rescore(
@@ -304,17 +316,23 @@ def scatter(style: dict[str, Any], path: Path) -> None:
 
 
 def report(folder: Path, styles_dir: Path | None, json_out: Path | None, styles: list[str] | None) -> int:
+    import tempfile
+
+    from autolora.data import load_style_set
     from benchmarks.table.build import style_folder
 
     tables = load_table(folder, styles)
-    work = styles_dir or folder
+    scratch = tempfile.TemporaryDirectory()  # a packed table has no styles/: drawn here, not into the repository
+    work = styles_dir or (folder if (folder / "styles").is_dir() else Path(scratch.name))
     by_style, checks = {}, {}
     for name, table in tables.items():
         refs = style_folder(name, work) if table.meta.get("truth") else None
         if refs is None:
             print(f"{name}: no pixel truth; skipped")
             continue
-        by_style[name], checks[name] = rescore(table, refs, _anchors(folder / name))
+        captions = load_style_set(refs).captions
+        by_style[name], checks[name] = rescore(table, refs, _anchors(folder / name, table.meta, captions))
+    scratch.cleanup()
     figures: dict[str, Any] = {part: check_figures(by_style, part) for part in ("search", "confirm")}
     figures["style"] = style_validity(by_style, checks)
     figures["recipe"] = recipe_rates(by_style)
