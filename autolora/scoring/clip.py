@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
 from autolora.scoring.base import Scorer
-from autolora.scoring.selfcheck import TermCheck
+from autolora.scoring.selfcheck import TermCheck, gram_distance
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +98,7 @@ class ClipJudge:
             ) from None
         self.model.eval()
         self._gram_layers: list[int] | None = None
-        self._n_blocks: int | None = None
+        self._middle = 0
         scale = getattr(self.model, "logit_scale", None)
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
         """The temperature the judge was trained at: zero-shot probabilities at its own sharpness."""
@@ -122,36 +122,15 @@ class ClipJudge:
         product dominates and the matrix mostly says which colours the picture has. Measured on miniworld (4 styles,
         the judge's 3 blocks): pictures in the style closed 0.17-0.56 of the distance centred (0.21-0.48 uncentred),
         the references' subject without the style -0.02 to -0.17 centred (-0.00 to +0.04 uncentred)."""
-        import torch
-
-        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
-        try:
-            with torch.no_grad():
-                if self._gram_layers is None:
-                    n = self._blocks(batch)
-                    self._gram_layers = sorted({round(i * (n - 1) / 3) for i in range(4)})
-                out = self.model.forward_intermediates(
-                    image=batch, image_indices=self._gram_layers, intermediates_only=True
-                )
-        except (AttributeError, NotImplementedError, TypeError, KeyError):
-            return None
-        grams = []
-        for f in out["image_intermediates"]:
-            f = f.float().flatten(2)  # (N, C, H*W): features by position
-            f = f - f.mean(-1, keepdim=True)
-            grams.append((f @ f.transpose(1, 2) / f.shape[-1]).cpu())
-        return grams
-
-    def _blocks(self, batch: torch.Tensor) -> int:
-        """How many blocks the image tower has (one probe, remembered)."""
-        if self._n_blocks is None:
-            probe = self.model.forward_intermediates(image=batch[:1], intermediates_only=True)
-            self._n_blocks = len(probe["image_intermediates"])
-        return self._n_blocks
+        return self.inner(images)[0]
 
     def structure(self, images: list[Image.Image]) -> torch.Tensor | None:
         """Per image, the flattened self-similarity of the patch tokens of the image tower's middle block
         (``autolora.scoring.content.self_similarity``); None when the tower has no intermediates."""
+        return self.inner(images)[1]
+
+    def inner(self, images: list[Image.Image]) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+        """``grams`` and ``structure`` from one pass of the image tower (both read its intermediate blocks)."""
         import torch
 
         from autolora.scoring.content import self_similarity
@@ -159,11 +138,22 @@ class ClipJudge:
         batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
         try:
             with torch.no_grad():
-                middle = (self._blocks(batch) - 1) // 2
-                out = self.model.forward_intermediates(image=batch, image_indices=[middle], intermediates_only=True)
+                if self._gram_layers is None:
+                    probe = self.model.forward_intermediates(image=batch[:1], intermediates_only=True)
+                    n = len(probe["image_intermediates"])
+                    self._gram_layers = sorted({round(i * (n - 1) / 3) for i in range(4)})
+                    self._middle = (n - 1) // 2
+                layers = sorted({*self._gram_layers, self._middle})
+                out = self.model.forward_intermediates(image=batch, image_indices=layers, intermediates_only=True)
         except (AttributeError, NotImplementedError, TypeError, KeyError):
-            return None
-        return self_similarity(out["image_intermediates"][0]).cpu()
+            return None, None
+        by_layer = dict(zip(layers, out["image_intermediates"], strict=True))
+        grams = []
+        for layer in self._gram_layers:
+            f = by_layer[layer].float().flatten(2)  # (N, C, H*W): features by position
+            f = f - f.mean(-1, keepdim=True)
+            grams.append((f @ f.transpose(1, 2) / f.shape[-1]).cpu())
+        return grams, self_similarity(by_layer[self._middle]).cpu()
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         import torch
@@ -236,16 +226,14 @@ class ClipStyleContentScorer(Scorer):
             negatives = base
         direction = ref.mean(0) - negatives.mean(0)
         ref_grams = self.judge.grams(references)
-        negative_grams = (
-            None if ref_grams is None else self.judge.grams(anchors if anchors is not None else base_samples)
-        )
+        base_grams, base_structure = self.judge.inner(base_samples)
+        negative_grams = base_grams if anchors is None or ref_grams is None else self.judge.grams(anchors)
         self.checks = check_terms(ref, negatives, ref_grams, negative_grams, paired=anchors is not None)
         self.paired = anchors is not None
         self.auto = auto_terms(self.checks)
         self._ready = {
             "ref_grams": None if ref_grams is None else [g.mean(0) for g in ref_grams],
         }
-        base_grams = self.judge.grams(base_samples) if ref_grams is not None else None
         base_dist = self._gram_distance(base_grams)
         captions = [c for c in captions or [] if c.strip()]
         rivals = [self.judge.embed_texts(texts) for texts in alternatives(prompts, captions)]
@@ -258,7 +246,7 @@ class ClipStyleContentScorer(Scorer):
                 "prompts": list(prompts),
                 "rivals": rivals,
                 "caption_text": caption_text,
-                "base_structure": self.judge.structure(base_samples),
+                "base_structure": base_structure,
                 "centroid": centroid,
                 "text": text,
                 "base": base,
@@ -293,8 +281,8 @@ class ClipStyleContentScorer(Scorer):
         r = self._ready
         if not captions or len(captions) != len(ref):
             return {"choice_cost": 0.0, "text_cost": 1.0}
-        texts = alternatives(captions, r.get("prompts", []))
-        embedded = {t[0]: self.judge.embed_texts(t) for t in texts}
+        distinct = list(dict.fromkeys(c.strip() for c in captions))
+        embedded = {t[0]: self.judge.embed_texts(t) for t in alternatives(distinct, r.get("prompts", []))}
         rivals = [embedded[c.strip()] for c in captions]
         own = self.judge.embed_texts(captions)
         ref_choice = float(self._choice(ref, rivals, 1).mean())
@@ -316,10 +304,7 @@ class ClipStyleContentScorer(Scorer):
     def _gram_distance(self, grams: list[torch.Tensor] | None) -> torch.Tensor | None:
         """Per image, the mean over blocks of ||G - G_ref|| / ||G_ref|| (Frobenius norms)."""
         refs = self._ready.get("ref_grams")
-        if grams is None or refs is None:
-            return None
-        parts = [(g - r).flatten(1).norm(dim=1) / r.norm().clamp_min(1e-12) for g, r in zip(grams, refs, strict=True)]
-        return sum(parts[1:], parts[0]) / len(parts)
+        return None if grams is None or refs is None else gram_distance(grams, refs)
 
     def score(self, samples: list[Image.Image]) -> dict[str, float]:
         """The metrics, averaged over the samples (``score_each`` gives them per sample)."""
@@ -343,7 +328,8 @@ class ClipStyleContentScorer(Scorer):
         direction = torch.where(norm > 1e-6, (moved @ r["direction"]) / norm.clamp_min(1e-6), torch.zeros_like(norm))
         n = len(samples)
         base_dist = r["base_gram_distance"]
-        dist = self._gram_distance(self.judge.grams(samples)) if base_dist is not None else None
+        grams, structure = self.judge.inner(samples)  # one pass of the image tower for both
+        dist = self._gram_distance(grams) if base_dist is not None else None
         if dist is None or base_dist is None:
             gram = [float("nan")] * n
         else:
@@ -368,8 +354,11 @@ class ClipStyleContentScorer(Scorer):
         else:
             toward = (emb - r["base"]) @ r["caption_text"] - ((emb - r["base"]) * r["text"]).sum(-1)
             leak = toward.tolist()
-        structure = self.judge.structure(samples) if r["base_structure"] is not None else None
-        kept = [float("nan")] * n if structure is None else (structure * r["base_structure"]).sum(-1).tolist()
+        kept = (
+            [float("nan")] * n
+            if structure is None or r["base_structure"] is None
+            else (structure * r["base_structure"]).sum(-1).tolist()
+        )
         return {
             "content_choice": choice.tolist(),
             "content_choice_delta": (choice - r["base_choice"]).tolist(),

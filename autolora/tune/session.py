@@ -97,7 +97,8 @@ class Session:
             anchor_path = cache_dir / f"anchors-{sample_key}.safetensors"
             if not anchor_path.exists():
                 save_images(anchor_path, anchors)
-        self.scorer = self.new_scorer(self.base_samples)
+        if self.scorer is None:  # diagnose prepared it already (the same base samples and anchors)
+            self.scorer = self.new_scorer(self.base_samples)
         torch.set_grad_enabled(True)
         self.setup_seconds += time.perf_counter() - t0
 
@@ -252,7 +253,7 @@ class Session:
             plan.style, plan.resolution, self.pipe.vae, yardstick, plan.buckets, plan.bucket_of, plan.config.data.crop
         )
         self.ensure_anchors(cache_dir)
-        scorer = self.new_scorer(yardstick)
+        self.scorer = scorer = self.new_scorer(yardstick)  # kept: prepare scores the trials with it
         terms = {m for t in plan.objective.targets for m in t.terms}
         return findings + judge_findings(scorer.checks, scorer.paired, terms, scorer.style_cost)
 
