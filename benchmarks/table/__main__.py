@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.table.judge import report as judge_report
 
         quiet_libraries()
-        return judge_report(args.table, args.references, args.json, args.styles.split(",") if args.styles else None)
+        try:
+            return judge_report(args.table, args.references, args.json, args.styles.split(",") if args.styles else None)
+        except FileNotFoundError as e:  # no such table folder: one line, nothing written
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     from benchmarks.table.figures import report
 
     return report(args.table, args.json, args.markdown)
