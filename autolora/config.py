@@ -175,6 +175,16 @@ class EvalConfig:
     """Override the objective's open_clip model name (or ``builtin:NAME``)."""
     clip_pretrained: str | None = None
     """Override the objective's open_clip pretrained tag or local checkpoint file."""
+    intro_style: bool = True
+    """Also read each sample's style with the base model's own denoiser features (IntroStyle, the ``style_intro``
+    term; ``autolora.models.features``): one VAE encode and one denoiser pass per picture, no extra weights. The
+    judge's self-check decides per study whether ``style: auto`` uses it."""
+    style_model: str | None = None
+    """A CSD style model checkpoint (Somepalli et al. 2024, its ``checkpoint.pth``; a file you supply, read through
+    open_clip): adds the ``style_csd`` term (``autolora.scoring.csd``). None: no such term."""
+    style_model_arch: str = "ViT-L-14"
+    """The open_clip architecture of ``style_model``: a name open_clip knows, a model config ``.json`` or
+    ``builtin:NAME`` (CSD's released model is ViT-L-14)."""
 
     def validate(self, where: str) -> None:
         _check(len(self.seeds) > 0, f"{where}.seeds", "a non-empty list of integers", self.seeds)
@@ -187,6 +197,12 @@ class EvalConfig:
         shared = sorted(set(self.seeds) & set(self.confirm_seeds))
         _check(not shared, f"{where}.confirm_seeds", f"seeds not in eval.seeds (shared: {shared})", self.confirm_seeds)
         _check(self.inference_steps >= 1, f"{where}.inference_steps", "an integer >= 1", self.inference_steps)
+        _check(
+            self.style_model is None or Path(self.style_model).is_file(),
+            f"{where}.style_model",
+            "a CSD checkpoint file (or null)",
+            self.style_model,
+        )
         _check(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
         _check(
             self.guidance_scale is None or self.guidance_scale >= 0,

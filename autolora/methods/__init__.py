@@ -8,7 +8,8 @@ modules of the denoiser in full. Each is a ``Method`` strategy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from autolora.methods.base import KohyaModule, Method, PeftMethod
@@ -18,7 +19,17 @@ from autolora.methods.lokr import LoKr
 from autolora.methods.lora import Lora
 from autolora.methods.textual_inversion import Pivotal, TextualInversion
 
-__all__ = ["METHODS", "KohyaModule", "Method", "PeftMethod", "get", "kept_method", "load_kept", "method_of"]
+__all__ = [
+    "METHODS",
+    "KohyaModule",
+    "Method",
+    "PeftMethod",
+    "base_view",
+    "get",
+    "kept_method",
+    "load_kept",
+    "method_of",
+]
 
 
 def _register(*methods: Method) -> dict[str, Method]:
@@ -73,3 +84,27 @@ def load_kept(pipe: Any, configs: Mapping[str, Mapping[str, Any]], states: Mappi
         method.detach(pipe, name, attached)
         raise
     return attached
+
+
+@contextmanager
+def base_view(pipe: Any) -> Iterator[None]:
+    """The pipeline's denoiser as the base model for the duration: every peft tuner layer on it switched off (a
+    trial's LoRA, LoHa or LoKr, a fusion's loaded LoRAs) and DreamBooth's fine-tuned modules holding their original
+    weights; all put back as they were afterwards. For reads that must not see the adapter (the base model's own
+    style features, ``autolora.models.features``)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from autolora.models.family import denoiser
+
+    model = denoiser(pipe)
+    # peft's ``enable_adapters(True)`` would also mark the active adapter's weights trainable again; the flag its
+    # layers' forward reads is toggled instead, so the read changes nothing a trial's optimiser sees.
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer) and not m.disable_adapters]
+    for layer in layers:
+        layer._disable_adapters = True
+    try:
+        with DreamBooth.base_weights(model):
+            yield
+    finally:
+        for layer in layers:
+            layer._disable_adapters = False

@@ -10,7 +10,8 @@ writes the whole fine-tuned UNet and a LoRA extracted from the difference (``aut
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from autolora.methods.base import Method, Settings
@@ -74,3 +75,25 @@ class DreamBooth(Method):
 
     def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
         return {comp: {"peft_type": PEFT_TYPE, "target_modules": list(spec.modules)} for comp in attached}
+
+    @staticmethod
+    @contextmanager
+    def base_weights(model: Any) -> Iterator[None]:
+        """``model`` with the original weights of every module fine-tuned on it, put back as trained afterwards."""
+        import torch
+
+        trained: dict[str, torch.Tensor] = {}
+        try:
+            with torch.no_grad():
+                for (owner, _), saved in _SAVED.items():
+                    if owner != id(model):
+                        continue
+                    for key, value in saved.items():
+                        param = model.get_parameter(key)
+                        trained[key] = param.detach().clone()
+                        param.copy_(value.to(param.device, param.dtype))
+            yield
+        finally:
+            with torch.no_grad():
+                for key, value in trained.items():
+                    model.get_parameter(key).copy_(value)

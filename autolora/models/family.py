@@ -71,6 +71,25 @@ def make_loss(pipe: Any, settings: LossSettings, device: str) -> LossFn:
     return _make_unet_loss(pipe, settings, device)
 
 
+def unet_forward(pipe: Any, noisy: torch.Tensor, t: torch.Tensor, cond: dict[str, Any], device: str) -> torch.Tensor:
+    """The UNet's prediction for a batch of noisy latents at timesteps ``t`` (SDXL's micro-conditioning from the
+    batch's size; no crop)."""
+    import torch
+
+    unet = pipe.unet
+    bsz = noisy.shape[0]
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    kwargs: dict[str, Any] = {}
+    if "pooled" in cond:
+        h, w = noisy.shape[2] * scale, noisy.shape[3] * scale
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32).repeat(bsz, 1)
+        kwargs["added_cond_kwargs"] = {"text_embeds": cond["pooled"].to(device), "time_ids": time_ids.to(device)}
+    dtype = unet.dtype
+    return unet(
+        noisy.to(device, dtype), t.to(device), encoder_hidden_states=cond["prompt_embeds"].to(device, dtype), **kwargs
+    ).sample
+
+
 def _snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     import torch
     from diffusers.training_utils import compute_snr
@@ -87,9 +106,7 @@ def _make_unet_loss(pipe: Any, settings: LossSettings, device: str) -> LossFn:
     import torch
     from diffusers import DDPMScheduler
 
-    unet = pipe.unet
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    scale = getattr(pipe, "vae_scale_factor", 8)
 
     def loss(latents: torch.Tensor, cond: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
         bsz = latents.shape[0]
@@ -102,19 +119,7 @@ def _make_unet_loss(pipe: Any, settings: LossSettings, device: str) -> LossFn:
             target = scheduler.get_velocity(latents, noise, t)
         else:
             target = noise
-        kwargs: dict[str, Any] = {}
-        if "pooled" in cond:
-            # SDXL's micro-conditioning: original size, crop offset (none) and target size of the batch's bucket.
-            h, w = latents.shape[2] * scale, latents.shape[3] * scale
-            time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32).repeat(bsz, 1)
-            kwargs["added_cond_kwargs"] = {"text_embeds": cond["pooled"].to(device), "time_ids": time_ids.to(device)}
-        dtype = unet.dtype
-        pred = unet(
-            noisy.to(device, dtype),
-            t.to(device),
-            encoder_hidden_states=cond["prompt_embeds"].to(device, dtype),
-            **kwargs,
-        ).sample
+        pred = unet_forward(pipe, noisy, t, cond, device)
         per_sample = ((pred.float() - target.to(device).float()) ** 2).mean(dim=(1, 2, 3))
         if settings.min_snr_gamma > 0:
             per_sample = per_sample * _snr_weights(scheduler, t, settings.min_snr_gamma).to(device)

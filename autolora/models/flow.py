@@ -48,53 +48,63 @@ def sample_sigmas(
     return sigmas, timesteps
 
 
+def flow_forward(
+    pipe: Any, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, Any], device: str, guidance: float
+) -> torch.Tensor:
+    """The transformer's velocity for a batch of noisy latents at ``timesteps`` (sigma x 1000); Flux's latents
+    packed 2x2 into tokens with their position ids and unpacked again, its guidance embedding (dev) at
+    ``guidance``."""
+    import torch
+
+    transformer = pipe.transformer
+    bsz, channels, h, w = noisy.shape
+    dtype = transformer.dtype
+    embeds = cond["prompt_embeds"].to(device, dtype)
+    pooled = cond["pooled"].to(device, dtype)
+    if type(pipe).__name__ != "FluxPipeline":
+        return transformer(
+            hidden_states=noisy.to(device, dtype),
+            timestep=timesteps.to(device, dtype),
+            encoder_hidden_states=embeds,
+            pooled_projections=pooled,
+            return_dict=False,
+        )[0]
+    packed = pipe._pack_latents(noisy, bsz, channels, h, w)
+    img_ids = pipe._prepare_latent_image_ids(bsz, h // 2, w // 2, device, dtype)
+    txt_ids = torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype)
+    scale = None
+    if transformer.config.guidance_embeds:
+        scale = torch.full((bsz,), guidance, device=device, dtype=torch.float32)
+    out = transformer(
+        hidden_states=packed.to(device, dtype),
+        timestep=(timesteps / 1000).to(device, dtype),
+        guidance=scale,
+        pooled_projections=pooled,
+        encoder_hidden_states=embeds,
+        txt_ids=txt_ids,
+        img_ids=img_ids,
+        return_dict=False,
+    )[0]
+    factor = pipe.vae_scale_factor
+    return pipe._unpack_latents(out, h * factor, w * factor, factor)
+
+
 def make_flow_loss(pipe: Any, settings: LossSettings, device: str) -> LossFn:
     """Per-sample flow-matching loss of the pipeline's transformer (SD3 or Flux)."""
     import torch
     from diffusers.training_utils import compute_loss_weighting_for_sd3
 
-    transformer = pipe.transformer
     # A fresh copy holds the sigma table at training length, whatever sampling did to the pipeline's own.
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    flux = type(pipe).__name__ == "FluxPipeline"
 
     def loss(latents: torch.Tensor, cond: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
-        bsz, channels, h, w = latents.shape
+        bsz = latents.shape[0]
         noise = torch.randn(latents.shape, generator=gen)
         sigmas, timesteps = sample_sigmas(scheduler, bsz, settings, gen)
         s = sigmas.view(-1, 1, 1, 1)
         noisy = (1.0 - s) * latents + s * noise
         target = noise - latents
-        dtype = transformer.dtype
-        embeds = cond["prompt_embeds"].to(device, dtype)
-        pooled = cond["pooled"].to(device, dtype)
-        if flux:
-            packed = pipe._pack_latents(noisy, bsz, channels, h, w)
-            img_ids = pipe._prepare_latent_image_ids(bsz, h // 2, w // 2, device, dtype)
-            txt_ids = torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype)
-            guidance = None
-            if transformer.config.guidance_embeds:
-                guidance = torch.full((bsz,), settings.guidance, device=device, dtype=torch.float32)
-            out = transformer(
-                hidden_states=packed.to(device, dtype),
-                timestep=(timesteps / 1000).to(device, dtype),
-                guidance=guidance,
-                pooled_projections=pooled,
-                encoder_hidden_states=embeds,
-                txt_ids=txt_ids,
-                img_ids=img_ids,
-                return_dict=False,
-            )[0]
-            scale = pipe.vae_scale_factor
-            pred = pipe._unpack_latents(out, h * scale, w * scale, scale)
-        else:
-            pred = transformer(
-                hidden_states=noisy.to(device, dtype),
-                timestep=timesteps.to(device, dtype),
-                encoder_hidden_states=embeds,
-                pooled_projections=pooled,
-                return_dict=False,
-            )[0]
+        pred = flow_forward(pipe, noisy, timesteps, cond, device, settings.guidance)
         weighting = compute_loss_weighting_for_sd3(settings.weighting_scheme, sigmas).to(device).float()
         return (weighting * ((pred.float() - target.to(device).float()) ** 2).mean(dim=(1, 2, 3))).float()
 

@@ -38,6 +38,11 @@ Metrics (all cosine similarities of L2-normalised CLIP embeddings, so in [-1, 1]
   a sample restyled as well as the references and otherwise the same subject.
 - ``style_probe``: the sample's move from its base sample along a linear probe fitted to tell the references from
   the base model's renderings of their captions (``autolora.scoring.selfcheck.probe``).
+- ``style_intro``: IntroStyle (``autolora.models.features``): how much of its base sample's 2-Wasserstein distance
+  to the references' mean denoiser statistics the sample closed, read by the base diffusion model itself (0: no
+  change, 1: the references' statistics); NaN when ``eval.intro_style`` is off.
+- ``style_csd``: the same with a CSD style model's embeddings (``autolora.scoring.csd``, ``eval.style_model``); NaN
+  without one.
 - ``style_auto``: the mean, over the style terms that pass the judge's self-check at ``prepare``
   (``autolora.scoring.selfcheck``), of each term over its value on held-out references: 1 means the samples moved
   as far as the references are from the base model, by the terms that can see this style.
@@ -45,20 +50,51 @@ Metrics (all cosine similarities of L2-normalised CLIP embeddings, so in [-1, 1]
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
 from autolora.scoring.base import Scorer
-from autolora.scoring.selfcheck import TermCheck, gram_distance
+from autolora.scoring.selfcheck import Stats, TermCheck, gram_distance
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
 
+Reader = Callable[[list["Image.Image"]], Stats]
+"""Pictures -> one statistic per picture (``selfcheck.Stats``)."""
+READ_TERMS = ("style_intro", "style_csd")
+"""The style terms read by a reader other than the judge (``ClipStyleContentScorer(readers=...)``)."""
+
 MOST_TEXT_COST = 0.25
 """The lowest share of the base's prompt agreement a style's own cost may allow (``_style_cost``)."""
+
+
+def open_clip_model(model: str, pretrained: str | None, what: str = "CLIP model") -> tuple[str, str | None]:
+    """An open_clip model name and its weights from what a user writes: a name open_clip knows, a model config
+    ``.json`` (registered with open_clip), or ``builtin:NAME`` (its config registered, its weights the default)."""
+    import open_clip
+
+    from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
+
+    if is_builtin(model):
+        name = model.removeprefix(PREFIX)
+        if name not in BUILTINS or BUILTINS[name].kind != "clip":
+            clips = [PREFIX + n for n, b in BUILTINS.items() if b.kind == "clip"]
+            raise UserError(f"{what} '{model}': no such built-in{closest(model, clips)}")
+        folder = builtin_path(model)
+        open_clip.add_model_config(folder / f"{name}.json")
+        return name, pretrained or str(folder / "open_clip_model.safetensors")
+    if model.endswith(".json"):
+        if not Path(model).is_file():
+            raise UserError(f"{what} config {model}: no such file")
+        open_clip.add_model_config(model)
+        model = Path(model).stem
+    if model not in open_clip.list_models():
+        raise UserError(f"{what} '{model}': unknown to open_clip{closest(model, open_clip.list_models())}")
+    return model, pretrained
 
 
 class ClipJudge:
@@ -67,23 +103,7 @@ class ClipJudge:
     def __init__(self, model: str, pretrained: str | None, device: str = "cpu") -> None:
         import open_clip
 
-        from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
-
-        if is_builtin(model):
-            name = model.removeprefix(PREFIX)
-            if name not in BUILTINS or BUILTINS[name].kind != "clip":
-                clips = [PREFIX + n for n, b in BUILTINS.items() if b.kind == "clip"]
-                raise UserError(f"CLIP model '{model}': no such built-in{closest(model, clips)}")
-            folder = builtin_path(model)
-            open_clip.add_model_config(folder / f"{name}.json")
-            model, pretrained = name, pretrained or str(folder / "open_clip_model.safetensors")
-        elif model.endswith(".json"):
-            if not Path(model).is_file():
-                raise UserError(f"CLIP model config {model}: no such file")
-            open_clip.add_model_config(model)
-            model = Path(model).stem
-        if model not in open_clip.list_models():
-            raise UserError(f"CLIP model '{model}': unknown to open_clip{closest(model, open_clip.list_models())}")
+        model, pretrained = open_clip_model(model, pretrained)
         looks_like_file = pretrained and ("/" in pretrained or pretrained.endswith((".safetensors", ".bin", ".pt")))
         if looks_like_file and not Path(str(pretrained)).is_file():
             raise UserError(f"CLIP checkpoint {pretrained}: no such file")
@@ -184,11 +204,20 @@ class ClipStyleContentScorer(Scorer):
         "content_leak",
         "content_structure",
         "style_probe",
+        "style_intro",
+        "style_csd",
         "style_auto",
     )
 
-    def __init__(self, judge: ClipJudge) -> None:
+    def __init__(self, judge: ClipJudge, readers: Mapping[str, Reader] | None = None) -> None:
+        """``readers``: term -> another reader of pictures' style statistics, for the terms the judge alone cannot
+        give: ``style_intro`` (the base model's own features, ``autolora.models.features``), ``style_csd`` (a CSD
+        style model, ``autolora.scoring.csd``); a term without one has no reading (NaN)."""
+        unknown = sorted(set(readers or {}) - set(READ_TERMS))
+        if unknown:
+            raise ValueError(f"no style term {unknown} reads pictures through a reader (known: {READ_TERMS})")
         self.judge = judge
+        self.readers = dict(readers or {})
         self._ready: dict[str, Any] = {}
         self.checks: list[TermCheck] = []
         """The judge's self-check of each style term (``autolora.scoring.selfcheck``), set by ``prepare``."""
@@ -227,14 +256,22 @@ class ClipStyleContentScorer(Scorer):
         direction = ref.mean(0) - negatives.mean(0)
         ref_grams = self.judge.grams(references)
         base_grams, base_structure = self.judge.inner(base_samples)
-        negative_grams = base_grams if anchors is None or ref_grams is None else self.judge.grams(anchors)
-        self.checks = check_terms(ref, negatives, ref_grams, negative_grams, paired=anchors is not None)
+        base_stats: dict[str, Stats] = {}
+        stats: dict[str, tuple[Stats, Stats]] = {}
+        if ref_grams is not None and base_grams is not None:
+            base_stats["style_gram"] = base_grams
+            stats["style_gram"] = (ref_grams, base_grams if anchors is None else self.judge.grams(anchors) or [])
+        for term, read in self.readers.items():
+            base_stats[term] = read(base_samples)
+            stats[term] = (read(references), base_stats[term] if anchors is None else read(anchors))
+        self.checks = check_terms(ref, negatives, stats, paired=anchors is not None)
         self.paired = anchors is not None
         self.auto = auto_terms(self.checks)
+        ref_means = {term: [g.mean(0) for g in pair[0]] for term, pair in stats.items()}
         self._ready = {
-            "ref_grams": None if ref_grams is None else [g.mean(0) for g in ref_grams],
+            "ref_stats": ref_means,
+            "base_distance": {t: gram_distance(base_stats[t], ref_means[t]) for t in stats},
         }
-        base_dist = self._gram_distance(base_grams)
         captions = [c for c in captions or [] if c.strip()]
         rivals = [self.judge.embed_texts(texts) for texts in alternatives(prompts, captions)]
         caption_text = (
@@ -254,7 +291,6 @@ class ClipStyleContentScorer(Scorer):
                 "probe": probe(ref, negatives),
                 "style_base": float((base @ centroid).mean()),
                 "content_text_base": float((base * text).sum(-1).mean()),
-                "base_gram_distance": base_dist,
             }
         )
         self._ready["base_choice"] = self._choice(base)
@@ -301,10 +337,15 @@ class ClipStyleContentScorer(Scorer):
             "reference_choice": ref_choice,
         }
 
-    def _gram_distance(self, grams: list[torch.Tensor] | None) -> torch.Tensor | None:
-        """Per image, the mean over blocks of ||G - G_ref|| / ||G_ref|| (Frobenius norms)."""
-        refs = self._ready.get("ref_grams")
-        return None if grams is None or refs is None else gram_distance(grams, refs)
+    def _closed(self, term: str, stats: Stats | None, n: int) -> list[float]:
+        """Per sample, how much of its base sample's distance to the references' mean statistics (``gram_distance``)
+        the sample closed, over the base samples' mean distance; NaN without the statistics."""
+        r = self._ready
+        base = r["base_distance"].get(term)
+        if stats is None or base is None:
+            return [float("nan")] * n
+        dist = gram_distance(stats, r["ref_stats"][term])
+        return ((base - dist) / base.mean().clamp_min(1e-12)).tolist()
 
     def score(self, samples: list[Image.Image]) -> dict[str, float]:
         """The metrics, averaged over the samples (``score_each`` gives them per sample)."""
@@ -327,19 +368,16 @@ class ClipStyleContentScorer(Scorer):
         # An unchanged sample has no direction: it contributes 0, not noise.
         direction = torch.where(norm > 1e-6, (moved @ r["direction"]) / norm.clamp_min(1e-6), torch.zeros_like(norm))
         n = len(samples)
-        base_dist = r["base_gram_distance"]
         grams, structure = self.judge.inner(samples)  # one pass of the image tower for both
-        dist = self._gram_distance(grams) if base_dist is not None else None
-        if dist is None or base_dist is None:
-            gram = [float("nan")] * n
-        else:
-            gram = ((base_dist - dist) / base_dist.mean().clamp_min(1e-12)).tolist()
         terms = {
             "style_gain": (style - r["style_base"]).tolist(),
             "style_direction": direction.tolist(),
-            "style_gram": gram,
+            "style_gram": self._closed("style_gram", grams, n),
             "style_probe": (moved @ r["probe"]).tolist(),
         }
+        for term in READ_TERMS:
+            read = self.readers.get(term)
+            terms[term] = self._closed(term, read(samples) if read is not None else None, n)
         if self.auto:
             auto = [sum(terms[c.term][i] / c.scale for c in self.auto) / len(self.auto) for i in range(n)]
         else:  # no term moves references away from the base model at all (setup warned): the plain gain

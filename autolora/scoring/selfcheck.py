@@ -18,13 +18,14 @@ as far as the references are from the base model", whichever terms passed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-TERMS = ("style_gain", "style_direction", "style_gram", "style_probe")
+TERMS = ("style_gain", "style_direction", "style_gram", "style_probe", "style_intro", "style_csd")
 """The candidate style terms (``style_fidelity`` ranks as ``style_gain`` does: it is left out)."""
 READABLE = 0.5
 """The judge reads the references' subjects when it picks each one's caption among its alternatives more often
@@ -94,15 +95,20 @@ def _folds(n: int, k: int) -> list[list[int]]:
     return [list(range(i, n, k)) for i in range(k)]
 
 
+Stats = list["torch.Tensor"]
+"""A picture statistic that a distribution term compares: one ``(N, ...)`` tensor per block (the judge's Gram
+matrices for ``style_gram``, the denoiser's channel means and deviations for ``style_intro``)."""
+
+
 def check_terms(
     refs: torch.Tensor,
     anchors: torch.Tensor,
-    ref_grams: list[torch.Tensor] | None,
-    anchor_grams: list[torch.Tensor] | None,
+    stats: Mapping[str, tuple[Stats, Stats]],
     paired: bool,
     folds: int = 4,
 ) -> list[TermCheck]:
-    """Every term of ``TERMS`` checked on normalised embeddings (and Gram matrices, when the judge gives them).
+    """Every term of ``TERMS`` checked on normalised embeddings and, for the distribution terms, on ``stats``:
+    term -> (the references', the anchors') statistics, where the scorer has them (a term without is NaN).
 
     ``paired``: ``anchors[i]`` renders ``refs[i]``'s caption (folds keep pairs together)."""
     import torch
@@ -129,12 +135,12 @@ def check_terms(
         unit = torch.nn.functional.normalize(moved, dim=-1)
         scales["style_direction"].append(float((unit @ direction).mean()))
         scales["style_probe"].append(float((moved @ w).mean()))
-        if ref_grams is not None and anchor_grams is not None:
-            mean = [g[tr_r].mean(0) for g in ref_grams]
-            d_ref = gram_distance([g[ref_idx] for g in ref_grams], mean)
-            d_anc = gram_distance([g[anc_idx] for g in anchor_grams], mean)
-            scores["style_gram"] = (-d_ref, -d_anc)
-            scales["style_gram"].append(float((d_anc.mean() - d_ref.mean()) / d_anc.mean().clamp_min(1e-12)))
+        for term, (ref_stats, anchor_stats) in stats.items():
+            mean = [g[tr_r].mean(0) for g in ref_stats]
+            d_ref = gram_distance([g[ref_idx] for g in ref_stats], mean)
+            d_anc = gram_distance([g[anc_idx] for g in anchor_stats], mean)
+            scores[term] = (-d_ref, -d_anc)
+            scales[term].append(float((d_anc.mean() - d_ref.mean()) / d_anc.mean().clamp_min(1e-12)))
         for term, (pos, neg) in scores.items():
             diff = pos[:, None] - neg[None, :]
             wins[term] += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
@@ -151,9 +157,20 @@ def check_terms(
     return out
 
 
-def auto_terms(checks: list[TermCheck]) -> list[TermCheck]:
-    """The terms ``style_auto`` averages: those that passed, else (with a warning at setup) every term with a
-    reading, so the study still has a style value; only terms that read the held-out references as moved away from
-    the base model (a positive scale to divide by). None at all: ``style_auto`` is the plain ``style_gain``."""
+AUTO_TERMS = ("style_gain", "style_direction", "style_gram", "style_probe")
+"""The terms ``style: auto`` may average: those the trial table validated (``docs/judge.md``). ``style_intro`` passes
+the self-check on every table style but ranks the structure style's trials backwards (rings: validity -0.16 wide,
+-0.20 quick), and averaging it in lowered the worst style (wide +0.39 -> +0.20, quick +0.32 -> +0.11) for no gain
+in the mean (+0.67 -> +0.67 wide, +0.72 -> +0.67 quick): it is self-checked, reported and a recipe may name it
+(``style: style_intro``), but ``auto`` leaves it out. ``style_csd`` cannot be validated offline (no CSD weights
+here): the same."""
+
+
+def auto_terms(checks: list[TermCheck], eligible: tuple[str, ...] = AUTO_TERMS) -> list[TermCheck]:
+    """The terms ``style_auto`` averages: those of ``eligible`` that passed, else (with a warning at setup) every
+    eligible term with a reading, so the study still has a style value; only terms that read the held-out
+    references as moved away from the base model (a positive scale to divide by). None at all: ``style_auto`` is
+    the plain ``style_gain``."""
+    checks = [c for c in checks if c.term in eligible]
     passed = [c for c in checks if c.passed and c.scale > 0]
     return passed or [c for c in checks if not math.isnan(c.auc) and c.scale > 0]

@@ -112,6 +112,12 @@ def make_plan(config: Config) -> Plan:
     objective, objective_text = load_objective(config.study.objective)
     device = resolve_device(config.model.device)
     resolve_dtype(config.model.mixed_precision, device)
+    used = {m for t in objective.targets for m in t.terms} | {c.metric for c in objective.constraints}
+    readers = {"style_intro": ("eval.intro_style", config.eval.intro_style), "style_csd": ("eval.style_model",
+               config.eval.style_model)}  # fmt: skip
+    for term, (key, on) in readers.items():
+        if term in used and not on:
+            raise UserError(f"objective {objective.name} scores {term}, which needs {key} (it is off)")
     if not objective.is_scalar and config.study.sampler == "cmaes":
         raise UserError(
             f"study.sampler cmaes: single-objective only; objective {objective.name} has "

@@ -53,6 +53,8 @@ class Session:
     anchors: list[Any] | None = None
     """The base model's rendering of each reference's caption (None without captions)."""
     setup_seconds: float = 0.0
+    csd: Any = None
+    """The CSD style model (``eval.style_model``), loaded once."""
     priors: dict[str, Any] = field(default_factory=dict)
     """Prior-preservation data by class prompt, read once per process (``prior_data``)."""
 
@@ -66,7 +68,12 @@ class Session:
 
         pipe, dtype = load_base(plan.model, plan.config.model, plan.device)
         judge = ClipJudge(plan.clip[0], plan.clip[1], device=plan.device)
-        return cls(plan=plan, pipe=pipe, judge=judge, dtype=dtype, setup_seconds=time.perf_counter() - t0)
+        ev, csd = plan.config.eval, None
+        if ev.style_model:
+            from autolora.scoring.csd import CsdReader
+
+            csd = CsdReader(ev.style_model, ev.style_model_arch, plan.device)
+        return cls(plan=plan, pipe=pipe, judge=judge, dtype=dtype, csd=csd, setup_seconds=time.perf_counter() - t0)
 
     def prepare(self, cache_dir: Path) -> None:
         """Latents, caption embeddings, base samples and scorer references: once per study."""
@@ -121,10 +128,27 @@ class Session:
         from autolora.scoring.clip import ClipStyleContentScorer
 
         plan = self.plan
-        scorer = ClipStyleContentScorer(self.judge)
+        scorer = ClipStyleContentScorer(self.judge, self.readers())
         n_seeds = len(base_samples) // len(plan.prompts)
         scorer.prepare(plan.style.images, plan.prompts, n_seeds, base_samples, self.anchors, plan.style.captions)
         return scorer
+
+    def readers(self) -> dict[str, Any]:
+        """The style readers besides the judge: the base model's own (``style_intro``, unless ``eval.intro_style``
+        is off; it reads with any trial's adapter switched off, ``autolora.methods.base_view``) and a CSD model
+        (``style_csd``, with ``eval.style_model``, loaded by ``load``)."""
+        ev, out = self.plan.config.eval, {}
+        if ev.intro_style:
+            from autolora.methods import base_view
+            from autolora.models.features import DenoiserFeatures
+
+            pipe = self.pipe
+            out["style_intro"] = DenoiserFeatures(
+                pipe, self.plan.device, self.plan.resolution, base_view=lambda: base_view(pipe)
+            )
+        if self.csd is not None:
+            out["style_csd"] = self.csd
+        return out
 
     def _data_key(self) -> str:
         plan, cfg = self.plan, self.plan.config

@@ -49,6 +49,18 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _pipeline(meta: dict[str, Any], cache: dict[str, Any] = {}) -> Any:  # noqa: B006 (one load per process)
+    """The table's base model (loaded once)."""
+    source = meta["world"]["base_model"]
+    if source not in cache:
+        import torch
+
+        from autolora.models.loading import load_pipeline, resolve_model
+
+        cache[source] = load_pipeline(resolve_model(source), "cpu", torch.float32)
+    return cache[source]
+
+
 def _anchors(table_folder: Path, meta: dict[str, Any], captions: list[str]) -> list[Any] | None:
     """The base model's renderings of the references' captions: as the build's study cached them, else drawn again
     as it drew them (a packed table keeps no cache; sampling is deterministic per prompt and seed); None without
@@ -60,13 +72,8 @@ def _anchors(table_folder: Path, meta: dict[str, Any], captions: list[str]) -> l
         return load_images(found[0])
     if not captions or not all(captions):
         return None
-    import torch
-
-    from autolora.models.loading import load_pipeline, resolve_model
-
-    pipe = load_pipeline(resolve_model(meta["world"]["base_model"]), "cpu", torch.float32)
     ev = meta["eval"]
-    return sample(pipe, captions, meta["seeds"][:1], steps=ev["inference_steps"],
+    return sample(_pipeline(meta), captions, meta["seeds"][:1], steps=ev["inference_steps"],
                   guidance_scale=ev["guidance_scale"], resolution=int(meta["resolution"]))  # fmt: skip
 
 
@@ -80,8 +87,10 @@ def rescore(
     from PIL import Image
 
     from autolora.data import load_style_set
+    from autolora.models.features import DenoiserFeatures
     from autolora.scoring.clip import ClipJudge, ClipStyleContentScorer
     from autolora.scoring.objective import load_objective, parse_objective
+    from autolora.scoring.selfcheck import TERMS, auto_terms
 
     meta = table.meta
     import yaml
@@ -103,9 +112,11 @@ def rescore(
         seeds = meta["seeds" if part == "search" else "confirm_seeds"]
         if base.get("images") is None:
             continue
-        scorer = ClipStyleContentScorer(judge)
+        intro = DenoiserFeatures(_pipeline(meta), "cpu", int(meta["resolution"]))
+        scorer = ClipStyleContentScorer(judge, {"style_intro": intro})
         scorer.prepare(style.images, meta["prompts"], len(seeds), images(base["images"]), anchors, style.captions)
         checks = [{**asdict(c), "passed": c.passed} for c in scorer.checks]
+        every = auto_terms(scorer.checks, TERMS)
         base_content = _right(base["truth"])
         base_presence = _mean(base["truth"]["presence"])
         span = meta["references"]["presence"] - base_presence
@@ -116,7 +127,22 @@ def rescore(
                     continue
                 metrics = scorer.score_each(images(where))
                 means = {k: _mean(v) for k, v in metrics.items()}
+                # The auto rule with every term that passed, the base model's own (style_intro) included: why
+                # ``selfcheck.AUTO_TERMS`` leaves it out.
+                means["style_auto_all"] = _mean(
+                    [sum(means[c.term] / c.scale for c in every) / len(every)] if every else [math.nan]
+                )
                 content = _right(rung[part]["truth"])
+                halves = {}
+                if part == "confirm":  # disjoint seed sets of k seeds each (samples are prompt-major over seeds)
+                    n = len(seeds)
+                    for k in range(1, n // 2 + 1):
+                        pick = [[i for i in range(len(metrics["style_auto"])) if (i % n in range(a, a + k))]
+                                for a in (0, n - k)]  # fmt: skip
+                        halves[k] = [
+                            recipe.values({m: _mean([v[i] for i in idx]) for m, v in metrics.items()})[0]
+                            for idx in pick
+                        ]
                 out.append(
                     {
                         "config": row["config"],
@@ -129,6 +155,7 @@ def rescore(
                         "progress": (_mean(rung[part]["truth"]["presence"]) - base_presence) / span,
                         **{k: v for k, v in means.items() if k.startswith(("content_", "style_"))},
                         "objective": recipe.values(means)[0],
+                        "halves": halves,
                     }
                 )
         echo(f"{table.style} {part}: {sum(1 for r in out if r['part'] == part)} trials scored")
@@ -198,7 +225,16 @@ def check_figures(by_style: dict[str, list[dict[str, Any]]], part: str) -> dict[
     return out
 
 
-STYLE_TERMS = ("style_gain", "style_direction", "style_gram", "style_probe", "style_auto", "objective")
+STYLE_TERMS = (
+    "style_gain",
+    "style_direction",
+    "style_gram",
+    "style_probe",
+    "style_intro",
+    "style_auto",
+    "style_auto_all",
+    "objective",
+)
 RECIPE = "balanced"
 PREVIOUS = {"content_text_ratio": 0.95}
 """The content constraint of the default recipe before the judge checked itself."""
@@ -227,6 +263,34 @@ def test_retest(by_style: dict[str, list[dict[str, Any]]], top: float = 0.25) ->
                 "top": float(spearmanr([search[k] for k in best], [confirm[k] for k in best]).statistic),
             }
         out[name] = per
+    out["by_samples"] = _by_samples(by_style, top)
+    return out
+
+
+def _by_samples(by_style: dict[str, list[dict[str, Any]]], top: float) -> dict[str, Any]:
+    """The seed lever: per number of seeds k, the Spearman of the default objective on k seeds against k other
+    seeds (the confirmation's 6 split in two; 4 prompts, so 4k samples a value), over all trials and over the top
+    quarter, per style; and by Spearman-Brown, how many samples the top quarter would need to reach 0.8."""
+    from scipy.stats import spearmanr
+
+    ks = sorted({int(k) for ts in by_style.values() for t in ts for k in t.get("halves", {})})
+    out: dict[str, Any] = {}
+    for k in ks:
+        per = {}
+        for style, trials in by_style.items():
+            pairs = [t["halves"][k] for t in trials if t["part"] == "confirm" and k in t.get("halves", {})]
+            pairs.sort(key=lambda p: -(p[0] + p[1]))
+            best = pairs[: max(3, round(top * len(pairs)))]
+            rho = {
+                name: float(spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
+                for name, ps in (("all", pairs), ("top", best))
+            }
+            per[style] = rho
+        top_r = [v["top"] for v in per.values() if not math.isnan(v["top"])]
+        r = _mean(top_r)
+        # Spearman-Brown: m times the samples lifts a reliability r to m r / (1 + (m - 1) r); solved for 0.8.
+        need = 4 * k * (0.8 * (1 - r)) / (r * 0.2) if 0 < r < 0.8 else (4 * k if r >= 0.8 else math.inf)
+        out[str(k)] = {"samples": 4 * k, "styles": per, "top_mean": r, "samples_for_0.8_top": need}
     return out
 
 
@@ -362,8 +426,15 @@ def report(folder: Path, styles_dir: Path | None, json_out: Path | None, styles:
                   f"{r['false_infeasible']:4.0%} / {r['usable_refused']} of {r['usable']}")  # fmt: skip
     print("\ntest-retest of the search value (8 samples vs the confirmation's 24), all trials / the top quarter:")
     for name, per in figures["test_retest"].items():
+        if name == "by_samples":
+            continue
         cells = "  ".join(f"{style}: {r['all']:+.2f} / {r['top']:+.2f}" for style, r in per.items())
         print(f"  {name:<9} {cells}")
+    print("\nthe seed lever: test-retest of the default value on k seeds vs k other seeds (confirmation samples)")
+    for f in figures["test_retest"]["by_samples"].values():
+        cells = "  ".join(f"{s}: {r['all']:+.2f} / {r['top']:+.2f}" for s, r in f["styles"].items())
+        print(f"  {f['samples']:>2} samples: top quarter mean {f['top_mean']:+.2f} "
+              f"(0.8 needs ~{f['samples_for_0.8_top']:.0f} samples)  {cells}")  # fmt: skip
     if json_out:
         scatter(figures["style"], json_out.with_name(json_out.stem + "-auc-validity.png"))
         out = {"checks": checks, "figures": figures}
