@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FAST
 
 from autolora.cli import main
-from tests.conftest import FAST
 
 ARCH = "builtin:tiny-clip"
 

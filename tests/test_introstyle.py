@@ -42,13 +42,13 @@ def test_the_reader_sees_the_base_model_whatever_adapter_is_on(tiny_sd: Any) -> 
     """A LoRA on the UNet changes what a plain read sees; through ``base_view`` the read is the base model's, and
     the LoRA is on (and as trainable) again afterwards. DreamBooth's fine-tuned weights likewise."""
     import torch
+    from conftest import randomize_lora
     from peft import LoraConfig
 
     from autolora.adapter import attach, detach
     from autolora.methods import base_view
     from autolora.methods.dreambooth import DreamBooth
     from autolora.models.features import DenoiserFeatures
-    from tests.conftest import randomize_lora
 
     pictures = _pictures()
     reader = DenoiserFeatures(tiny_sd, "cpu", 32, base_view=lambda: base_view(tiny_sd))
