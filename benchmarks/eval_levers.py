@@ -61,7 +61,7 @@ def run_style(style: str, table: Path, n_configs: int, rungs: list[int], echo: A
 
     rows = sorted(load_table(table, [style], images=False)[style].complete(), key=lambda r: r["config"])[:n_configs]
     work = Path("bench-levers") / style
-    folder = style_folder(style, table)
+    folder = style_folder(style, Path("bench-levers"))  # drawn as the table drew them, never into the table
     config = load_config(
         None,
         [
@@ -147,6 +147,24 @@ def run_style(style: str, table: Path, n_configs: int, rungs: list[int], echo: A
     return out
 
 
+def _bootstrap_gain(trials: list[dict[str, Any]], name: str, n: int = 2000) -> list[float]:
+    """The variant's test-retest less today's, with a 95 % interval over trials resampled (paired: the same trials
+    for both): [low, median, high]."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    ref = np.array([t["variants"]["reference"]["value"] for t in trials])
+    val = np.array([t["variants"][name]["value"] for t in trials])
+    today = np.array([t["variants"]["today"]["value"] for t in trials])
+    rng = np.random.default_rng(0)
+    gains = []
+    for _ in range(n):
+        i = rng.integers(0, len(trials), len(trials))
+        gains.append(spearmanr(val[i], ref[i]).statistic - spearmanr(today[i], ref[i]).statistic)
+    low, mid, high = np.nanpercentile(gains, [2.5, 50, 97.5])
+    return [float(low), float(mid), float(high)]
+
+
 def figures(by_style: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
@@ -165,6 +183,7 @@ def figures(by_style: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 "seconds": _mean([t["variants"][name]["seconds"] for t in trials]),
                 "trials": len(trials),
             }  # fmt: skip
+            per[style]["gain_over_today"] = _bootstrap_gain(trials, name)
         out[name] = {"styles": per, **{k: _mean([p[k] for p in per.values()]) for k in
                                        ("retest", "retest_top_half", "validity", "seconds")}}  # fmt: skip
     return out
@@ -173,17 +192,22 @@ def figures(by_style: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--styles", default="dotted,rings")
-    p.add_argument("--table", type=Path, default=Path("bench-table-quick"))
+    p.add_argument("--table", type=Path, default=Path("docs/table/quick"), help="the table (packed or not) whose "
+                   "configurations are retrained")  # fmt: skip
     p.add_argument("--configs", type=int, default=8, help="the table's first N configurations per style")
     p.add_argument("--rungs", default="200,400,600")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
+    p.add_argument("--figures", type=Path, help="only recompute the figures of a JSON this wrote (no training)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     rungs = [int(r) for r in args.rungs.split(",")]
-    by_style = {s: run_style(s, args.table, args.configs, rungs) for s in args.styles.split(",")}
+    if args.figures:
+        by_style = json.loads(args.figures.read_text())["trials"]
+    else:
+        by_style = {s: run_style(s, args.table, args.configs, rungs) for s in args.styles.split(",")}
     figs = figures(by_style)
     print("\nvariant: test-retest against 24 samples at today's settings (all / top half), validity, s per trial")
     for name, f in figs.items():
@@ -191,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                           for s, v in f["styles"].items())  # fmt: skip
         print(f"  {name:<20} {f['retest']:+.2f} / {f['retest_top_half']:+.2f}  validity {f['validity']:+.2f}  "
               f"{f['seconds']:5.1f} s   {cells}")  # fmt: skip
+        gains = "  ".join(f"{s}: {v['gain_over_today'][1]:+.2f} [{v['gain_over_today'][0]:+.2f}, "
+                          f"{v['gain_over_today'][2]:+.2f}]" for s, v in f["styles"].items())  # fmt: skip
+        print(f"  {'':<20} test-retest less today's (95 % interval over trials): {gains}")
     if args.json:
         args.json.write_text(json.dumps({"variants": VARIANTS, "figures": figs, "trials": by_style}, indent=1) + "\n")
         print(f"wrote {args.json}")
