@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autolora.scoring.selfcheck import TERMS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the benchmarks are scripts of the repository, not of the package
 FAST = [
@@ -73,8 +75,9 @@ def test_a_two_configuration_table_builds_resumes_packs_and_reads_back(tmp_path:
     assert got.returncode == 0, got.stderr
     judged = json.loads((tmp_path / "judge.json").read_text())
     assert judged["figures"]["recipe"]["default"]["dotted"]["trials"] == 2 * 4  # 2 configurations x 4 rungs
-    assert {c["term"] for c in judged["checks"]["dotted"]} == {"style_gain", "style_direction", "style_gram",
-                                                               "style_probe"}  # fmt: skip
+    checks = {c["term"]: c for c in judged["checks"]["dotted"]}
+    assert set(checks) == set(TERMS) and checks["style_csd"]["auc"] != checks["style_csd"]["auc"]  # no CSD: NaN
+    assert checks["style_intro"]["auc"] == checks["style_intro"]["auc"]  # the base model's own reader: read
     assert "style_auto" in judged["figures"]["style"]["terms"] and "content_choice_kept" in judged["figures"]["confirm"]
     # The same design is refused with another space; the table as it was is left alone.
     got = table("build", "--styles", "dotted", "--out", str(out), *FAST[:2], "--search-space", "quick", *FAST[4:])
