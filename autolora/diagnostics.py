@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.core.findings import Finding
 from autolora.models.roundtrip import psnr, round_trip_psnr
-from autolora.scoring.selfcheck import READABLE, auto_terms
+from autolora.scoring.selfcheck import AUTO_TERMS, READABLE, auto_terms
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -245,10 +245,14 @@ def judge_findings(
         for c in checks
     ]  # fmt: skip
     passed = [c.term for c in checks if c.passed]
+    outside = [t for t in passed if t not in AUTO_TERMS]
+    if "style_auto" in objective_terms:  # only the terms auto may average count for an auto objective
+        passed = [t for t in passed if t in AUTO_TERMS]
     if not passed:
         best = max((c for c in checks if not math.isnan(c.auc)), key=lambda c: c.auc, default=None)
         told = f" (best: {best.term} at AUC {best.auc:.2f})" if best else ""
-        out.append(Finding("style", f"no style term tells your pictures from the base model's{told}: the style "
+        fix = f", but for {outside[0]}, which style: auto leaves out (style: {outside[0]} names it)" if outside else ""
+        out.append(Finding("style", f"no style term tells your pictures from the base model's{told}{fix}: the style "
                            "scores would be noise; more or more consistent references, or another judge "
                            "(objective clip.model)", warning=True, kind="judge"))  # fmt: skip
     elif "style_auto" in objective_terms:

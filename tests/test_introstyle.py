@@ -126,7 +126,10 @@ def test_style_intro_is_self_checked_and_scores_a_restyled_sample(miniworld: Any
 
     without, _, _ = _scorer(miniworld, "navy", intro=False)
     check = next(c for c in without.checks if c.term == "style_intro")
-    assert not check.passed and "no reading" in check.line(True)
+    assert (
+        not check.passed
+        and check.line(True) == "style_intro has no reading: the base model's reader is off (eval.intro_style)"
+    )
     assert without.score(base)["style_intro"] != without.score(base)["style_intro"]  # NaN
 
 
@@ -141,3 +144,19 @@ def test_a_recipe_that_scores_a_reader_term_needs_its_reader(tmp_path: Any, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "style_intro, which needs eval.intro_style" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_setup_lines_say_auto_leaves_the_unvalidated_terms_out() -> None:
+    """A passing ``style_intro`` is named as left out of ``auto``; when it is the only term that passes, an auto
+    objective still warns that its scores would be noise, and says how to use the one that sees the style."""
+    from autolora.diagnostics import judge_findings
+    from autolora.scoring.selfcheck import TermCheck
+
+    intro = TermCheck("style_intro", 0.95, 0.85, 1.0, 0.4)
+    blind = [TermCheck(t, 0.55, 0.35, 0.75, 0.01) for t in ("style_gain", "style_direction", "style_gram")]
+    lines = judge_findings([*blind, intro], True, {"style_auto"})
+    assert "style: auto leaves it out" in lines[3].line and not lines[3].warning
+    (warning,) = [f for f in lines if f.warning]
+    assert "no style term tells" in warning.line and "style: style_intro names it" in warning.line, warning.line
+    fixed = judge_findings([*blind, intro], True, {"style_intro"})
+    assert not any(f.warning for f in fixed)  # a recipe that names it: no noise warning

@@ -30,6 +30,11 @@ TERMS = ("style_gain", "style_direction", "style_gram", "style_probe", "style_in
 READABLE = 0.5
 """The judge reads the references' subjects when it picks each one's caption among its alternatives more often
 than all of them together; below, a changed subject under this style cannot be told from a kept one."""
+NO_READING = {
+    "style_intro": "the base model's reader is off (eval.intro_style)",
+    "style_csd": "no CSD style model given (eval.style_model)",
+}
+"""Why a term read by another reader than the judge has no reading."""
 PASS_AUC = 0.75
 """A term passes when its AUC reaches this and its interval clears chance (0.5): chosen before any table figure,
 as "tells three pairs in four apart", not fitted to a style."""
@@ -54,8 +59,10 @@ class TermCheck:
     def line(self, paired: bool) -> str:
         what = "the base model's renderings of their captions" if paired else "the base model's samples"
         if math.isnan(self.auc):
-            return f"{self.term} has no reading with this judge"
+            return f"{self.term} has no reading: {NO_READING.get(self.term, 'this judge gives it none')}"
         verdict = "passes" if self.passed else "cannot see this style: left out"
+        if self.passed and self.term not in AUTO_TERMS:
+            verdict = "passes; style: auto leaves it out, the trial table did not validate it (docs/judge.md)"
         return (
             f"{self.term} tells your pictures from {what} at AUC {self.auc:.2f} "
             f"[{self.low:.2f}, {self.high:.2f}] ({verdict})"
