@@ -79,6 +79,9 @@ def test_a_two_configuration_table_builds_resumes_packs_and_reads_back(tmp_path:
     assert set(checks) == set(TERMS) and checks["style_csd"]["auc"] != checks["style_csd"]["auc"]  # no CSD: NaN
     assert checks["style_intro"]["auc"] == checks["style_intro"]["auc"]  # the base model's own reader: read
     assert "style_auto" in judged["figures"]["style"]["terms"] and "content_choice_kept" in judged["figures"]["confirm"]
+    trials = [json.loads(line) for line in (tmp_path / "judge-trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 2 * 2 * 4 and {t["part"] for t in trials} == {"search", "confirm"}  # both seed sets
+    assert all(t["style"] == "dotted" and isinstance(t["objective"], float) for t in trials)
     # The same design is refused with another space; the table as it was is left alone.
     got = table("build", "--styles", "dotted", "--out", str(out), *FAST[:2], "--search-space", "quick", *FAST[4:])
     assert got.returncode == 2 and "built with another space" in got.stderr

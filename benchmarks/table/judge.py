@@ -379,6 +379,22 @@ def scatter(style: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _trials_jsonl(by_style: dict[str, list[dict[str, Any]]]) -> str:
+    """One line a re-scored trial (style, configuration, rung, seed set, pixel truth, every metric and the default
+    objective), numbers rounded to 5 decimals."""
+
+    def rounded(v: Any) -> Any:
+        if isinstance(v, float):
+            return None if math.isnan(v) else round(v, 5)
+        if isinstance(v, dict):
+            return {str(k): rounded(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [rounded(x) for x in v]
+        return v
+
+    return "".join(json.dumps({"style": s, **rounded(t)}) + "\n" for s, ts in by_style.items() for t in ts)
+
+
 def report(folder: Path, styles_dir: Path | None, json_out: Path | None, styles: list[str] | None) -> int:
     import tempfile
 
@@ -440,4 +456,7 @@ def report(folder: Path, styles_dir: Path | None, json_out: Path | None, styles:
         out = {"checks": checks, "figures": figures}
         json_out.write_text(json.dumps(out, indent=1, default=float) + "\n")
         print(f"wrote {json_out}")
+        trials_out = json_out.with_name(json_out.stem + "-trials.jsonl")
+        trials_out.write_text(_trials_jsonl(by_style))
+        print(f"wrote {trials_out} (each trial re-scored by today's judge: what a replay of the search reads)")
     return 0
