@@ -234,8 +234,9 @@ class StudyConfig:
     objective: str = "balanced"
     """Built-in objective name (``objectives/``) or a YAML file."""
     sampler: str = "auto"
-    """``auto`` (TPE whose random start is scaled to the budget: ``autolora.tune.plan.auto_startup``; constant liar
-    when workers run trials side by side), tpe (optuna's TPE, 10 random trials first), random, cmaes, gp, nsga2
+    """``auto`` (random search after the presets for the first 40 trials, then TPE: chosen by the replay on the trial
+    table, ``autolora.tune.plan.auto_startup`` and ``docs/replay.md``; constant liar when workers run trials side by
+    side), tpe (optuna's TPE, 10 random trials first), random, cmaes, gp, nsga2
     or qmc."""
     presets: str = "auto"
     """The first trials of a new study: ``auto`` (the trainers' defaults that fit the model: diffusers-default and

@@ -1,24 +1,22 @@
-"""Does the default search beat random search at the budgets users run? (issue "Selection users can trust").
+"""The replay checked against reality (issue 35, step 4): the default search and random search run for real.
 
-Four arms per style and seed, each a whole ``autolora tune`` study on miniworld with the default objective
-(content constraint and confirmation on):
+Each study is a whole ``autolora tune`` on miniworld over the trial table's space (``wide``), its world, its style
+pictures and its seeds, so that its outcome can be set beside what ``python -m benchmarks.replay`` predicted for
+the same arm, style and budget:
 
-- ``auto``: the default (``sampler: auto`` = TPE with a budget-scaled random start, the presets first, median
-  pruning at the rungs);
-- ``random``: random search, no presets, no pruning;
-- ``tpe``: optuna's TPE with its default 10 random trials, no presets, median pruning;
-- ``presets``: the two presets alone (2 trials).
+- ``default``: ``tune`` as it comes (whatever ``config.py`` sets when this runs: the replay's choice);
+- ``random``: random search, no presets, no pruner.
 
-Printed: the best *feasible* search value reached against the training steps spent (mean and spread over seeds at
-four checkpoints of the smallest total), the confirmed best's value at the end (``selection.py`` reads the pixel
-truth of every trial), and the
-ratio of steps ``auto`` needs to reach random search's final best (the issue's aim: at most 1/3).
+Per study it records every trial (configuration, state, steps trained, search value, feasibility), what ``tune``
+would export (the confirmed best) and that export's pixel truth on the confirmation seeds (progress towards the
+references' pixel style, content kept within 5 points of the base: the table's "usable"). Results append to
+``--results`` one study at a time (a study already there is skipped: resumable across sessions).
 
-    python benchmarks/search_efficiency.py [--styles dotted,navy,shaded] [--seeds 5] [--trials 30]
-        [--out bench-search] [--json docs/miniworld/search-efficiency.json] [--base-model builtin:miniworld]
+    python benchmarks/search_efficiency.py --out bench-search --results docs/replay/real-check.jsonl  # 12 studies
+    python benchmarks/search_efficiency.py --results docs/replay/real-check.jsonl --compare docs/replay/wide.json
 
-The issue's size (3 styles x 5 seeds x 30 trials x 3 searching arms) is about 45 hours on the 2-core CPU machine
-(a 10-trial study takes about 10 minutes there): a GPU run, or ``--seeds 2 --trials 12`` for a first look.
+About 10-20 minutes a study on the 2-core CPU machine (2 arms x 2 styles x 3 seeds at 20 trials: 2-4 hours); run
+it alone.
 """
 
 from __future__ import annotations
@@ -26,147 +24,196 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ARMS: dict[str, list[tuple[str, str, Any]]] = {
-    "auto": [("study", "sampler", "auto"), ("study", "presets", "auto"), ("study", "pruner", "median")],
+    "default": [],
     "random": [("study", "sampler", "random"), ("study", "presets", "none"), ("study", "pruner", "none")],
-    "tpe": [("study", "sampler", "tpe"), ("study", "presets", "none"), ("study", "pruner", "median")],
-    "presets": [("study", "presets", "auto"), ("study", "pruner", "none")],
 }
 
 
-def curve(study: Any) -> list[tuple[int, float | None]]:
-    """(training steps spent so far, best feasible value so far) in order of completion; None until a trial is
-    feasible (a study with nothing feasible has found nothing, not a value of minus infinity)."""
+def run_study(arm: str, style: str, seed: int, trials: int, work: Path, space: str) -> dict[str, Any]:
     import optuna
-
-    from autolora.core.feasible import is_feasible
-
-    spent, best, points = 0, None, []
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    for t in sorted((t for t in study.trials if t.state in ended), key=lambda t: t.datetime_complete):
-        last = max(t.intermediate_values) if t.intermediate_values else 0
-        spent += int(t.params["steps"]) if t.state == optuna.trial.TrialState.COMPLETE else last
-        if t.state == optuna.trial.TrialState.COMPLETE and is_feasible(t):
-            best = float(t.value) if best is None else max(best, float(t.value))
-        points.append((spent, best))
-    return points
-
-
-def best_at(points: list[tuple[int, float | None]], budget: int) -> float | None:
-    """The best feasible value within ``budget`` steps; None when none was feasible by then."""
-    vals = [b for s, b in points if s <= budget]
-    return vals[-1] if vals else None
-
-
-def steps_to_reach(points: list[tuple[int, float | None]], target: float) -> int | None:
-    return next((s for s, b in points if b is not None and b >= target), None)
-
-
-def run_arm(arm: str, style: str, seed: int, trials: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from selection import style_folder  # type: ignore[import-not-found]
 
     from autolora.config import load_config
     from autolora.core.feasible import best, confirmation
     from autolora.tune.job import run_tune
+    from benchmarks.table.build import commit, style_folder
 
     name = f"{arm}-{style}-s{seed}"
-    overrides = [
-        ("study", "name", name),
-        ("study", "out", str(work / name)),
-        ("study", "mlflow_uri", f"sqlite:///{work}/mlflow.db"),
-        ("study", "trials", 2 if arm == "presets" else trials),
-        ("study", "seed", seed),
-        ("train", "seed", seed),
-        ("model", "base_model", args.base_model),
-        *([("study", "search_space", args.search_space)] if args.search_space else []),
-        ("data", "style_images", str(style_folder(style, work))),
-        *ARMS[arm],
-    ]
-    result = run_tune(load_config(None, overrides), echo=lambda s: None, progress=False)
-    study = result.study
+    config = load_config(
+        None,
+        [
+            ("study", "name", name),
+            ("study", "out", str(work / name)),
+            ("study", "mlflow_uri", f"sqlite:///{work.resolve()}/mlflow.db"),
+            ("study", "trials", trials),
+            ("study", "seed", seed),
+            ("study", "search_space", space),
+            ("model", "base_model", "builtin:miniworld"),
+            ("data", "style_images", str(style_folder(style, work))),
+            *ARMS[arm],
+        ],
+    )
+    t0 = time.perf_counter()
+    study = run_tune(config, echo=lambda s: None, progress=False).study
+    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "arm": arm,
+        "style": style,
+        "seed": seed,
+        "trials": trials,
+        "space": space,
+        "settings": {k: getattr(config.study, k) for k in ("sampler", "pruner", "presets", "pruner_startup_trials")},
+        "commit": commit(),
+        "seconds": round(seconds, 1),
+        "study": [],
+    }
+    for t in study.trials:
+        ended = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        last = max(t.intermediate_values) if t.intermediate_values else 0
+        out["study"].append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": t.params,
+                "steps": int(t.params.get("steps", 0)) if t.state == optuna.trial.TrialState.COMPLETE else last,
+                "value": t.values[0] if t.values else None,
+                "feasible": bool(ended and all(v <= 0 for v in t.constraints.values())),
+                "best_step": t.user_attrs.get("best_step"),
+            }
+        )
     found = best(study)
     conf = confirmation(study)
-    out: dict[str, Any] = {"curve": curve(study), "confirmed": None}
+    out["export"] = None
     if found and conf is not None and found[0].number in conf.trials:
-        out["confirmed"] = conf.trials[found[0].number].values[0]
+        number = found[0].number
+        out["export"] = {"trial": number, "confirmed": conf.trials[number].values[0]}
+        out["export"].update(pixel_truth(config, style, number))
     return out
 
 
-def main() -> None:
-    import sys
+def pixel_truth(config: Any, style: str, number: int) -> dict[str, Any]:
+    """The export's pixel truth on the confirmation seeds, as the table reads it (``benchmarks.table.figures``)."""
+    import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--styles", default="dotted,navy,shaded")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=Path("bench-search"))
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--base-model", default="builtin:miniworld", help="builtin:tiny-sd for a smoke test")
-    parser.add_argument("--search-space", help="default: quick (tests/data/tiny.yaml for a smoke test)")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for style in args.styles.split(","):
-        for arm in ARMS:
-            for seed in range(args.seeds):
-                print(f"== {style} {arm} seed {seed} ({time.perf_counter() - t0:.0f}s)")
-                runs.setdefault(style, {}).setdefault(arm, []).append(
-                    run_arm(arm, style, seed, args.trials, args.out, args)
-                )
-    table: dict[str, Any] = {}
-    for style, arms in runs.items():
-        budget = min(r["curve"][-1][0] for arm, rs in arms.items() if arm != "presets" for r in rs if r["curve"])
-        checkpoints = [budget // 4, budget // 2, budget * 3 // 4, budget]
-        print(f"\n{style}: best feasible value by training steps spent (mean ± sd over {args.seeds} seeds)")
-        print("  " + f"{'arm':>8s}" + "".join(f"{c:>18d}" for c in checkpoints) + "   confirmed at the end")
-        table[style] = {"checkpoints": checkpoints, "arms": {}}
-        for arm, rs in arms.items():
-            cols = [[best_at(r["curve"], c) for r in rs] for c in checkpoints]
-            cells = "".join(f"{_ms(col):>18s}" for col in cols)
-            confirmed = [r["confirmed"] for r in rs if r["confirmed"] is not None]
-            print(f"  {arm:>8s}{cells}   {_ms(confirmed)}")
-            table[style]["arms"][arm] = {"at_checkpoints": cols, "confirmed": confirmed}
-        ratios: list[float | None] = []
-        random_found_none = 0
-        for a, r in zip(arms["auto"], arms["random"], strict=True):
-            target = r["curve"][-1][1] if r["curve"] else None
-            if target is None:  # random search found nothing feasible: there is no target to reach
-                random_found_none += 1
-                ratios.append(None)
-                continue
-            reach = steps_to_reach(a["curve"], target)
-            ratios.append(None if reach is None else reach / max(1, r["curve"][-1][0]))
-        reached = [x for x in ratios if x is not None]
-        compared = len(ratios) - random_found_none
+    from autolora.adapter import KeptAdapter
+    from autolora.core.rundir import adapter_dir
+    from autolora.methods import kept_method, load_kept
+    from autolora.tune.plan import make_plan
+    from autolora.tune.session import Session
+    from benchmarks.table.build import Truth
+    from benchmarks.table.figures import _right
+
+    session = Session.load(make_plan(config))
+    session.prepare(session.plan.run_dir / "cache")
+    plan = session.plan
+    seeds = list(config.eval.confirm_seeds)
+    truth = Truth(style, plan.prompts)
+    base = truth.pixels(session.base_samples_for(seeds, plan.run_dir / "cache"), len(seeds))
+    kept = KeptAdapter.load(adapter_dir(plan.run_dir, number))
+    method = kept_method(kept.configs)
+    attached = load_kept(session.pipe, kept.configs, kept.state_dicts, "check")
+    with torch.no_grad():
+        spelled = [method.prompt(p, config.data.trigger, config.data.identifier) for p in session.eval_prompts()]
+        images = session.draw(spelled, seeds)
+    method.detach(session.pipe, "check", attached)
+    read = truth.pixels(images, len(seeds))
+    refs = statistics.mean(truth.presence(im) for im in plan.style.images)
+    base_presence = statistics.mean(base["presence"])
+    session.release()
+    progress = (statistics.mean(read["presence"]) - base_presence) / (refs - base_presence)
+    loss = _right(base) - _right(read)
+    return {"progress": progress, "loss": loss, "usable": bool(loss <= 0.05 + 1e-9 and progress >= 1 / 3)}
+
+
+def done(results: Path) -> set[tuple[str, str, int, int]]:
+    if not results.is_file():
+        return set()
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(r["arm"], r["style"], r["seed"], r["trials"]) for r in rows}
+
+
+def compare(results: Path, replay: Path) -> int:
+    """The real studies beside the replay's prediction for the same arm, style and budget."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    predicted = json.loads(replay.read_text())
+    print(f"{'arm':>8} {'style':>7} {'n':>2}  real: usable / confirmed / progress / steps      replay (mean ± sd)")
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["arm"], r["style"], r["trials"]), []).append(r)
+    for (arm, style, trials), rs in sorted(groups.items()):
+        real = [_outcome(r) for r in rs]
+        cell = (predicted.get("cells", {}).get(style, {}).get(arm, {}).get(str(trials))) or {}
         print(
-            f"  steps auto needs to reach random search's final best: {_ms(reached)} of random's "
-            f"(reached in {len(reached)} of the {compared} seeds where random search found a feasible trial; "
-            f"aim <= 0.33)"
+            f"{arm:>8} {style:>7} {len(rs):2d}  "
+            f"{_mean([x['usable'] for x in real]):.2f} / {_ms([x['value'] for x in real])} / "
+            f"{_ms([x['progress'] for x in real])} / {_mean([x['steps'] for x in real]):.0f}     "
+            + (
+                f"{cell['usable']:.2f} / {cell['value']:+.3f} ± {cell['value_sd']:.3f} / "
+                f"{cell['progress']:+.3f} ± {cell['progress_sd']:.3f} / {cell['steps']:.0f}"
+                if cell
+                else "no replay cell"
+            )
         )
-        if random_found_none:
-            print(f"  random search found no feasible trial in {random_found_none} of {len(ratios)} seeds")
-        table[style]["steps_ratio"] = ratios
-        table[style]["random_found_none"] = random_found_none
-    print(f"\n{time.perf_counter() - t0:.0f}s in all")
-    if args.json:  # strict JSON: a seed with nothing feasible is null, never -Infinity
-        payload = {"table": table, "trials": args.trials, "seeds": args.seeds}
-        args.json.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    return 0
 
 
-def _ms(xs: list[float | None]) -> str:
-    """Mean ± sd over the seeds that have a value, and how many have none (never dropped silently)."""
-    vals = [x for x in xs if x is not None]
-    if not vals:
-        return f"none ({len(xs)} seeds)"
-    text = f"{statistics.mean(vals):+.4f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.4f}"
-    return text + (f" ({len(xs) - len(vals)} of {len(xs)} none)" if len(vals) < len(xs) else "")
+def _outcome(r: dict[str, Any]) -> dict[str, float]:
+    e = r["export"]
+    steps = sum(t["steps"] for t in r["study"] if t["state"] in ("COMPLETE", "PRUNED"))
+    if not e:  # nothing exported: the user keeps the base model (value 0, pixel style 0), as the replay counts it
+        return {"usable": 0.0, "value": 0.0, "progress": 0.0, "steps": steps}
+    return {"usable": float(e["usable"]), "value": e["confirmed"], "progress": e["progress"], "steps": steps}
+
+
+def _mean(xs: list[float]) -> float:
+    return statistics.mean(xs) if xs else float("nan")
+
+
+def _ms(xs: list[float]) -> str:
+    return f"{_mean(xs):+.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"
+
+
+def main() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", default="random,default")
+    parser.add_argument("--styles", default="dotted,shaded")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--space", default="wide")
+    parser.add_argument("--out", type=Path, default=Path("bench-search"))
+    parser.add_argument("--results", type=Path, default=Path("docs/replay/real-check.jsonl"))
+    parser.add_argument("--compare", type=Path, help="the replay's JSON: print the real studies beside it")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.compare:
+        return compare(args.results, args.compare)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    # Seed-major, the arms side by side: a session that stops part-way leaves comparable pairs.
+    for seed in range(args.seeds):
+        for style in args.styles.split(","):
+            for arm in args.arms.split(","):
+                if (arm, style, seed, args.trials) in done(args.results):
+                    continue
+                print(f"== {arm} {style} seed {seed} ({time.perf_counter() - t0:.0f}s)", flush=True)
+                row = run_study(arm, style, seed, args.trials, args.out, args.space)
+                with args.results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                    f.flush()
+                e = row["export"]
+                print(f"   {row['seconds']:.0f}s export {e}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

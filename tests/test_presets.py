@@ -92,13 +92,13 @@ def test_warm_start_takes_an_earlier_studys_best_on_the_same_base(tmp_path: Path
     assert rc == 2 and "study.presets:" in err and "kohya-like" in err, err
 
 
-def test_auto_sampler_scales_tpes_random_start_to_the_budget(tmp_path: Path) -> None:
-    assert [auto_startup(n, 2) for n in (4, 8, 20, 40, 200)] == [3, 3, 5, 10, 10]
-    assert auto_startup(10, 0) == 2
+def test_auto_sampler_searches_at_random_up_to_forty_trials_then_models(tmp_path: Path) -> None:
+    assert [auto_startup(n, 2) for n in (2, 4, 8, 20, 40, 41, 200)] == [3, 4, 8, 20, 40, 40, 40]
+    assert auto_startup(10, 0) == 10 and auto_startup(60, 45) == 46
     overrides = [("model", "base_model", "builtin:tiny-sd"), ("study", "out", str(tmp_path / "r"))]
     spec = study_spec(make_plan(load_config(None, [*overrides, ("study", "trials", 20)])))
-    assert (spec.sampler, spec.sampler_startup, spec.constant_liar, len(spec.first_trials)) == ("tpe", 5, False, 2)
+    assert (spec.sampler, spec.sampler_startup, spec.constant_liar, len(spec.first_trials)) == ("tpe", 20, False, 2)
     spec = study_spec(make_plan(load_config(None, [*overrides, ("study", "workers", 2)])))
-    assert spec.constant_liar and spec.sampler_startup == 3
+    assert spec.constant_liar and spec.sampler_startup == 10
     spec = study_spec(make_plan(load_config(None, [*overrides, ("study", "sampler", "tpe")])))
     assert spec.sampler_startup is None and not spec.constant_liar
