@@ -98,6 +98,23 @@ def test_the_replay_command_prints_and_writes_every_arm_deterministically(tmp_pa
     assert again.returncode == 0, again.stderr
     b = json.loads((tmp_path / "b.json").read_text())
     assert b["cells"] == out["cells"]  # the same seeds replay the same studies
+    # The real check sets real studies beside the replay's cell of the same arm, style and budget.
+    study = [{"number": 0, "state": "COMPLETE", "steps": 400}, {"number": 1, "state": "PRUNED", "steps": 200}]
+    rows = [
+        {"arm": "default", "style": "dotted", "seed": 0, "trials": 20, "study": study,
+         "export": {"trial": 0, "confirmed": 0.25, "progress": 0.5, "loss": 0.0, "usable": True}},
+        {"arm": "default", "style": "dotted", "seed": 1, "trials": 20, "study": study, "export": None},
+    ]  # fmt: skip
+    (tmp_path / "real.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = subprocess.run(
+        [sys.executable, "benchmarks/search_efficiency.py", "--results", str(tmp_path / "real.jsonl"), "--compare",
+         str(tmp_path / "a.json")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    line = next(x for x in got.stdout.splitlines() if x.split()[:2] == ["default", "dotted"])
+    cell = out["cells"]["dotted"]["default"]["20"]
+    # Nothing exported counts as the base model (value 0): half usable, value 0.125, 600 steps a study.
+    assert "0.50 / +0.125 ± 0.177 / +0.250 ± 0.354 / 600" in line and f"{cell['value']:+.3f}" in line, line
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:

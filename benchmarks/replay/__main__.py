@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 BUDGETS = (10, 20, 30, 40)
+CONFIRMED_ARM = "default"
+CONFIRM_KS = (1, 3, 5, 10)
+"""The default's exports again with the confirmation stage's top 1, 3 (``study.confirm_top_k``), 5 and 10."""
 _LOOKUPS: dict[str, Any] = {}
 
 
@@ -58,13 +61,17 @@ def _work(job: tuple[str, int, list[str]]) -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {"budgets": {}}
         if arm.per_budget:
-            for b in BUDGETS:
-                trials = replay(arm, lookup, seed, b, folio)
-                entry["budgets"][b] = outcome(export_after(trials, lookup))
+            runs = {b: replay(arm, lookup, seed, b, folio) for b in BUDGETS}
         else:
             trials = replay(arm, lookup, seed, max(BUDGETS), folio)
-            for b in BUDGETS:
-                entry["budgets"][b] = outcome(export_after(trials[:b], lookup))
+            runs = {b: trials[:b] for b in BUDGETS}
+        trials = runs[max(BUDGETS)]
+        for b in BUDGETS:
+            entry["budgets"][b] = outcome(export_after(runs[b], lookup))
+        if arm.name == CONFIRMED_ARM:  # how many trials the confirmation stage needs (study.confirm_top_k)
+            entry["confirm_k"] = {
+                b: {k: outcome(export_after(runs[b], lookup, k)) for k in CONFIRM_KS} for b in BUDGETS
+            }
         # The largest budget's run, trial by trial: (steps spent, confirmed value, pixel style) of the export.
         entry["curve"] = [(e.steps, e.value, e.progress) for e in curve(trials, lookup)]
         entry["distance"] = [t.distance for t in trials]

@@ -87,6 +87,19 @@ def figures(
         "value": {a: _pool([curve_on(curves[s][a], grid) for s in by_style]) for a in arms},
         "progress": {a: _pool([curve_on(curves[s + ":progress"][a], grid) for s in by_style]) for a in arms},
     }
+    confirm = [r for r in results if "confirm_k" in r["arms"].get(DEFAULT, {})]
+    if confirm:
+        ks = sorted({int(k) for r in confirm for k in r["arms"][DEFAULT]["confirm_k"][budgets[0]]})
+        out["confirm_top_k"] = {
+            str(b): {
+                str(k): {
+                    key: statistics.mean(r["arms"][DEFAULT]["confirm_k"][b][k][key] for r in confirm)
+                    for key in ("value", "usable", "progress", "kept")
+                }
+                for k in ks
+            }
+            for b in budgets
+        }
     out["paired"] = {
         f"{a} - {b}": {str(n): paired(results, a, b, n) for n in budgets}
         for a, b in COMPARISONS
@@ -187,6 +200,12 @@ def markdown(payload: dict[str, Any]) -> str:
                 cells = [f"{d[k]['mean']:+.3f} ± {1.96 * d[k]['se']:.3f} ({d[k]['styles_favouring']}/{d[k]['styles']})"
                          for k in ("value", "usable", "progress")]  # fmt: skip
                 lines.append(f"| {name} | {b} | " + " | ".join(cells) + f" | {d['steps']['mean']:+.0f} |")
+    if payload.get("confirm_top_k"):
+        lines.append("")
+        lines.append("The default's export when the confirmation stage takes the top K (value / usable / pixel style):")
+        for b, per in payload["confirm_top_k"].items():
+            cells = [f"K={k} {d['value']:+.3f} / {d['usable']:.3f} / {d['progress']:+.3f}" for k, d in per.items()]
+            lines.append(f"  {b} trials: " + ", ".join(cells))
     snap = payload["snapping"]
     lines.append("")
     lines.append(

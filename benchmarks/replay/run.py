@@ -106,8 +106,8 @@ def replay(
     return trials
 
 
-def export_after(trials: list[Trial], lookup: StyleLookup) -> Export:
-    """What ``tune`` exports after ``trials``: the top ``CONFIRM_TOP_K`` feasible complete trials by search value
+def export_after(trials: list[Trial], lookup: StyleLookup, top_k: int = CONFIRM_TOP_K) -> Export:
+    """What ``tune`` exports after ``trials``: the top ``top_k`` feasible complete trials by search value
     (distinct adapters), re-scored on the confirmation seeds; the best of those still feasible there (none: no
     export)."""
     spent = sum(t.steps for t in trials)
@@ -122,7 +122,7 @@ def export_after(trials: list[Trial], lookup: StyleLookup) -> Export:
         if all((t.config, t.step) != (u.config, u.step) for _, u in ranked[:k])
     ]
     best: tuple[float, int, Trial, Reading] | None = None
-    for i, t in done[:CONFIRM_TOP_K]:
+    for i, t in done[:top_k]:
         c = lookup.confirm[(t.config, t.step)]
         if c.feasible and (best is None or (c.value, -i) > (best[0], -best[1])):
             best = (c.value, i, t, c)
