@@ -44,6 +44,10 @@ def run_study(arm: str, style: str, seed: int, trials: int, work: Path, space: s
     from benchmarks.table.build import commit, style_folder
 
     name = f"{arm}-{style}-s{seed}"
+    if (work / name).exists():  # a study a stopped session left part-way: begun again whole, never topped up
+        import shutil  # (its optuna storage lives in the folder; its MLflow runs stay, unread here)
+
+        shutil.rmtree(work / name)
     config = load_config(
         None,
         [
