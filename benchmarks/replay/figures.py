@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.replay.lookup import KEPT_POINTS, Reading, StyleLookup
+from benchmarks.replay.lookup import Reading, StyleLookup
 
 Outcome = dict[str, float]
 """One replayed study at one budget: ``value`` (confirmed; 0 = nothing exported, the base model), ``usable``,
@@ -15,13 +15,26 @@ Outcome = dict[str, float]
 
 def outcome(export: Any) -> Outcome:
     c: Reading | None = export.confirmed
+    if c is None:  # nothing exported: the base model, subject kept and no style
+        return {
+            "value": 0.0,
+            "usable": 0.0,
+            "progress": 0.0,
+            "kept": 1.0,
+            "exported": 0.0,
+            "steps": float(export.steps),
+        }
+    return _of_reading(c, export.steps)
+
+
+def _of_reading(r: Reading, steps: float) -> Outcome:
     return {
-        "value": export.value,
-        "usable": float(export.usable),
-        "progress": export.progress,
-        "kept": float(c is None or c.loss <= KEPT_POINTS + 1e-9),
-        "exported": float(c is not None),
-        "steps": float(export.steps),
+        "value": r.value,
+        "usable": float(r.usable),
+        "progress": r.progress,
+        "kept": float(r.kept),
+        "exported": 1.0,
+        "steps": float(steps),
     }
 
 
@@ -41,16 +54,7 @@ def best_preset(lookup: StyleLookup) -> Outcome | None:
         budget = lookup.budgets.get(c) or max(lookup.rungs)
         r = lookup.confirm.get((c, lookup.rung(int(budget))))
         if r is not None:
-            found.append(
-                {
-                    "value": r.value,
-                    "usable": float(r.usable),
-                    "progress": r.progress,
-                    "kept": float(r.loss <= KEPT_POINTS + 1e-9),
-                    "exported": 1.0,
-                    "steps": float(budget),
-                }  # fmt: skip
-            )
+            found.append(_of_reading(r, budget))
     return max(found, key=pixel_key) if found else None
 
 

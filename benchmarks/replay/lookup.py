@@ -52,8 +52,12 @@ class Reading:
         return self.excess <= 0
 
     @property
+    def kept(self) -> bool:
+        return self.loss <= KEPT_POINTS + 1e-9
+
+    @property
     def usable(self) -> bool:
-        return self.loss <= KEPT_POINTS + 1e-9 and self.progress >= USABLE_PROGRESS
+        return self.kept and self.progress >= USABLE_PROGRESS
 
 
 @dataclass
@@ -143,8 +147,6 @@ def _reading(entry: dict[str, Any], recipe: Objective) -> Reading:
 
 def load_lookups(table: Path, trials: Path, styles: list[str] | None = None) -> dict[str, StyleLookup]:
     """Every style of the packed table ``table`` (params, space) with the judge's re-scored ``trials`` (values)."""
-    import math as _m
-
     from autolora.scoring.objective import load_objective
     from autolora.tune.plan import _aligned_eval_every
     from benchmarks.table.judge import RECIPE
@@ -168,7 +170,7 @@ def load_lookups(table: Path, trials: Path, styles: list[str] | None = None) -> 
         rows = st.complete()
         search, confirm = {}, {}
         for t in by_style[name]:
-            if t["objective"] is None or _m.isnan(float(t["objective"])):
+            if t["objective"] is None or math.isnan(float(t["objective"])):
                 continue
             (search if t["part"] == "search" else confirm)[(int(t["config"]), int(t["step"]))] = _reading(t, recipe)
         done = {int(r["config"]) for r in rows}

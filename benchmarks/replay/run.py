@@ -64,6 +64,7 @@ def replay(
     import optuna
 
     from autolora.tune.presets import preset_trials
+    from autolora.tune.trial import _rung_rank
 
     first: list[dict[str, Any]] = []
     if "portfolio" in arm.opening:
@@ -87,10 +88,10 @@ def replay(
         params = lookup.compiled.suggest(trial)
         config, distance = lookup.snap(params)
         steps = int(params.get("steps", lookup.compiled.fixed.get("steps", top)))
-        best: tuple[tuple[float, float, float], int, Reading] | None = None
+        best: tuple[tuple[float, ...], int, Reading] | None = None
         for step in lookup.reports(steps, arm.eval_every):
             r = lookup.search[(config, step)]
-            rank = (float(r.feasible), -r.excess, r.value)
+            rank = _rung_rank(["maximize"], [r.value], {"excess": r.excess})  # tune's own order of a trial's rungs
             if best is None or rank >= best[0]:
                 best = (rank, step, r)
             trial.report(r.value - r.excess, step)  # what tune's pruner sees: the value less the excess
@@ -116,11 +117,12 @@ def export_after(trials: list[Trial], lookup: StyleLookup, top_k: int = CONFIRM_
     )
     # A configuration the sampler proposed again is the same trained adapter in the table, its values identical:
     # only its first trial counts, so the confirmed ones are distinct adapters, as a real study's near repeats are.
-    done = [
-        (i, t)
-        for k, (i, t) in enumerate(ranked)
-        if all((t.config, t.step) != (u.config, u.step) for _, u in ranked[:k])
-    ]
+    seen: set[tuple[int, int]] = set()
+    done = []
+    for i, t in ranked:
+        if (t.config, t.step) not in seen:
+            seen.add((t.config, t.step))
+            done.append((i, t))
     best: tuple[float, int, Trial, Reading] | None = None
     for i, t in done[:top_k]:
         c = lookup.confirm[(t.config, t.step)]
@@ -143,8 +145,7 @@ def portfolio(lookups: dict[str, StyleLookup], held_out: str, k: int) -> list[di
     others = [lk for name, lk in lookups.items() if name != held_out]
     if not others:
         return []
-    low = min(others[0].reports(max(others[0].rungs)))
-    keys = [key for key in others[0].confirm if key[1] >= _fewest(others[0], low)]
+    keys = [key for key in others[0].confirm if key[1] >= _fewest(others[0])]
     ranks: dict[tuple[int, int], float] = dict.fromkeys(keys, 0.0)
     for lk in others:
         order = sorted(keys, key=lambda key: (not lk.confirm[key].feasible, -lk.confirm[key].value))
@@ -157,7 +158,7 @@ def portfolio(lookups: dict[str, StyleLookup], held_out: str, k: int) -> list[di
     return [{**others[0].params[c], "steps": step} for c, step in chosen]
 
 
-def _fewest(lookup: StyleLookup, low: int) -> int:
-    """The space's fewest steps (a trial never trains fewer)."""
+def _fewest(lookup: StyleLookup) -> int:
+    """The space's fewest steps (a trial never trains fewer); the first rung when steps is not searched."""
     dist = lookup.compiled.distributions.get("steps")
-    return int(getattr(dist, "low", low))
+    return int(getattr(dist, "low", min(lookup.rungs)))
