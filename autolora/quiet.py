@@ -22,7 +22,7 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
-    # fuse's CMA-ES samples without the constraints (README, Fuse); they still decide which blends can be best.
+    # fuse's CMA-ES samples without the constraints (docs/fuse.md); they still decide which blends can be best.
     warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler will not use them.*")
     for name in ("mlflow", "alembic", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)

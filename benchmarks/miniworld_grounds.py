@@ -1,7 +1,7 @@
 """Does a miniworld build's base model draw clean grounds? The check to run on a build before shipping it.
 
 Samples the 24 plain prompts (shape x colour, the first 24 in vocabulary order) x ``--seeds`` seeds from a build
-folder (``autolora miniworld build --out DIR``) or the shipped world, and prints what the README's *Session 10*
+folder (``autolora miniworld build --out DIR``) or the shipped world, and prints what the history's *Session 10*
 paragraph compares: the pixel check (``truth.read_content``: shape and colour right, no CLIP) and the grounds'
 corner colour (the mean of the four 4x4 corners: its mean over samples and its spread across them; a mottled or
 tinted ground shows as a wide spread). Writes the sample grid (rows: prompts; columns: seeds) beside.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 PARTS = ("judge", "base", "validity", "tuning", "search")
-FIXED = {  # the LoRA the validity sweep scales: the LoCon that learns dotted's texture (README, Miniworld)
+FIXED = {  # the LoRA the validity sweep scales: the LoCon that learns dotted's texture (docs/miniworld.md)
     "rank": 8,
     "alpha_ratio": 1.0,
     "learning_rate": 2.0e-3,
@@ -240,7 +240,7 @@ def part_tuning(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
     grids = {"base": session.base_samples}
     runs = {"tuned": (best.value, KeptAdapter.load(adapter_dir(tuned.run_dir, best.number)))}
     # The presets at the tuned LoRA's batch and step budget: their files set no batch size, and the config's default
-    # (1) would compare a quarter of the pictures seen (the README's figure 4 before this session did).
+    # (1) would compare a quarter of the pictures seen (docs/miniworld.md's figure 4 once did).
     batch = int(runs["tuned"][1].info["params"]["batch_size"])
     results["batch_size"] = batch
     for name in ("diffusers-default", "kohya-like"):

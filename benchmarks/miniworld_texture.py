@@ -1,4 +1,4 @@
-"""Can a style LoRA learn a texture, or only a tone? The README's *Can a LoRA learn a texture?* table.
+"""Can a style LoRA learn a texture, or only a tone? docs/miniworld.md's texture table.
 
 Draws 16 references of a patterned miniworld style (content captions only, the built-in style's content), trains
 the figure-3 LoRA on them (``miniworld_quality.FIXED``, one trial), samples the four held-out prompts x 4 seeds

@@ -84,7 +84,7 @@ def test_pixel_ground_truth_reads_shape_and_colour(style: str) -> None:
 
 def test_shape_fill_prototypes_are_the_drawings_own() -> None:
     """The reader's fill ratio per shape (``truth._FILL``) is what miniworld's own drawings fill of their core box
-    (the README's claim for the constant), not the geometric ideal that read the base model's squares as circles."""
+    (docs/miniworld.md's claim), not the geometric ideal that read the base model's squares as circles."""
     import random
 
     from scipy import ndimage

@@ -41,7 +41,7 @@ def test_shipped_weights_are_small_and_their_build_is_recorded() -> None:
     assert {f.stem for f in files} == {"vae", "unet", "text_encoder", "judge"}
     assert sum(f.stat().st_size for f in files) < 30 * 2**20
     info = json.loads((WEIGHTS / "build.json").read_text())
-    # The build time is a figure (README, Miniworld), not a test: recorded, with its phases.
+    # The build time is a figure (docs/miniworld.md), not a test: recorded, with its phases.
     assert set(info["wall_s"]) == {"vae", "judge", "unet", "total"} and info["device"] and info["config"]["seed"] == 0
 
 
@@ -55,7 +55,7 @@ def test_judge_names_shape_colour_and_style_of_fresh_draws(judge: Any) -> None:
 def test_battery_figures_cover_every_style(pipe: Any, judge: Any) -> None:
     """The battery benchmark's measure on a few pictures: every vocabulary and battery style; the shipped (general)
     VAE keeps the vocabulary's looks and the battery's, dark grounds too (the issue's navy folder round-tripped at
-    5 dB on the narrow world's VAE). Loose floors: the README's battery table has the figures on 48 pictures."""
+    5 dB on the narrow world's VAE). Loose floors: docs/miniworld.md's battery table has the figures on 48 pictures."""
     from autolora.miniworld.battery import BATTERY
     from autolora.miniworld.quality import battery_figures
     from autolora.miniworld.world import STYLES
@@ -118,7 +118,7 @@ def test_default_tune_moves_samples_towards_the_held_out_style(
     from autolora.sampling import sample
 
     space = tmp_path / "fixed.yaml"
-    space.write_text(  # LoCon: conv layers too (README, Miniworld: the texture figure)
+    space.write_text(  # LoCon: conv layers too (docs/miniworld.md: the texture figure)
         "params: {rank: 8, alpha_ratio: 1.0, learning_rate: 2.0e-3, steps: 600, batch_size: 4, init: gaussian,\n"
         "         target_blocks: [down, mid, up], target_layers: [self_attn, cross_attn, ff, conv]}\n"
     )

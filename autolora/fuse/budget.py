@@ -8,7 +8,7 @@ its mean; TPE and GP need history in every dimension.
 ``TRIALS_PER_COEFFICIENT`` is measured, not assumed: ``benchmarks/fuse_pairs.py`` records each DLF study's
 best-so-far curve after its starting points (plain stacking and linear fusion's copied best) and reports after
 how many sampled trials a study reached 90 % of what it gained over its start, divided by its number of
-coefficients (median over the pairs, seeds and variants; README "Fuse" has the figures). Those curves are cut at
+coefficients (median over the pairs, seeds and variants; docs/fuse.md has the figures). Those curves are cut at
 the benchmark's budget (12 trials), so the figure is a lower bound when a study was still gaining at its end.
 
 Measured (3 pairs x 5 seeds, 12 trials; medians of the studies that beat their start): block (10 coefficients)

@@ -35,7 +35,7 @@ NARROW: dict[str, Any] = {
     "unet_heads": 8,
 }
 """The narrow recipe (``--recipe narrow``), shipped until session 11: VAE and judge on miniworld's pictures only.
-Its VAE round-trips a dark-ground folder at 5 dB (README, Miniworld); kept to reproduce the earlier figures."""
+Its VAE round-trips a dark-ground folder at 5 dB (docs/miniworld.md); kept to reproduce the earlier figures."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class BuildConfig:
     batch_size: int = 48
     general: bool = True
     """The general recipe (the default, and the shipped build): VAE on the broad procedural family of flat art,
-    judge half on it, so that a round trip keeps the look of styles nobody planned (README, Miniworld: the
+    judge half on it, so that a round trip keeps the look of styles nobody planned (docs/miniworld.md: the
     battery). ``False`` with the rest of ``NARROW`` is the earlier, narrow world."""
     judge_batch_size: int = 128
     pool_size: int = 12000
@@ -87,7 +87,7 @@ class BuildConfig:
 
     @classmethod
     def recipe(cls, name: str, **kwargs: Any) -> BuildConfig:
-        """``general`` (the defaults, measured for it: README, Miniworld) or ``narrow`` (``NARROW``)."""
+        """``general`` (the defaults, measured for it: docs/miniworld.md) or ``narrow`` (``NARROW``)."""
         if name not in ("general", "narrow"):
             raise UserError(f"--recipe {name}: expected general or narrow")
         return cls(**{**(NARROW if name == "narrow" else {}), **kwargs})

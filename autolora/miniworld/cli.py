@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
         choices=("general", "narrow"),
         default="general",
         help="general (default, the shipped weights): VAE and judge also on a broad procedural family of flat art, "
-        "UNet with offset noise 0.1; narrow: the earlier world, miniworld's pictures only (README, Miniworld)",
+        "UNet with offset noise 0.1; narrow: the earlier world, miniworld's pictures only (docs/miniworld.md)",
     )
     mb.add_argument(
         "--noise-offset",

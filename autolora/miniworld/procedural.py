@@ -249,7 +249,7 @@ def patterned_content(shape: str, colour: str, rng: random.Random, size: int = 3
     """Miniworld content on miniworld's light ground, its fill a random texture, gradient or noise of the broad
     family (never flat): what a base UNet built with ``--patterned-share`` learns as ``patterned`` style, so that
     its convolutions can draw textures at any period, angle and phase, as Stable Diffusion's can. A LoRA binds a
-    texture its base can already draw (README, Miniworld: a LoRA on attention and feed-forward layers moved a known
+    texture its base can already draw (docs/miniworld.md: a LoRA on attention and feed-forward layers moved a known
     texture a third of the way in 300 steps, and one its base had never drawn not at all)."""
     import numpy as np
     from PIL import Image as PILImage

@@ -1,4 +1,4 @@
-"""The replay's figures from its per-(style, seed) results: the JSON, the README's markdown, the anytime plot."""
+"""The replay's figures from its per-(style, seed) results: the JSON, docs/replay.md's markdown, the plot."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def _pool(curves: list[list[float]]) -> list[float]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    """The README's table: arm x budget, pooled over styles (sd over styles in brackets), then the aims."""
+    """docs/replay.md's table: arm x budget, pooled over styles (sd over styles in brackets), then the aims."""
     lines = [
         "| arm | trials | seeds | usable export | any export | confirmed value | pixel style | steps "
         "| beats best preset |",

@@ -10,7 +10,7 @@ hours of training (as NAS-Bench-201, LCBench, HPOBench and YAHPO Gym do for othe
 
 ``design`` draws the configurations (a Latin hypercube over a search space, plus the presets as ``tune`` runs
 them), ``build`` trains them, ``store`` writes and reads a table (``load_table``), ``figures`` prints the
-README's figures from a table alone.
+figures of docs/table.md from a table alone.
 """
 
 from benchmarks.table.store import StyleTable, load_table

@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         "--styles",
         help="comma-separated styles to read again (default: all; a style under a running build must not be named)",
     )
-    f = sub.add_parser("figures", help="what the table shows (README)")
+    f = sub.add_parser("figures", help="what the table shows (docs/table.md)")
     f.add_argument("table", type=Path)
     f.add_argument("--json", type=Path, help="also write the figures here")
-    f.add_argument("--markdown", action="store_true", help="also print the README's per-style table")
+    f.add_argument("--markdown", action="store_true", help="also print docs/table.md's per-style table")
     j = sub.add_parser("judge", help="score the stored samples again with today's judge; content checks' rates")
     j.add_argument("table", type=Path)
     j.add_argument("--styles", help="comma-separated styles (default: all with pixel truth)")

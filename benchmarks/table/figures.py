@@ -1,4 +1,4 @@
-"""What the table shows, from the table alone (no training): the README section "The trial table".
+"""What the table shows, from the table alone (no training): docs/table.md.
 
 A *configuration* is a design point at a step budget the space allows (every rung from the space's fewest steps
 on): what a study could train and export. Each is read on the confirmation seeds (24 samples; the search seeds'
@@ -107,7 +107,7 @@ def configurations(table: StyleTable) -> list[dict[str, Any]]:
 
 
 def style_figures(table: StyleTable) -> dict[str, Any]:
-    """The figures of one style (the README's table rows and lists)."""
+    """The figures of one style (docs/table.md's rows and lists)."""
     confs = configurations(table)
     base = table.meta["base"]["confirm"]["truth"]
     out: dict[str, Any] = {
@@ -385,7 +385,7 @@ def report(folder: Path, json_out: Path | None = None, markdown: bool = False) -
 
 
 def markdown_table(figures: dict[str, dict[str, Any]]) -> str:
-    """The README's per-style table."""
+    """docs/table.md's per-style table."""
     lines = [
         "| style | configurations | usable | kept the subject | best usable (progress, content, steps) | best "
         "anchor | best preset at its budget | base / references (VAE) presence | reader's ceiling |",
