@@ -96,6 +96,16 @@ FAST = [
 stage and no preset trials (test_confirmation.py and test_presets.py turn them on)."""
 
 
+def require(present: bool, what: str) -> None:
+    """Skip a test whose outside component (a browser, a PostgreSQL server) is missing here; under CI (``CI`` set,
+    as ``.ci/run`` does) fail it instead: CI installs them, so a missing one there is a broken CI, not a skip."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide {what} (.ci/run installs it)")
+    pytest.skip(f"{what} is not installed here")
+
+
 def randomize_lora(model: Any, seed: int) -> None:
     """Give every LoRA weight (lora_A, lora_B, DoRA magnitude) seeded non-zero values (peft starts lora_B at
     zero, which would make every round-trip comparison pass trivially)."""

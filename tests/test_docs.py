@@ -1,9 +1,12 @@
-"""The README is a manual that points into docs/: every relative link there and in docs/ must lead somewhere."""
+"""The README is a manual that points into docs/: every relative link there and in docs/ must lead somewhere; and
+the tests that need an outside component skip locally but fail under CI."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -60,3 +63,15 @@ def test_the_readme_is_a_manual() -> None:
     assert lines[2:6] == ["```", lines[3], lines[4], "```"] and lines[3].startswith("make demo")
     assert lines[4].startswith("make test")
     assert len(lines) <= 300
+
+
+def test_a_missing_outside_component_skips_here_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import require
+
+    require(True, "anything")  # present: nothing happens
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        require(False, "a browser")
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI must provide a browser"):
+        require(False, "a browser")

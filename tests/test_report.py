@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from conftest import FAST, fuse_args, fusion_inputs
+from conftest import FAST, fuse_args, fusion_inputs, require
 from PIL import Image
 
 from autolora.cli import main
@@ -28,7 +28,12 @@ from autolora.core.artifacts import images, last_samples
 from autolora.export import INFO_FILE
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+
+
+@pytest.fixture
+def chromium() -> str:
+    require(CHROMIUM is not None, "Chromium (Debian's chromium)")
+    return CHROMIUM or ""
 
 
 def _main(*args: str) -> tuple[int, str]:
@@ -76,9 +81,9 @@ def test_tune_writes_the_report_and_logs_it_to_the_parent_run(tuned: dict[str, A
     assert "report.html" in names
 
 
-def _render(page: Path, tmp: Path) -> tuple[dict[str, str], np.ndarray]:
+def _render(page: Path, tmp: Path, chromium: str) -> tuple[dict[str, str], np.ndarray]:
     """The body's attributes after load (``--dump-dom``) and a screenshot, from headless Chromium."""
-    flags = [CHROMIUM or "", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", dom.stdout)
@@ -93,9 +98,8 @@ def _render(page: Path, tmp: Path) -> tuple[dict[str, str], np.ndarray]:
         return attrs, np.asarray(im.convert("RGB"), dtype=np.float32)
 
 
-@needs_chromium
 def test_report_renders_in_chromium_with_every_picture_decoded(
-    tuned: dict[str, Any], tmp_path: Path, capsys: Any
+    tuned: dict[str, Any], tmp_path: Path, capsys: Any, chromium: str
 ) -> None:
     out = tmp_path / "mine.html"
     rc = main(["report", str(tuned["run"]), "--out", str(out)])
@@ -113,21 +117,20 @@ def test_report_renders_in_chromium_with_every_picture_decoded(
     n_images = text.count("<img ")
     assert n_images >= 5  # base, references, 3 trials' grids, the history plot (importances need 2+ varying)
 
-    attrs, shot = _render(out, tmp_path)
+    attrs, shot = _render(out, tmp_path, chromium)
     assert attrs.get("data-images") == str(n_images)
     assert attrs.get("data-decoded") == str(n_images), f"the browser decoded {attrs.get('data-decoded')} pictures"
     assert shot.std() > 10, "the screenshot is blank"
     assert (shot.reshape(-1, 3).std(axis=1) > 20).mean() > 0.005, "no coloured pixels: the pictures did not show"
 
 
-@needs_chromium
-def test_a_broken_picture_is_seen_by_the_browser_check(tuned: dict[str, Any], tmp_path: Path) -> None:
+def test_a_broken_picture_is_seen_by_the_browser_check(tuned: dict[str, Any], tmp_path: Path, chromium: str) -> None:
     """The decoded-pictures check can fail: a report with one corrupt inline image reads N-1 of N."""
     text = (tuned["run"] / "report.html").read_text()
     broken = re.sub(r'src="data:image/png;base64,[^"]{8}', 'src="data:image/png;base64,AAAAAAAA', text, count=1)
     page = tmp_path / "broken.html"
     page.write_text(broken)
-    attrs, _ = _render(page, tmp_path)
+    attrs, _ = _render(page, tmp_path, chromium)
     assert int(attrs["data-decoded"]) == int(attrs["data-images"]) - 1
 
 

@@ -75,3 +75,7 @@ def test_successive_halving_prunes_at_the_rungs(tmp_path: Path, capsys: Any) -> 
     assert isinstance(make_pruner("successive_halving", 2, False), optuna.pruners.SuccessiveHalvingPruner)
     states = {t.state for t in study.trials}
     assert optuna.trial.TrialState.COMPLETE in states and len(study.trials) == 4
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "successive halving pruned nothing: the test shows nothing"
+    for t in pruned:  # stopped at a rung before its budget, the rung it was compared at
+        assert max(t.intermediate_values) < t.params["steps"] and max(t.intermediate_values) % 3 == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import DATA, FAST, fuse_args, fusion_inputs, running_in, wait_for
+from conftest import DATA, FAST, fuse_args, fusion_inputs, require, running_in, wait_for
 from postgres import Postgres, available, postgres
 
 from autolora.core.storage import BudgetSpent, enqueue_budget, fail_started, make_storage
@@ -23,10 +23,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[Postgres]:
-    if not available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL (.ci/run installs Debian's postgresql)")
-        pytest.skip("PostgreSQL server binaries not installed")
+    require(available(), "PostgreSQL's server binaries (Debian's postgresql)")
     with postgres() as server:
         yield server
 
