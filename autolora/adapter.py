@@ -19,13 +19,11 @@ A kept adapter is a folder::
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolora.folders import staging_folder
+from autolora.atomic import replace_folder
 
 if TYPE_CHECKING:
     import torch
@@ -54,10 +52,9 @@ class KeptAdapter:
         """Write atomically: a temp folder beside ``folder``, then one rename."""
         from safetensors.torch import save_file
 
-        from autolora.folders import readable
+        from autolora.atomic import readable
 
-        tmp = staging_folder(folder)
-        try:
+        with replace_folder(folder) as tmp:
             for comp, sd in self.state_dicts.items():
                 save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / f"{comp}.safetensors"))
                 readable(tmp / f"{comp}.safetensors")
@@ -65,11 +62,6 @@ class KeptAdapter:
                 _save_samples(tmp, self.samples, self.sample_rows)
             meta = {"components": self.configs, "base": self.base, "trial": self.info, "sample_rows": self.sample_rows}
             (tmp / ADAPTER_FILE).write_text(json.dumps(meta, indent=2, default=str))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: Path) -> KeptAdapter:

@@ -74,14 +74,10 @@ def save_images(path: Path, images: list[Image.Image]) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from autolora.core.rundir import temp_beside
-    from autolora.folders import readable
+    from autolora.atomic import write_file
 
     arr = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
-    tmp = temp_beside(path)
-    save_file({"images": arr.contiguous()}, str(tmp))
-    readable(tmp)
-    tmp.replace(path)
+    write_file(path, lambda tmp: save_file({"images": arr.contiguous()}, str(tmp)))
 
 
 def load_images(path: Path) -> list[Image.Image]:

@@ -28,7 +28,7 @@ def random_loras(folder: Path, pipe: Any) -> list[str]:
     from peft import LoraConfig
 
     from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
-    from autolora.export import export_all
+    from autolora.formats.export import export_all
     from autolora.fuse import base_facts
 
     attn = ["to_q", "to_k", "to_v", "to_out.0"]

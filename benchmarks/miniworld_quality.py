@@ -158,7 +158,7 @@ def _truth_of(images: list[Any], prompts: list[str], seeds: int, judge: Any, sty
 def part_validity(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
     from autolora.adapter import KeptAdapter
     from autolora.core.rundir import adapter_dir
-    from autolora.export import export_all
+    from autolora.formats.export import export_all
     from autolora.miniworld.quality import content_truth, spearman
     from autolora.miniworld.truth import style_strength, tone_shift
     from autolora.sampling import grid, sample

@@ -69,7 +69,7 @@ def main() -> None:
     from autolora.adapter import KeptAdapter
     from autolora.core.rundir import adapter_dir
     from autolora.data import BUILTIN_STYLE_CONTENT
-    from autolora.export import export_all
+    from autolora.formats.export import export_all
     from autolora.miniworld.battery import draw_any
     from autolora.miniworld.truth import style_strength
     from autolora.models.roundtrip import round_trip_images

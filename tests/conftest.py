@@ -181,7 +181,7 @@ def fusion_inputs(pipe: Any, root: Path) -> dict[str, Any]:
     and an MLflow URI, all under ``root``."""
     from peft import LoraConfig
 
-    from autolora.export import export_all
+    from autolora.formats.export import export_all
 
     attn = ["to_q", "to_k", "to_v", "to_out.0"]
     te = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])

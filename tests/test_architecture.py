@@ -83,6 +83,7 @@ FORBIDDEN = {
     "models": {"tune", "fuse", "core", "scoring", "cli"},
     "miniworld": {"tune", "fuse", "core", "cli"},
     "report": {"tune", "fuse", "cli"},  # it reaches a job only through autolora.jobs (by the study's kind)
+    "formats": {"tune", "fuse", "core", "report", "scoring", "miniworld", "cli"},  # files, whoever made the adapter
 }
 
 

@@ -2,7 +2,7 @@
 
 The layouts are the published model configs, instantiated on the meta device (no weights, no download); the
 adapter covers every Linear and Conv2d of the UNet and both text encoders, as a LoRA of everything would. The
-expected names are written here from each client's documented conventions, independently of autolora.export:
+expected names are written here from each client's documented conventions, independently of autolora.formats:
 
 - kohya sd-scripts (``networks/lora.py``): ``lora_unet_`` + the UNet module name with dots as underscores (the
   diffusers names for SD 1.x; for SDXL, kohya's own UNet has the SGM names of Stability's ``sgm`` code), and
@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 
 from autolora.adapter import KeptAdapter
-from autolora.export import export_kohya
+from autolora.formats.kohya import export_kohya
 
 SD15_UNET = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,

@@ -24,7 +24,7 @@ from safetensors import safe_open
 from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
 from autolora.cli import main
 from autolora.errors import UserError
-from autolora.export import export_all
+from autolora.formats.export import export_all
 from autolora.models.builtin import builtin_path
 from autolora.models.layers import lora_candidates, select_modules
 

@@ -24,7 +24,9 @@ from safetensors import safe_open
 
 from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_dict, detach
 from autolora.errors import UserError
-from autolora.export import DIFFUSERS_FILE, INFO_FILE, export_all, export_kohya
+from autolora.formats.diffusers import DIFFUSERS_FILE
+from autolora.formats.export import INFO_FILE, export_all
+from autolora.formats.kohya import export_kohya
 from autolora.models.builtin import builtin_path
 
 ATTN = ["to_q", "to_k", "to_v", "to_out.0"]

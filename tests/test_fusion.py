@@ -21,7 +21,7 @@ from peft import LoraConfig
 from safetensors.torch import save_file
 
 from autolora.errors import UserError
-from autolora.export import export_all
+from autolora.formats.export import export_all
 from autolora.fuse import FusedAdapters, fused_adapter, load_loras, reduce_rank, unload
 
 ATTN = ["to_q", "to_k", "to_v", "to_out.0"]

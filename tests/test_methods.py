@@ -25,7 +25,7 @@ from autolora.adapter import KeptAdapter, adapter_state_dict, attach, config_to_
 from autolora.cli import main
 from autolora.core.rundir import adapter_dir
 from autolora.errors import UserError
-from autolora.export import export_all
+from autolora.formats.export import export_all
 from autolora.models.layers import lora_candidates
 from autolora.tune.search import parse_search_space
 

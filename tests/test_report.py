@@ -25,7 +25,7 @@ from PIL import Image
 
 from autolora.cli import main
 from autolora.core.artifacts import images, last_samples
-from autolora.export import INFO_FILE
+from autolora.formats.export import INFO_FILE
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 

@@ -58,11 +58,11 @@ def write_run_files(job: Job, resolved: dict[str, Any]) -> list[Path]:
     """``config.yaml`` (resolved) and the job's recipe files, written atomically into the run folder."""
     import yaml
 
-    from autolora.core.rundir import write_text_atomic
+    from autolora.atomic import write_text
 
     files = {"config.yaml": yaml.safe_dump(resolved, sort_keys=False), **job.run_files()}
     for name, text in files.items():
-        write_text_atomic(job.run_dir / name, text)
+        write_text(job.run_dir / name, text)
     return [job.run_dir / name for name in files]
 
 

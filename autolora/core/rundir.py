@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,21 +54,3 @@ def prune_kept(run_dir: Path, keep: list[int]) -> None:
     for n in kept_numbers(run_dir):
         if n not in keep:
             shutil.rmtree(adapter_dir(run_dir, n), ignore_errors=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from autolora.folders import readable
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    readable(Path(tmp))  # mkstemp makes 0600; a kept file gets the umask's mode
-    os.replace(tmp, path)
-
-
-def temp_beside(path: Path) -> Path:
-    """A fresh temporary file next to ``path`` (for write-then-rename): concurrent writers never share one."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)

@@ -86,7 +86,7 @@ def export_run(
     trial = study.trials[choose_trial(study, number, force)]
     fusion = _fusion_of(trial)
     stem = name or f"{study.study_name}-trial{trial.number}"
-    from autolora.export import check_name
+    from autolora.formats.export import check_name
 
     check_name(stem)
     fa = _load(config)
@@ -150,21 +150,18 @@ def _write_fused(
     info: dict[str, Any],
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-    from autolora.export import KOHYA_ARCHS, export_all
+    from autolora.formats.export import export_adapter
     from autolora.fuse.fused import fused_adapter
     from autolora.fuse.rank import reduce_rank
 
     adapter = fused_adapter(fa, coeffs)
     adapter.info.update(info)
-    kohya = adapter.base["arch"] in KOHYA_ARCHS
-    if not kohya:
-        echo(f"kohya     skipped: {adapter.base['arch']} LoRAs are exported in the diffusers format only")
-    paths = export_all(adapter, folder, stem, kohya=kohya)
+    paths = export_adapter(adapter, folder, stem, echo=echo)
     if rank is not None:
         reduced, error = reduce_rank(adapter, rank)
         ranks = {str(c.get("r")) for c in reduced.configs.values()}
         echo(f"rank {rank}: largest relative error over the modules {error:.4f} (ranks now {', '.join(ranks)})")
-        small = export_all(reduced, folder / f"rank{rank}", f"{stem}-r{rank}", kohya=kohya)
+        small = export_adapter(reduced, folder / f"rank{rank}", f"{stem}-r{rank}", echo=lambda _: None)
         paths.update({f"rank{rank} {kind}": path for kind, path in small.items()})
     return paths
 
@@ -178,7 +175,7 @@ def _write_tables(
     trial: optuna.trial.FrozenTrial,
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-    from autolora.core.rundir import write_text_atomic
+    from autolora.atomic import write_text
     from autolora.fuse.facts import base_facts
     from autolora.fuse.summary import heatmap
 
@@ -193,7 +190,7 @@ def _write_tables(
         "values": trial.values,
     }
     paths = {"coefficients": out / "coefficients.json"}
-    write_text_atomic(paths["coefficients"], json.dumps(doc, indent=2) + "\n")
+    write_text(paths["coefficients"], json.dumps(doc, indent=2) + "\n")
     paths["heatmap"] = heatmap(fusion, out / "coefficients.png", f"{study.study_name} trial {trial.number}")
     if fusion.late is not None:
         return paths
@@ -202,10 +199,10 @@ def _write_tables(
         echo(f"set_adapters skipped: {why}")
     else:
         paths["set_adapters"] = out / "set_adapters.json"
-        write_text_atomic(paths["set_adapters"], json.dumps(weights, indent=2) + "\n")
+        write_text(paths["set_adapters"], json.dumps(weights, indent=2) + "\n")
     if base_facts(fa.pipe)["arch"] == "sd1" and config.fuse.granularity in ("global", "block"):
         paths["a1111"] = out / "a1111.txt"
-        write_text_atomic(paths["a1111"], _a1111(fa, fusion.early, config.fuse.granularity))
+        write_text(paths["a1111"], _a1111(fa, fusion.early, config.fuse.granularity))
     return paths
 
 

@@ -8,7 +8,7 @@ from autolora.errors import UserError
 
 
 def base_facts(pipe: Any) -> dict[str, Any]:
-    """The ``KeptAdapter.base`` facts of a loaded SD/SDXL/SD3/Flux pipeline (what ``autolora.export`` needs).
+    """The ``KeptAdapter.base`` facts of a loaded SD/SDXL/SD3/Flux pipeline (what ``autolora.formats`` needs).
 
     Raises:
         UserError: for a pipeline of another kind.

@@ -69,7 +69,7 @@ def kept(
     ``lora_alpha`` is the most common rank R for every module and ``rank_pattern`` lists the other ranks, whose
     ``B`` is multiplied by ``r / R`` to cancel their scale ``R / r``. One alpha for all modules (rather than
     ``alpha = r`` per module) because diffusers' kohya loader gives attention projections the file's most
-    common alpha (see ``autolora.export``), so only a single alpha reloads exactly from both files.
+    common alpha (see ``autolora.formats``), so only a single alpha reloads exactly from both files.
     """
     configs: dict[str, dict[str, Any]] = {}
     state_dicts: dict[str, dict[str, torch.Tensor]] = {}

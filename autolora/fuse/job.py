@@ -323,6 +323,6 @@ def _log_comparison(parent: Any, comparison: dict[str, Any], names: list[str]) -
 def write_summary(run_dir: Path, comparison: dict[str, Any]) -> None:
     import json
 
-    from autolora.core.rundir import write_text_atomic
+    from autolora.atomic import write_text
 
-    write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(comparison, indent=2, default=str) + "\n")
+    write_text(run_dir / SUMMARY_FILE, json.dumps(comparison, indent=2, default=str) + "\n")

@@ -66,6 +66,11 @@ class Method(ABC):
     """A kept config's ``peft_type`` (``LORA``, ``LOHA``, ``LOKR``; ``TEXTUAL_INVERSION`` is autolora's own)."""
     learns_tokens: ClassVar[bool] = False
     """True when ``prompt`` rewrites the trigger (captions are then encoded at every training step)."""
+    files: ClassVar[str] = "lora"
+    """What ``autolora export`` writes of it (``autolora.formats.export.WRITERS``): ``lora`` (the diffusers and
+    kohya files, with the learnt tokens' embedding beside them when ``learns_tokens``), ``lycoris`` (the LyCORIS
+    file and peft's folders), ``embedding`` (one embedding file), ``denoiser`` (the fine-tuned denoiser and a LoRA
+    extracted from it)."""
 
     @abstractmethod
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
@@ -150,10 +155,14 @@ class PeftMethod(Method):
     ) -> list[KohyaModule]:
         """The state dict of one component in the LyCORIS layout (``name_of``: peft module -> kohya name).
 
-        Plain LoRA's kohya file is written by ``autolora.export`` (per-module alphas, SDXL and Flux names), so
+        Plain LoRA's kohya file is written by ``autolora.formats`` (per-module alphas, SDXL and Flux names), so
         only the LyCORIS methods implement this. Raises ``UserError`` for a weight the format has no place for.
         """
-        raise NotImplementedError(f"{self.name}: its kohya file is written by autolora.export")
+        raise NotImplementedError(f"{self.name}: its kohya file is written by autolora.formats")
+
+    def lycoris_args(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """What the LyCORIS file's ``ss_network_args`` records of a kept config besides ``algo`` and ``preset``."""
+        return {}
 
     def read_config(self, config: Mapping[str, Any]) -> PeftConfig:
         """A kept config dict as this method's peft config (fields this peft does not know are dropped)."""

@@ -5,7 +5,7 @@ LoRA); every weight and bias of theirs trains at ``learning_rate``. DreamBooth's
 base model's own class pictures, drawn once per study) is ``prior_weight`` in the search space, open to every
 method. Attach keeps a CPU copy of the modules' weights; detach puts the copy back (dtype included), so the base
 is bit-identical afterwards. A kept DreamBooth trial holds the fine-tuned weights of those modules; export
-writes the whole fine-tuned UNet and a LoRA extracted from the difference (``autolora.extract``).
+writes the whole fine-tuned UNet and a LoRA extracted from the difference (``autolora.formats.extract``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _SAVED: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
 
 class DreamBooth(Method):
     name = "dreambooth"
+    files = "denoiser"
     peft_type = PEFT_TYPE
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:

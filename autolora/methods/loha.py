@@ -21,6 +21,7 @@ class LoHa(PeftMethod):
     name = "loha"
     peft_type = "LOHA"
     lycoris_algo = "loha"
+    files = "lycoris"
 
     def config(self, spec: Settings, modules: list[str], rank_of: Mapping[str, int]) -> LoHaConfig:
         from peft import LoHaConfig

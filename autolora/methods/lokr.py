@@ -21,6 +21,7 @@ class LoKr(PeftMethod):
     name = "lokr"
     peft_type = "LOKR"
     lycoris_algo = "lokr"
+    files = "lycoris"
 
     def config(self, spec: Settings, modules: list[str], rank_of: Mapping[str, int]) -> LoKrConfig:
         from peft import LoKrConfig
@@ -35,6 +36,9 @@ class LoKr(PeftMethod):
             decompose_both=bool(spec["lokr_decompose_both"]),
             decompose_factor=int(spec["lokr_factor"]),
         )
+
+    def lycoris_args(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return {"factor": config.get("decompose_factor", -1), "decompose_both": bool(config.get("decompose_both"))}
 
     def config_class(self) -> type[PeftConfig]:
         from peft import LoKrConfig

@@ -74,6 +74,7 @@ def _init_vectors(pipe: Any, comp: str, word: str, vectors: int) -> torch.Tensor
 
 class TextualInversion(Method):
     name = "textual_inversion"
+    files = "embedding"
     peft_type = PEFT_TYPE
     learns_tokens = True
 

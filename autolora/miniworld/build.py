@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from autolora.atomic import replace_folder
 from autolora.errors import UserError
-from autolora.folders import staging_folder
 
 WEIGHTS = Path(__file__).parent / "weights"
 """The shipped build."""
@@ -104,15 +104,9 @@ def build(config: BuildConfig, out: Path, log: Any = print) -> dict[str, Any]:
         raise UserError(f"{out}: exists and is not empty; choose a new folder")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {config.device}: CUDA is not available here")
-    tmp = staging_folder(out)
-    try:
+    with replace_folder(out) as tmp:
         manifest = _train(config, tmp, log)
         (tmp / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -240,7 +234,7 @@ def _token_ids(captions: list[str], tmp: Path) -> Any:
 def _save_fp16(module: Any, path: Path) -> None:
     from safetensors.torch import save_file
 
-    from autolora.folders import readable
+    from autolora.atomic import readable
 
     state = {
         k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()

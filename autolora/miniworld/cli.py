@@ -4,13 +4,11 @@ or train the miniworld models from a seed."""
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from autolora.atomic import replace_folder
 from autolora.errors import UserError, closest
-from autolora.folders import staging_folder
 
 
 def register(sub: Any) -> None:
@@ -93,15 +91,9 @@ def write_style_folder(style: str, n: int, out: Path, seed: int = 0, size: int =
         raise UserError(f"--size {size}: expected a multiple of 8, at least 8")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose a new folder")
-    tmp = staging_folder(out)
-    try:
+    with replace_folder(out) as tmp:
         for i, (image, shape, colour) in enumerate(any_items(style, n, seed=seed, size=size)):
             image.save(tmp / f"{style}_{i:04d}.png")
             # The caption names the content only: autolora adds the trigger that stands for the style.
             (tmp / f"{style}_{i:04d}.txt").write_text(f"a {colour} {shape}\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return sorted(out.glob("*.png"))

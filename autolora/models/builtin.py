@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autolora.folders import staging_folder
+from autolora.atomic import staging_folder
 
 PREFIX = "builtin:"
 
@@ -257,7 +257,7 @@ def _build_tiny_clip(folder: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from autolora.folders import readable
+    from autolora.atomic import readable
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny-clip.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))

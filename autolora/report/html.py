@@ -244,7 +244,7 @@ def render_report(study: optuna.Study, run_dir: Path | None, job: type[Job]) -> 
 
 def write_report(study: optuna.Study, run_dir: Path | None, job: type[Job], out: Path) -> Path:
     """Write the report atomically to ``out`` (mode from the umask, like any saved file)."""
-    from autolora.core.rundir import write_text_atomic
+    from autolora.atomic import write_text
 
-    write_text_atomic(out, render_report(study, run_dir, job))
+    write_text(out, render_report(study, run_dir, job))
     return out

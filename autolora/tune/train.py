@@ -102,8 +102,7 @@ class TrainData:
 
         from safetensors.torch import save_file
 
-        from autolora.core.rundir import temp_beside
-        from autolora.folders import readable
+        from autolora.atomic import write_file
 
         tensors = {"prompt_embeds": self.prompt_embeds}
         for k, (mean, std) in enumerate(zip(self.latent_mean, self.latent_std, strict=True)):
@@ -118,10 +117,9 @@ class TrainData:
             "members": json.dumps(self.members),
             "rows": json.dumps({"trigger": self.trigger_row, "empty": self.empty_row}),
         }
-        tmp = temp_beside(path)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        readable(tmp)
-        tmp.replace(path)
+        write_file(
+            path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        )
 
     @classmethod
     def load(cls, path: Path) -> TrainData:

@@ -14,13 +14,11 @@ Frobenius error over all modules is printed and recorded; a LoRA carries no bias
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolora.folders import readable, staging_folder
+from autolora.atomic import readable, replace_folder
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +31,7 @@ DEFAULT_RANK = 16
 @dataclass
 class Extracted:
     adapter: KeptAdapter
-    """The extracted LoRA, ready for ``autolora.export.export_all``."""
+    """The extracted LoRA, ready for ``autolora.formats.export.export_all``."""
     error: float
     """||update - LoRA||_F / ||update||_F over the weights of all modules."""
     worst: tuple[str, float]
@@ -109,13 +107,7 @@ def save_tuned(model: Any, tuned: dict[str, torch.Tensor], folder: Path) -> None
         for key, value in tuned.items():
             param = model.get_parameter(key)
             param.copy_(value.to(param.dtype))
-    tmp = staging_folder(folder)
-    try:
+    with replace_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for path in tmp.iterdir():
             readable(path)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

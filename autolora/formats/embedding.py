@@ -9,12 +9,11 @@ token="<autolora>")`` (SDXL: each key with its text encoder and tokenizer).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autolora.atomic import write_file
 from autolora.errors import UserError
-from autolora.folders import readable
 
 if TYPE_CHECKING:
     import torch
@@ -42,14 +41,9 @@ def embedding_tensors(adapter: KeptAdapter) -> dict[str, torch.Tensor]:
     return {KEY: adapter.state_dicts["text_encoder"][KEY].float().contiguous()}
 
 
-def write_embedding(adapter: KeptAdapter, path: Path, write_atomically: Callable[..., None]) -> None:
+def write_embedding(adapter: KeptAdapter, path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = embedding_tensors(adapter)
     meta = {"autolora.token": "<autolora>", "autolora.arch": str(adapter.base.get("arch"))}
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata=meta)
-        readable(tmp)
-
-    write_atomically(path, write)
+    write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))

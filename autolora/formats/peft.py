@@ -10,12 +10,10 @@ model wrapped and loaded: a kept adapter is only its state dict and config. The 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autolora.folders import readable, staging_folder
+from autolora.atomic import readable, replace_folder
 
 if TYPE_CHECKING:
     from autolora.adapter import KeptAdapter
@@ -30,8 +28,7 @@ def export_peft(adapter: KeptAdapter, folder: Path) -> None:
     """Write ``folder/<component>/{adapter_model.safetensors, adapter_config.json}``, replacing ``folder`` whole."""
     from safetensors.torch import save_file
 
-    tmp = staging_folder(folder)
-    try:
+    with replace_folder(folder) as tmp:
         for comp, state in adapter.state_dicts.items():
             if not state:
                 continue
@@ -42,8 +39,3 @@ def export_peft(adapter: KeptAdapter, folder: Path) -> None:
             config = dict(adapter.configs[comp])
             config["base_model_name_or_path"] = str(adapter.base.get("source") or "")
             (tmp / comp / CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
