@@ -36,7 +36,7 @@ def measure(weights: Path, n: int, seed: int) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    from autolora.miniworld.build import WEIGHTS
+    from autolora.models.miniworld import WEIGHTS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, default=WEIGHTS)

@@ -42,7 +42,7 @@ def main() -> None:
 
     quiet_libraries()
     if args.weights:
-        from autolora.miniworld.build import assemble_pipeline
+        from autolora.models.miniworld import assemble_pipeline
 
         folder = Path(tempfile.mkdtemp(prefix="autolora-grounds-")) / "base"
         assemble_pipeline(folder, args.weights.resolve())

@@ -92,7 +92,7 @@ def main() -> None:
         refs.append(image)
     overrides: list[tuple[str, str, Any]] = [("data", "style_images", str(refs_dir))]
     if args.weights:
-        from autolora.miniworld.build import assemble_pipeline
+        from autolora.models.miniworld import assemble_pipeline
 
         assemble_pipeline(work / "base", args.weights.resolve())
         overrides += [("model", "base_model", str(work / "base")), ("eval", "clip_model", "builtin:miniworld-clip")]

@@ -196,9 +196,10 @@ def test_general_base_pool_mixes_in_patterned_content_with_its_caption() -> None
     on miniworld's ground, captioned ``in patterned style``; at share 0 the pool is the old one exactly."""
     import torch
 
-    from autolora.miniworld import diffusion, nets
+    from autolora.miniworld import diffusion
     from autolora.miniworld.procedural import patterned_content
     from autolora.miniworld.world import BACKGROUND
+    from autolora.models import miniworld as nets
 
     torch.manual_seed(0)
     vae = nets.make_vae()

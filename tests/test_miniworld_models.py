@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from autolora.cli import main
-from autolora.miniworld.build import WEIGHTS, assemble_pipeline
 from autolora.miniworld.world import COLOURS, SHAPES, caption, draw
+from autolora.models.miniworld import WEIGHTS, assemble_pipeline
 
 
 @pytest.fixture(scope="module")

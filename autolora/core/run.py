@@ -166,7 +166,6 @@ def _run(
             fail_started(storage)
             raise
     lines = job.summary(studies, parent)
-    lines.append(_report(job, studies[specs[0].label], parent))
     n_new = _finished(studies.values()) - before
     return RunResult(studies, specs, job.run_dir, tracker.ui_command(), parent.run_id, n_new, lines)
 
@@ -185,21 +184,6 @@ def _record_findings(
     for study in studies:
         study.set_user_attr(ATTR + "warnings", [f.line for f in findings if f.warning])
         study.set_user_attr(ATTR + "findings", [f.to_dict() for f in findings])
-
-
-REPORT_FILE = "report.html"
-
-
-def _report(job: Job, study: optuna.Study, parent: ParentRun) -> str:
-    """Write the run's HTML report into the run folder and log it to the parent run; returns the line to print."""
-    from autolora.report.html import write_report
-
-    try:
-        path = write_report(study, job.run_dir, type(job), job.run_dir / REPORT_FILE)
-        parent.client.log_artifact(parent.run_id, str(path))
-    except Exception as e:  # the trials are saved; a report can be written later with `autolora report`
-        return f"report: not written ({type(e).__name__}: {e}); try: autolora report {job.run_dir}"
-    return f"report: {path}"
 
 
 def _keep_study_images(job: Job, studies: Iterable[optuna.Study]) -> None:

@@ -195,6 +195,7 @@ class FuseJob(Job):
 
     def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
         from autolora.fuse.summary import compare, comparison_lines, heatmap
+        from autolora.report.html import run_report
 
         plan, names = self.the_plan, self.the_plan.objective.names
         if plan.config.study.confirm_top_k and not plan.config.study.queue_only:
@@ -211,7 +212,7 @@ class FuseJob(Job):
             _log_comparison(parent, comparison, names)
             if picture is not None:
                 parent.client.log_artifact(parent.run_id, str(picture), "plots")
-        return comparison_lines(comparison, names)
+        return [*comparison_lines(comparison, names), run_report(self, studies["dlf"], parent)]
 
     def _confirm(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> None:
         """The confirmation stage of every study (``autolora.fuse.confirm``); the models are loaded again if workers

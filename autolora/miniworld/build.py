@@ -2,7 +2,7 @@
 
 The output folder holds fp16 safetensors (``vae``, ``unet``, ``text_encoder``, ``judge``) and ``build.json``
 (seed, steps, device, threads, wall time per phase, loss curves' ends, the VAE scaling factor and the judge's
-zero-shot accuracy on fresh draws). The repository ships one such folder in ``autolora/miniworld/weights``;
+zero-shot accuracy on fresh draws). The repository ships one such folder in ``autolora/models/weights``;
 ``builtin:miniworld`` and ``builtin:miniworld-clip`` assemble it into a diffusers folder and an open_clip
 checkpoint (``assemble_pipeline``/``assemble_judge``) that load like a user's model.
 """
@@ -21,7 +21,6 @@ from typing import Any
 from autolora.atomic import replace_folder
 from autolora.errors import UserError
 
-WEIGHTS = Path(__file__).parent / "weights"
 """The shipped build."""
 
 
@@ -114,8 +113,9 @@ def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
     import open_clip
     import torch
 
-    from autolora.miniworld import diffusion, judge, nets
+    from autolora.miniworld import diffusion, judge
     from autolora.miniworld.quality import battery_figures
+    from autolora.models import miniworld as nets
 
     device, seed = config.device, config.seed
     timings: dict[str, float] = {}
@@ -272,60 +272,3 @@ def _judge_accuracy(model: Any, preprocess: Any, tokenizer: Any, device: str, se
         what: round(sum(g[k] == t[k] for g, t in zip(got, truth, strict=True)) / len(truth), 3)
         for k, what in enumerate(("shape", "colour", "style"))
     }
-
-
-# -- loading the shipped build -------------------------------------------------------------------------
-
-
-def manifest(weights: Path = WEIGHTS) -> dict[str, Any]:
-    path = weights / "build.json"
-    if not path.is_file():
-        raise UserError(f"miniworld weights {weights}: no build.json (run autolora miniworld build --out {weights})")
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-def unet_heads(info: dict[str, Any]) -> int:
-    """The UNet's attention heads that a build's manifest records (builds before the field had 8)."""
-    return int(info.get("config", {}).get("unet_heads", 8))
-
-
-def _load(module: Any, path: Path) -> Any:
-    from safetensors.torch import load_file
-
-    module.load_state_dict(load_file(str(path)))
-    return module
-
-
-def assemble_pipeline(folder: Path, weights: Path = WEIGHTS) -> None:
-    """Write a diffusers Stable Diffusion folder from the shipped weights (loaded later by ``from_pretrained``)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    from autolora.miniworld import nets
-    from autolora.models.tokenizer import write_clip_tokenizer_files
-
-    info = manifest(weights)
-    write_clip_tokenizer_files(folder / "_tokenizer_src")
-    pipe: Any = StableDiffusionPipeline(
-        vae=_load(nets.make_vae(info["scaling_factor"]), weights / "vae.safetensors"),
-        text_encoder=_load(nets.make_text_encoder(), weights / "text_encoder.safetensors"),
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "_tokenizer_src"),
-        unet=_load(nets.make_unet(unet_heads(info)), weights / "unet.safetensors"),
-        scheduler=DDIMScheduler(**nets.SCHEDULER),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    shutil.rmtree(folder / "_tokenizer_src")
-
-
-def assemble_judge(folder: Path, weights: Path = WEIGHTS) -> None:
-    """Write the judge's open_clip config and checkpoint (``create_model_and_transforms(pretrained=FILE)``)."""
-    from autolora.miniworld import nets
-
-    manifest(weights)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{nets.JUDGE_NAME}.json").write_text(json.dumps(nets.JUDGE, indent=2))
-    shutil.copyfile(weights / "judge.safetensors", folder / "open_clip_model.safetensors")

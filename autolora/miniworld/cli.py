@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
         help="train the miniworld diffusion model and CLIP judge from a seed",
         description="Train the miniworld VAE, UNet + text encoder and open_clip judge from a seed and write them "
         "as fp16 safetensors with build.json (timings, losses, judge accuracy). The shipped weights are one such "
-        "build (autolora/miniworld/weights).",
+        "build (autolora/models/weights).",
     )
     mb.add_argument("--out", required=True, type=Path, help="new folder to write")
     mb.add_argument("--seed", type=int, default=0)

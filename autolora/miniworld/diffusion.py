@@ -13,9 +13,9 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from autolora.miniworld.nets import Progress
 from autolora.miniworld.optim import OneCycle
 from autolora.miniworld.world import COLOURS, HELD_OUT_STYLES, SHAPES, STYLES, caption, draw
+from autolora.models.miniworld import Progress
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +27,7 @@ def draw_batch(rng: random.Random, n: int, styles: tuple[str, ...]) -> tuple[tor
     """``n`` fresh pictures as a (n, 3, H, W) tensor in [-1, 1], with their captions."""
     import numpy as np
 
-    from autolora.miniworld.nets import SIZE
+    from autolora.models.miniworld import SIZE
 
     arrays, captions = [], []
     for _ in range(n):
@@ -50,8 +50,8 @@ def general_batch(rng: random.Random, n: int) -> torch.Tensor:
     family, a quarter miniworld content in that family's styles (``procedural``). Never the battery."""
     import numpy as np
 
-    from autolora.miniworld.nets import SIZE
     from autolora.miniworld.procedural import random_picture, styled_content
+    from autolora.models.miniworld import SIZE
 
     arrays = []
     for _ in range(n):
@@ -111,8 +111,8 @@ def patterned_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]
     """``n`` pictures of ``procedural.patterned_content``, captioned ``a red circle in patterned style``."""
     import numpy as np
 
-    from autolora.miniworld.nets import SIZE
     from autolora.miniworld.procedural import patterned_content
+    from autolora.models.miniworld import SIZE
 
     arrays, captions = [], []
     for _ in range(n):
@@ -169,7 +169,7 @@ def train_unet(
     import torch
     from diffusers import DDPMScheduler
 
-    from autolora.miniworld.nets import SCHEDULER
+    from autolora.models.miniworld import SCHEDULER
 
     torch.manual_seed(seed)
     noise_sched: Any = DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if k != "set_alpha_to_one"})

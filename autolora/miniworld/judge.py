@@ -21,10 +21,10 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from autolora.miniworld.nets import Progress
 from autolora.miniworld.optim import OneCycle
 from autolora.miniworld.procedural import styled_content
 from autolora.miniworld.world import COLOURS, SHAPES, STYLES, Item, draw
+from autolora.models.miniworld import Progress
 
 if TYPE_CHECKING:
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from autolora.miniworld.nets import Progress
+from autolora.models.miniworld import Progress
 
 if TYPE_CHECKING:
     import torch

@@ -73,8 +73,8 @@ def battery_figures(
 
     from autolora.miniworld.battery import BATTERY, battery_items
     from autolora.miniworld.judge import classify
-    from autolora.miniworld.nets import SIZE
     from autolora.miniworld.world import STYLES, sample_items
+    from autolora.models.miniworld import SIZE
     from autolora.models.roundtrip import round_trip_psnr
 
     sets: dict[str, list[tuple[Any, str, str]]] = {

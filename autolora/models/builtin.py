@@ -99,7 +99,7 @@ def _build_tiny_pipeline(folder: Path, sdxl: bool) -> None:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**_tiny_unet_kwargs(sdxl))  # type: ignore[arg-type]
     torch.manual_seed(0)
-    from autolora.miniworld.nets import SCHEDULER, TEXT_ENCODER, VAE
+    from autolora.models.miniworld import SCHEDULER, TEXT_ENCODER, VAE
 
     vae = AutoencoderKL(**VAE)  # miniworld's VAE shape, with seeded random weights
 
@@ -142,7 +142,7 @@ def _tiny_text_encoders(n_clip: int, projection: bool) -> tuple[list[Any], Any]:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from autolora.miniworld.nets import TEXT_ENCODER
+    from autolora.models.miniworld import TEXT_ENCODER
     from autolora.models.tokenizer import T5_VOCAB_SIZE
 
     narrow = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "hidden_act": "gelu"}
@@ -170,7 +170,7 @@ def _build_tiny_dit(folder: Path, family: str) -> None:
     )
     from transformers import CLIPTokenizer, T5Tokenizer
 
-    from autolora.miniworld.nets import VAE
+    from autolora.models.miniworld import VAE
     from autolora.models.tokenizer import write_clip_tokenizer_files, write_t5_tokenizer_files
 
     tok_dir, t5_dir = folder / "_tokenizer_src", folder / "_t5_src"
@@ -277,20 +277,20 @@ def _miniworld_stamp() -> str:
     """The shipped build's fingerprint (its build.json names the seed, steps and timings of the weights)."""
     import hashlib
 
-    from autolora.miniworld.build import WEIGHTS
+    from autolora.models.miniworld import WEIGHTS
 
     path = WEIGHTS / "build.json"
     return hashlib.sha256(path.read_bytes()).hexdigest()[:10] if path.exists() else "missing"
 
 
 def _assemble_miniworld(folder: Path) -> None:
-    from autolora.miniworld.build import assemble_pipeline
+    from autolora.models.miniworld import assemble_pipeline
 
     assemble_pipeline(folder)
 
 
 def _assemble_miniworld_clip(folder: Path) -> None:
-    from autolora.miniworld.build import assemble_judge
+    from autolora.models.miniworld import assemble_judge
 
     assemble_judge(folder)
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from autolora.core.job import Job
+    from autolora.core.tracking import ParentRun
 
 TOP = 4
 """Trials whose samples stand beside the base model's."""
@@ -240,6 +241,23 @@ def render_report(study: optuna.Study, run_dir: Path | None, job: type[Job]) -> 
         f"<style>{STYLE}</style><script>{SCRIPT}</script></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
     )
+
+
+REPORT_FILE = "report.html"
+
+
+def run_report(job: Job, study: optuna.Study, parent: ParentRun | None) -> str:
+    """Write a finished run's report into its run folder and log it to the parent run; the line to print.
+
+    A job calls it last in its ``summary``. A report that fails does not fail the run: the trials are saved, and
+    ``autolora report`` can write it later."""
+    try:
+        path = write_report(study, job.run_dir, type(job), job.run_dir / REPORT_FILE)
+        if parent is not None:
+            parent.client.log_artifact(parent.run_id, str(path))
+    except Exception as e:
+        return f"report: not written ({type(e).__name__}: {e}); try: autolora report {job.run_dir}"
+    return f"report: {path}"
 
 
 def write_report(study: optuna.Study, run_dir: Path | None, job: type[Job], out: Path) -> Path:

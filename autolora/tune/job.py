@@ -118,6 +118,7 @@ class TuneJob(Job):
 
     def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
         from autolora.core.rundir import best_numbers, prune_kept
+        from autolora.report.html import run_report
 
         study = studies["tune"]
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
@@ -125,7 +126,7 @@ class TuneJob(Job):
             self._confirm(study, parent)
         if parent is not None:
             parent.log_summary(study, self.the_plan.objective.names)
-        return []
+        return [run_report(self, study, parent)]
 
     def _confirm(self, study: optuna.Study, parent: ParentRun | None) -> None:
         """The confirmation stage (``autolora.tune.confirm``); the models are loaded again if workers ran the trials."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter, state_bytes
@@ -37,7 +38,7 @@ def _flat_params(spec: LoraSpec) -> dict[str, Any]:
 
 
 class TrialRunner:
-    """The Optuna objective: one call trains, evaluates, logs and maybe keeps one adapter."""
+    """The Optuna objective: one call trains, evaluates, logs and maybe keeps one adapter (``OneTrial``)."""
 
     def __init__(
         self, session: Session, parent: ParentRun | None, echo: Callable[[str], None] = print, progress: bool = True
@@ -48,205 +49,242 @@ class TrialRunner:
         self.progress = progress
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        import optuna
-        import torch
+        return OneTrial(self, trial).run()
 
-        from autolora.core.artifacts import upload_image
-        from autolora.sampling import grid, sample
-        from autolora.tune.train import train_lora
 
-        s, plan = self.session, self.session.plan
-        cfg = plan.config
-        timer = PhaseTimer()
-        t_start = time.perf_counter()
+@dataclass
+class Rung:
+    """One evaluation of a trial: what the judge read at ``step``, and (for the best so far) the adapter's weights."""
+
+    step: int
+    rank: tuple[float, ...]
+    metrics: dict[str, float]
+    values: list[float]
+    images: list[Any]
+    weights: dict[str, Any] = field(default_factory=dict)
+
+
+class OneTrial:
+    """One trial's way, in the order ``run`` takes it:
+
+    1. ``__init__``: draw the configuration, record it, open the trial's MLflow run;
+    2. ``attach``: the method's adapter on the pipeline (seeded), its size recorded;
+    3. ``train``: train up to the step budget; at every rung ``evaluate`` samples, scores, logs, remembers the best
+       rung and reports to the pruner, which may stop the trial (``optuna.TrialPruned``);
+    4. ``conclude``: the trial's result is its best rung: its metrics, constraints and values, its adapter kept if it
+       can be among the best;
+    5. ``finish``: the trial's line and the end of its MLflow run, whatever the outcome; ``release`` detaches the
+       adapter and frees memory, always.
+    """
+
+    def __init__(self, runner: TrialRunner, trial: optuna.Trial) -> None:
+        self.session, self.echo, self.progress = runner.session, runner.echo, runner.progress
+        self.plan = plan = runner.session.plan
+        self.trial = trial
+        self.timer = PhaseTimer()
+        self.t_start = time.perf_counter()
         sampled = plan.compiled.suggest(trial)
-        spec = plan.compiled.spec(sampled, defaults=plan.spec_defaults())
+        self.spec = spec = plan.compiled.spec(sampled, defaults=plan.spec_defaults())
         trial.set_user_attr("spec", spec.summary())
-        params = _flat_params(spec)
         origin = trial.user_attrs.get(PRESET_ATTR)
         tags = {PRESET_ATTR: origin} if origin else None
-        run = self.parent.start_trial(trial.number, params, tags=tags) if self.parent else None
-        if run:
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-        state: dict[str, Any] = {"metrics": {}, "values": None, "images": None, "broken": ""}
-        pipe = s.pipe
-        method = spec.method
-        trigger, identifier = cfg.data.trigger, cfg.data.identifier
-        prompts = [method.prompt(p, trigger, identifier) for p in s.eval_prompts()]
-        attached: list[str] = []
+        self.run_log = runner.parent.start_trial(trial.number, _flat_params(spec), tags=tags) if runner.parent else None
+        if self.run_log:
+            trial.set_user_attr("mlflow_run_id", self.run_log.run_id)
+        self.method = spec.method
+        trigger, identifier = plan.config.data.trigger, plan.config.data.identifier
+        self.prompts = [self.method.prompt(p, trigger, identifier) for p in runner.session.eval_prompts()]
+        self.attached: list[str] = []
+        self.last: Rung | None = None  # the last rung evaluated (a pruned trial's result)
+        self.best: Rung | None = None  # the best rung so far (a completed trial's result)
+        self.bar: Any = None
 
-        def on_eval(step: int) -> None:
-            with timer("sample"):
-                images = sample(
-                    pipe,
-                    prompts,
-                    cfg.eval.seeds,
-                    steps=cfg.eval.inference_steps,
-                    guidance_scale=cfg.eval.guidance(),
-                    resolution=plan.resolution,
-                    batch_size=cfg.eval.batch_size,
-                )
-            with timer("score"):
-                metrics = s.scorer.score(images)
-                values = plan.objective.values(metrics)
-                violations = plan.objective.violations(metrics)
-            with timer("log"):
-                picture = grid(images, rows=len(plan.prompts))
-                upload_image(cfg.out_dir.resolve(), trial, picture, f"samples_step_{step:05d}.png")
-                if run:
-                    named = {f"eval.{k}": v for k, v in metrics.items()}
-                    named.update({f"eval.objective.{n}": v for n, v in zip(plan.objective.names, values, strict=True)})
-                    named.update({f"eval.constraint.{n}": v for n, v in violations.items()})
-                    run.log_metrics(named, step=step)
-                    run.log_image(picture, f"samples/step_{step:05d}.png")
-            state.update(metrics=metrics, values=values, images=images, step=step)
-            rank = _rung_rank(plan.objective.directions, values, violations)
-            if "best" not in state or rank >= state["best"]["rank"]:
-                # A copy of this rung's adapter on the CPU (a few MB): the one kept if no later rung beats it.
-                weights = method.weights(pipe, ADAPTER_NAME, attached)
-                state["best"] = {
-                    "rank": rank,
-                    "step": step,
-                    "metrics": metrics,
-                    "values": values,
-                    "images": images,
-                    "weights": weights,
-                }
-            if plan.objective.is_scalar:
-                # Optuna's pruners know no constraints: unchanged, the median pruner keeps a trial that buys style
-                # with the subject and stops a careful one. What it sees is the score less the constraints' excess
-                # (in the constrained metric's units), so an infeasible trial ranks below the feasible ones.
-                excess = sum(max(0.0, v) for v in violations.values())
-                sign = 1.0 if plan.objective.directions[0] == "maximize" else -1.0
-                trial.report(values[0] - sign * excess, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step} with {values[0]:.4f}")
+    def run(self) -> float | list[float]:
+        import optuna
 
-        bar = None
         try:
-            with timer("sample"):  # before the adapter: the base model's own pictures for the prior (cached)
-                prior = s.prior_for(spec)
-            with timer("adapter"):
-                # peft draws the LoRA init from the global generator: seed it so a trial's result
-                # depends on its params only, not on what ran before it in this process.
-                torch.manual_seed(cfg.train.seed)
-                method.attach(pipe, spec, ADAPTER_NAME, attached)
-                size = method.trainable_count(pipe, spec, attached)
-                # The file's size follows from the shapes alone: known for every trial, pruned ones too.
-                file_bytes = state_bytes(method.weights(pipe, ADAPTER_NAME, attached))
-                trial.set_user_attr("method", str(spec["method"]))
-                trial.set_user_attr("trainable_params", size)
-                trial.set_user_attr("adapter_bytes", file_bytes)
-                if run:
-                    run.log_metrics({"adapter.trainable_params": float(size), "adapter.bytes": float(file_bytes)})
-            settings = s.train_settings()
-            if self.progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(
-                    total=int(spec["steps"]), desc=f"trial {trial.number}", leave=False, unit="step", disable=None
-                )
-
-            def on_step(step: int, loss: float) -> None:
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-            on_cuda = plan.device.startswith("cuda") and torch.cuda.is_available()
-            if on_cuda:
-                torch.cuda.reset_peak_memory_stats()
-            t_train = time.perf_counter()
-            try:
-                losses = train_lora(
-                    pipe,
-                    spec,
-                    s.train_data,
-                    settings,
-                    plan.device,
-                    on_step=on_step,
-                    on_eval=on_eval,
-                    eval_every=plan.eval_every,
-                    attached=attached,
-                    prompt=(lambda c: method.prompt(c, trigger, identifier)) if method.learns_tokens else None,
-                    prior=prior,
-                    prior_weight=float(spec["prior_weight"]),
-                )
-            except torch.OutOfMemoryError as e:
-                raise TrialFailed(f"out of memory: {str(e).splitlines()[0][:160]}") from None
-            finally:
-                train_total = time.perf_counter() - t_train
-                timer.seconds["train"] += (
-                    train_total - timer.seconds["sample"] - timer.seconds["score"] - timer.seconds["log"]
-                )
-            top = state["best"]
-            state.update(metrics=top["metrics"], values=top["values"], images=top["images"])
-            trial.set_user_attr("best_step", top["step"])
-            if on_cuda:  # the accelerator's peak while training and sampling (a CPU process has no per-trial peak)
-                trial.set_user_attr("peak_memory_bytes", int(torch.cuda.max_memory_allocated()))
-            trial.set_user_attr("seconds_per_step", timer.seconds["train"] / max(1, len(losses)))
-            with timer("log"):
-                if run:
-                    run.log_curve("train.loss", losses)
-                    run.log_metrics({f"final.{k}": v for k, v in state["metrics"].items()})
-                    run.log_metrics({"final.best_step": float(top["step"])})
-            for k, v in state["metrics"].items():
-                trial.set_user_attr(f"metric.{k}", v)
-            state["broken"] = self._record_constraints(trial, state["metrics"])
-            values = state["values"]
-            with timer("keep"):
-                self._maybe_keep(trial, spec, values, top, state["broken"])
-            trial.set_user_attr("timings", dict(timer.seconds))
-            self._finish(trial, run, "COMPLETE", None, spec, values, timer, t_start, state["broken"])
-            return values[0] if plan.objective.is_scalar else values
+            self.attach()
+            self.train()
+            values = self.conclude()
+            self.finish("COMPLETE", None, values)
+            return values[0] if self.plan.objective.is_scalar else values
         except optuna.TrialPruned:
-            broken = self._record_constraints(trial, state["metrics"])
-            trial.set_user_attr("timings", dict(timer.seconds))
-            self._finish(trial, run, "PRUNED", None, spec, state["values"], timer, t_start, broken)
+            last = self.last
+            broken = self.record_constraints(last.metrics if last else {})
+            self.trial.set_user_attr("timings", dict(self.timer.seconds))
+            self.finish("PRUNED", None, last.values if last else None, broken)
             raise
         except TrialFailed as e:
-            trial.set_user_attr("fail_reason", str(e))
-            self._finish(trial, run, "FAIL", str(e), spec, None, timer, t_start)
+            self.trial.set_user_attr("fail_reason", str(e))
+            self.finish("FAIL", str(e), None)
             raise
         except BaseException as e:
             reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-            trial.set_user_attr("fail_reason", reason[:500])
-            self._finish(trial, run, "FAIL", reason, spec, None, timer, t_start)
+            self.trial.set_user_attr("fail_reason", reason[:500])
+            self.finish("FAIL", reason, None)
             raise
         finally:
-            if bar is not None:
-                bar.close()
-            with timer("adapter"):
-                method.detach(pipe, ADAPTER_NAME, attached)
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            self.release()
 
-    def _record_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> str:
+    def attach(self) -> None:
+        import torch
+
+        spec, trial, pipe = self.spec, self.trial, self.session.pipe
+        with self.timer("sample"):  # before the adapter: the base model's own pictures for the prior (cached)
+            self.prior = self.session.prior_for(spec)
+        with self.timer("adapter"):
+            # peft draws the LoRA init from the global generator: seed it so a trial's result
+            # depends on its params only, not on what ran before it in this process.
+            torch.manual_seed(self.plan.config.train.seed)
+            self.method.attach(pipe, spec, ADAPTER_NAME, self.attached)
+            size = self.method.trainable_count(pipe, spec, self.attached)
+            # The file's size follows from the shapes alone: known for every trial, pruned ones too.
+            file_bytes = state_bytes(self.method.weights(pipe, ADAPTER_NAME, self.attached))
+            trial.set_user_attr("method", str(spec["method"]))
+            trial.set_user_attr("trainable_params", size)
+            trial.set_user_attr("adapter_bytes", file_bytes)
+            if self.run_log:
+                self.run_log.log_metrics({"adapter.trainable_params": float(size), "adapter.bytes": float(file_bytes)})
+
+    def train(self) -> None:
+        import torch
+
+        from autolora.tune.train import train_lora
+
+        spec, plan, timer, method = self.spec, self.plan, self.timer, self.method
+        cfg = plan.config
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=int(spec["steps"]), desc=f"trial {self.trial.number}", leave=False, unit="step", disable=None
+            )
+
+        def on_step(step: int, loss: float) -> None:
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        on_cuda = plan.device.startswith("cuda") and torch.cuda.is_available()
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
+        t_train = time.perf_counter()
+        trigger, identifier = cfg.data.trigger, cfg.data.identifier
+        try:
+            self.losses = train_lora(
+                self.session.pipe,
+                spec,
+                self.session.train_data,
+                self.session.train_settings(),
+                plan.device,
+                on_step=on_step,
+                on_eval=self.evaluate,
+                eval_every=plan.eval_every,
+                attached=self.attached,
+                prompt=(lambda c: method.prompt(c, trigger, identifier)) if method.learns_tokens else None,
+                prior=self.prior,
+                prior_weight=float(spec["prior_weight"]),
+            )
+        except torch.OutOfMemoryError as e:
+            raise TrialFailed(f"out of memory: {str(e).splitlines()[0][:160]}") from None
+        finally:
+            train_total = time.perf_counter() - t_train
+            timer.seconds["train"] += (
+                train_total - timer.seconds["sample"] - timer.seconds["score"] - timer.seconds["log"]
+            )
+        if on_cuda:  # the accelerator's peak while training and sampling (a CPU process has no per-trial peak)
+            self.trial.set_user_attr("peak_memory_bytes", int(torch.cuda.max_memory_allocated()))
+        self.trial.set_user_attr("seconds_per_step", timer.seconds["train"] / max(1, len(self.losses)))
+
+    def evaluate(self, step: int) -> None:
+        """A rung: sample the evaluation prompts, score, log, remember the best rung, report to the pruner."""
+        import optuna
+
+        from autolora.core.artifacts import upload_image
+        from autolora.sampling import grid, sample
+
+        plan, cfg, timer, trial, run = self.plan, self.plan.config, self.timer, self.trial, self.run_log
+        with timer("sample"):
+            images = sample(
+                self.session.pipe,
+                self.prompts,
+                cfg.eval.seeds,
+                steps=cfg.eval.inference_steps,
+                guidance_scale=cfg.eval.guidance(),
+                resolution=plan.resolution,
+                batch_size=cfg.eval.batch_size,
+            )
+        with timer("score"):
+            metrics = self.session.scorer.score(images)
+            values = plan.objective.values(metrics)
+            violations = plan.objective.violations(metrics)
+        with timer("log"):
+            picture = grid(images, rows=len(plan.prompts))
+            upload_image(cfg.out_dir.resolve(), trial, picture, f"samples_step_{step:05d}.png")
+            if run:
+                named = {f"eval.{k}": v for k, v in metrics.items()}
+                named.update({f"eval.objective.{n}": v for n, v in zip(plan.objective.names, values, strict=True)})
+                named.update({f"eval.constraint.{n}": v for n, v in violations.items()})
+                run.log_metrics(named, step=step)
+                run.log_image(picture, f"samples/step_{step:05d}.png")
+        rung = Rung(step, _rung_rank(plan.objective.directions, values, violations), metrics, values, images)
+        self.last = rung
+        if self.best is None or rung.rank >= self.best.rank:
+            # A copy of this rung's adapter on the CPU (a few MB): the one kept if no later rung beats it.
+            rung.weights = self.method.weights(self.session.pipe, ADAPTER_NAME, self.attached)
+            self.best = rung
+        if plan.objective.is_scalar:
+            # Optuna's pruners know no constraints: unchanged, the median pruner keeps a trial that buys style
+            # with the subject and stops a careful one. What it sees is the score less the constraints' excess
+            # (in the constrained metric's units), so an infeasible trial ranks below the feasible ones.
+            excess = sum(max(0.0, v) for v in violations.values())
+            sign = 1.0 if plan.objective.directions[0] == "maximize" else -1.0
+            trial.report(values[0] - sign * excess, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} with {values[0]:.4f}")
+
+    def conclude(self) -> list[float]:
+        """The trial's result is its best rung: logged, recorded, its constraints set, its adapter maybe kept."""
+        top, trial, run = self.best, self.trial, self.run_log
+        assert top is not None, "a trial is evaluated after its last step"
+        trial.set_user_attr("best_step", top.step)
+        with self.timer("log"):
+            if run:
+                run.log_curve("train.loss", self.losses)
+                run.log_metrics({f"final.{k}": v for k, v in top.metrics.items()})
+                run.log_metrics({"final.best_step": float(top.step)})
+        for k, v in top.metrics.items():
+            trial.set_user_attr(f"metric.{k}", v)
+        self.broken = self.record_constraints(top.metrics)
+        with self.timer("keep"):
+            self.keep(top, self.broken)
+        trial.set_user_attr("timings", dict(self.timer.seconds))
+        return top.values
+
+    def record_constraints(self, metrics: dict[str, float]) -> str:
         """Record the constraints of the trial's result (its best rung; a pruned trial's last rung): optuna takes a
         constraint once, so this runs once, after the last evaluation. Return what it broke, in words ("" when
         feasible).
 
         A pruned trial records them too: TPE learns from its feasibility; optuna's best_trial returns feasible ones.
         """
-        objective = self.session.plan.objective
+        objective = self.plan.objective
         if not metrics or not objective.constraints:
             return ""
         for name, violation in objective.violations(metrics).items():
-            trial.set_constraint(name, violation)
+            self.trial.set_constraint(name, violation)
         broken = "; ".join(objective.broken(metrics))
         if broken:
-            trial.set_user_attr(BROKEN_ATTR, broken)
+            self.trial.set_user_attr(BROKEN_ATTR, broken)
         return broken
 
-    def _maybe_keep(
-        self, trial: optuna.Trial, spec: LoraSpec, values: list[float], top: dict[str, Any], broken: str
-    ) -> None:
-        """Save the adapter if it can be among the best K (or on the Pareto front)."""
+    def keep(self, top: Rung, broken: str) -> None:
+        """Save the best rung's adapter if it can be among the best K (or on the Pareto front)."""
         import optuna
 
         from autolora.core.rundir import adapter_dir
 
-        plan = self.session.plan
+        plan, trial, spec, values = self.plan, self.trial, self.spec, top.values
         study = trial.study
         k = plan.config.study.keep_top_k
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -269,15 +307,15 @@ class TrialRunner:
                 theirs = [sg * v for sg, v in zip(signs, t.values, strict=True)]
                 if all(a >= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine:
                     return
-        configs = spec.method.kept_configs(spec, list(top["weights"]))
+        configs = spec.method.kept_configs(spec, list(top.weights))
         kept = KeptAdapter(
             configs=configs,
-            state_dicts=top["weights"],
+            state_dicts=top.weights,
             base=base_facts(self.session),
             info={
                 "study": study.study_name,
                 "trial": trial.number,
-                "params": {**_flat_params(spec), "steps": top["step"], "steps_budget": int(spec["steps"])},
+                "params": {**_flat_params(spec), "steps": top.step, "steps_budget": int(spec["steps"])},
                 "values": values,
                 "objective": plan.objective.name,
                 "objective_names": plan.objective.names,
@@ -288,33 +326,25 @@ class TrialRunner:
         kept.info["metrics"] = {k2.removeprefix("metric."): v2 for k2, v2 in metrics.items()}
         kept.info["scores"] = dict(zip(plan.objective.names, values, strict=True))
         kept.info["infeasible"] = broken or None
-        kept.samples = list(top["images"])
+        kept.samples = list(top.images)
         kept.sample_rows = len(plan.prompts)
         kept.save(adapter_dir(plan.run_dir, trial.number))
 
-    def _finish(
-        self,
-        trial: optuna.Trial,
-        run: Any,
-        state: str,
-        reason: str | None,
-        spec: LoraSpec,
-        values: list[float] | None,
-        timer: PhaseTimer,
-        t_start: float,
-        broken: str = "",
-    ) -> None:
-        seconds = time.perf_counter() - t_start
-        if run and self.session.plan.objective.constraints and state != "FAIL":
+    def finish(self, state: str, reason: str | None, values: list[float] | None, broken: str | None = None) -> None:
+        """End the MLflow run and print the trial's line."""
+        trial, run, spec = self.trial, self.run_log, self.spec
+        broken = getattr(self, "broken", "") if broken is None else broken
+        seconds = time.perf_counter() - self.t_start
+        if run and self.plan.objective.constraints and state != "FAIL":
             run.set_tags({"autolora.feasible": "false" if broken else "true", "autolora.infeasible": broken})
         if run:
-            with timer("log"):
-                run.log_dict({"timings": dict(timer.seconds), "seconds": seconds}, "timings.json")
+            with self.timer("log"):
+                run.log_dict({"timings": dict(self.timer.seconds), "seconds": seconds}, "timings.json")
                 run.end(state, reason)
-        names = self.session.plan.objective.names
+        names = self.plan.objective.names
         shown = " ".join(f"{n}={v:+.4f}" for n, v in zip(names, values, strict=True)) if values else ""
         # The recipe's own terms, as the score adds them up (style_auto and content_choice_kept for the defaults).
-        terms = dict.fromkeys(m for t in self.session.plan.objective.targets for m in t.terms)
+        terms = dict.fromkeys(m for t in self.plan.objective.targets for m in t.terms)
         parts = [f"{m}={trial.user_attrs[f'metric.{m}']:+.4f}" for m in terms if f"metric.{m}" in trial.user_attrs]
         extra = f" ({' '.join(parts)})" if parts else ""
         why = f" [{reason}]" if reason else ""
@@ -326,6 +356,18 @@ class TrialRunner:
         if state == "COMPLETE" and broken:
             why += f" [infeasible: {broken}]"
         self.echo(f"trial {trial.number:>3} {state:<8} {shown}{extra} | {spec.summary()} | {seconds:.1f}s{why}")
+
+    def release(self) -> None:
+        """Detach the adapter and free memory, whatever happened."""
+        import torch
+
+        if self.bar is not None:
+            self.bar.close()
+        with self.timer("adapter"):
+            self.method.detach(self.session.pipe, ADAPTER_NAME, self.attached)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def base_facts(session: Session) -> dict[str, Any]:

@@ -1,13 +1,22 @@
 """The miniworld models' architectures: a Stable-Diffusion-shaped pipeline and an open_clip judge, both tiny.
 
 One place for the shapes, so that ``autolora miniworld build`` (which trains them) and the ``builtin:miniworld``
-loader (which assembles the shipped weights into a diffusers folder) cannot disagree.
+loader (which assembles the shipped weights into a diffusers folder) cannot disagree. The shipped build is
+``WEIGHTS`` (fp16 safetensors and its ``build.json``); this module assembles it, ``autolora.miniworld`` trains it.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from autolora.errors import UserError
+
+WEIGHTS = Path(__file__).parent / "weights"
+"""The shipped build (``autolora miniworld build --out`` writes such a folder)."""
 
 Progress = Callable[[int, int, float], None]
 """Training progress callback: (step, total steps, loss)."""
@@ -109,3 +118,58 @@ def make_judge(config_dir: Any) -> Any:
         return open_clip.create_model(JUDGE_NAME)
     finally:
         logging.disable(logging.NOTSET)
+
+
+# -- loading the shipped build -------------------------------------------------------------------------
+
+
+def manifest(weights: Path = WEIGHTS) -> dict[str, Any]:
+    path = weights / "build.json"
+    if not path.is_file():
+        raise UserError(f"miniworld weights {weights}: no build.json (run autolora miniworld build --out {weights})")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def unet_heads(info: dict[str, Any]) -> int:
+    """The UNet's attention heads that a build's manifest records (builds before the field had 8)."""
+    return int(info.get("config", {}).get("unet_heads", 8))
+
+
+def _load(module: Any, path: Path) -> Any:
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(path)))
+    return module
+
+
+def assemble_pipeline(folder: Path, weights: Path = WEIGHTS) -> None:
+    """Write a diffusers Stable Diffusion folder from the shipped weights (loaded later by ``from_pretrained``)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    from autolora.models.tokenizer import write_clip_tokenizer_files
+
+    info = manifest(weights)
+    write_clip_tokenizer_files(folder / "_tokenizer_src")
+    pipe: Any = StableDiffusionPipeline(
+        vae=_load(make_vae(info["scaling_factor"]), weights / "vae.safetensors"),
+        text_encoder=_load(make_text_encoder(), weights / "text_encoder.safetensors"),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "_tokenizer_src"),
+        unet=_load(make_unet(unet_heads(info)), weights / "unet.safetensors"),
+        scheduler=DDIMScheduler(**SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(folder / "_tokenizer_src")
+
+
+def assemble_judge(folder: Path, weights: Path = WEIGHTS) -> None:
+    """Write the judge's open_clip config and checkpoint (``create_model_and_transforms(pretrained=FILE)``)."""
+
+    manifest(weights)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{JUDGE_NAME}.json").write_text(json.dumps(JUDGE, indent=2))
+    shutil.copyfile(weights / "judge.safetensors", folder / "open_clip_model.safetensors")
