@@ -97,7 +97,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.jobs import job_class, kind_of
 
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
@@ -120,7 +120,7 @@ def _show_ratings(study: object) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.jobs import job_class, kind_of
 
     if args.rank is not None and args.rank < 1:

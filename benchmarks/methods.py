@@ -68,7 +68,7 @@ def run_study(style: str, method: str, trials: int, work: Path, reuse: bool) -> 
     import yaml
 
     from autolora.config import load_config
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.tune.job import run_tune
 
     name = f"{style}-{method}"

@@ -43,7 +43,7 @@ def style_folder(style: str, work: Path) -> Path:
 def run_study(style: str, seed: int, trials: int, work: Path, reuse: bool) -> tuple[Any, Any]:
     """A default study (every adapter kept); ``reuse``: read one this script ran before instead."""
     from autolora.config import load_config
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.tune.job import run_tune
 
     name = f"{style}-s{seed}"

@@ -14,7 +14,7 @@ from conftest import FAST
 
 from autolora.cli import main
 from autolora.core.feasible import best, infeasible_line, ranked
-from autolora.core.report import choose_trial
+from autolora.core.reading import choose_trial
 from autolora.errors import UserError
 from autolora.scoring.objective import load_objective, parse_objective
 

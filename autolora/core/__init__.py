@@ -8,5 +8,5 @@
 * ``launch`` and ``worker``: local worker processes and ``autolora worker``;
 * ``tracking``: MLflow parent and trial runs;
 * ``rundir``: the run folder (atomic writes, kept trials);
-* ``report``: finding studies and trials for ``show`` and ``export``.
+* ``reading``: finding studies and trials for ``show`` and ``export``.
 """

@@ -159,7 +159,7 @@ class Job(ABC):
     @classmethod
     def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
         """Print the run of ``study`` (its trial table by default)."""
-        from autolora.core.report import print_table
+        from autolora.core.reading import print_table
 
         print_table(study, run_dir)
 
@@ -182,4 +182,4 @@ class Job(ABC):
     ) -> dict[str, Path]:
         """Write trial ``number`` (None: the best feasible) of the run into ``out``; return kind -> path.
 
-        ``force`` takes an infeasible trial (``autolora.core.report.choose_trial``)."""
+        ``force`` takes an infeasible trial (``autolora.core.reading.choose_trial``)."""

@@ -36,7 +36,7 @@ def load_run(run_dir: Path) -> tuple[FuseRunConfig, dict[str, optuna.Study]]:
     import optuna
 
     from autolora.config import load_config
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.fuse.config import FuseRunConfig
     from autolora.fuse.studies import study_specs
 
@@ -54,7 +54,7 @@ def load_run(run_dir: Path) -> tuple[FuseRunConfig, dict[str, optuna.Study]]:
 
 def show_run(run_dir: Path) -> None:
     """``autolora show`` for a fusion run: each study's trial table, then the side-by-side summary."""
-    from autolora.core.report import print_table
+    from autolora.core.reading import print_table
     from autolora.fuse.summary import compare, comparison_lines
 
     config, studies = load_run(run_dir)
@@ -77,7 +77,7 @@ def export_run(
 ) -> dict[str, Path]:
     """``autolora export`` for a fusion run: see the module docstring (``force``: as for ``tune``, an infeasible
     or not measurably stylish best)."""
-    from autolora.core.report import choose_trial
+    from autolora.core.reading import choose_trial
 
     if rank is not None and rank < 1:
         raise UserError(f"--rank {rank}: expected at least 1")

@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.errors import UserError
     from autolora.jobs import job_class, kind_of
     from autolora.report.html import write_report

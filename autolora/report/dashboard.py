@@ -93,7 +93,7 @@ def serve(run_dir: Path | None, storage: str | None, name: str | None, host: str
     import optuna
 
     from autolora.core.artifacts import artifact_store
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
 
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: expected 1..65535")

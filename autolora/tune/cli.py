@@ -82,7 +82,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         check_model_name(args.register_model)
     from autolora.core.launch import WorkersFailed
-    from autolora.core.report import print_best
+    from autolora.core.reading import print_best
     from autolora.tune.job import run_tune
 
     try:

@@ -22,7 +22,7 @@ def export_trial(
     force: bool = False,
     rank: int | None = None,
 ) -> dict[str, Path]:
-    from autolora.core.report import choose_trial
+    from autolora.core.reading import choose_trial
     from autolora.core.rundir import adapter_dir, kept_numbers
     from autolora.formats.export import export_adapter
     from autolora.formats.kept import adapter_method

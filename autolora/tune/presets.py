@@ -196,7 +196,7 @@ def warm_start_trials(source: str, storage_url: str, base_model: str, compiled: 
     """The best configurations of the earlier study ``source`` (a run folder, or a study name in ``storage_url``),
     refused when it trained another base model; params outside this study's space are projected like a preset's."""
     from autolora.core.feasible import best, candidates
-    from autolora.core.report import find_study
+    from autolora.core.reading import find_study
     from autolora.core.study import ATTR
 
     path = Path(source)
