@@ -13,6 +13,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the 2 cores (``-n 2``): one thread each, and for the processes they start, before
+    # torch reads it. Tiny models gain nothing from threads; oversubscribed cores slow everything 3-15x.
+    os.environ["OMP_NUM_THREADS"] = "1"
 DATA = Path(__file__).parent / "data"
 
 

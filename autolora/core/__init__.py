@@ -7,6 +7,6 @@
 * ``run``: running a job's studies here, in local workers, or queued for ``autolora worker``;
 * ``launch`` and ``worker``: local worker processes and ``autolora worker``;
 * ``tracking``: MLflow parent and trial runs;
-* ``rundir``: the run folder (atomic writes, kept trials);
+* ``rundir``: the run folder (kept trials);
 * ``reading``: finding studies and trials for ``show`` and ``export``.
 """
