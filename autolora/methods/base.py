@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from autolora.methods.param import Param
+
 if TYPE_CHECKING:
     import torch
     from peft import PeftConfig
@@ -66,6 +68,12 @@ class Method(ABC):
     """A kept config's ``peft_type`` (``LORA``, ``LOHA``, ``LOKR``; ``TEXTUAL_INVERSION`` is autolora's own)."""
     learns_tokens: ClassVar[bool] = False
     """True when ``prompt`` rewrites the trigger (captions are then encoded at every training step)."""
+    params: ClassVar[dict[str, Param]] = {}
+    """The settings only this method reads (LoKr's ``lokr_factor``...), declared here and searchable by name in
+    any search space that can train the method (``autolora.tune.search`` assembles them)."""
+    reads: ClassVar[frozenset[str]] = frozenset()
+    """Which of the settings only some methods read (``autolora.tune.search.SHARED``: rank, learning_rate,
+    text_encoder...) this one reads; a setting no method lists is read by all."""
     files: ClassVar[str] = "lora"
     """What ``autolora export`` writes of it (``autolora.formats.export.WRITERS``): ``lora`` (the diffusers and
     kohya files, with the learnt tokens' embedding beside them when ``learns_tokens``), ``lycoris`` (the LyCORIS
@@ -135,6 +143,19 @@ class PeftMethod(Method):
     """A peft tuner: attached with ``peft.inject_adapter_in_model`` to the denoiser (and, with ``text_encoder``,
     to the text encoders), detached with the original layers put back (``autolora.adapter``)."""
 
+    reads = frozenset(
+        {
+            "rank",
+            "alpha_ratio",
+            "rank_scale_down",
+            "rank_scale_mid",
+            "rank_scale_up",
+            "scaled_learning_rate",
+            "learning_rate",
+            "text_encoder",
+            "text_encoder_lr_ratio",
+        }
+    )
     lycoris_algo: ClassVar[str] = ""
     """LyCORIS's name of the algorithm (``ss_network_args.algo``); empty for plain LoRA."""
 

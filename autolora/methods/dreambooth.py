@@ -28,6 +28,7 @@ _SAVED: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
 class DreamBooth(Method):
     name = "dreambooth"
     files = "denoiser"
+    reads = frozenset({"learning_rate"})
     peft_type = PEFT_TYPE
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError
 from autolora.methods.base import KohyaModule, PeftMethod, Settings, modules_of, pattern_value
+from autolora.methods.param import Param
 
 if TYPE_CHECKING:
     import torch
@@ -22,6 +23,16 @@ class LoKr(PeftMethod):
     peft_type = "LOKR"
     lycoris_algo = "lokr"
     files = "lycoris"
+    params = {
+        "lokr_factor": Param(
+            "int",
+            -1,
+            lambda v: v == -1 or v >= 1,
+            "-1 (near-square factors) or an integer >= 1",
+            help="LoKr: size of the small Kronecker factor w1",
+        ),
+        "lokr_decompose_both": Param("bool", False, help="LoKr: w1 a rank-r product too (not only w2)"),
+    }
 
     def config(self, spec: Settings, modules: list[str], rank_of: Mapping[str, int]) -> LoKrConfig:
         from peft import LoKrConfig

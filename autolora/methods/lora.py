@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from autolora.methods.base import PeftMethod, Settings
+from autolora.methods.param import Param
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftConfig
@@ -14,6 +15,12 @@ if TYPE_CHECKING:
 class Lora(PeftMethod):
     name = "lora"
     peft_type = "LORA"
+    params = {
+        "dropout": Param("float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1)", help="lora_dropout"),
+        "use_dora": Param("bool", False, help="weight-decomposed LoRA"),
+        "use_rslora": Param("bool", False, help="rank-stabilised scaling alpha/sqrt(r)"),
+        "init": Param("choice", "default", allowed=("default", "gaussian"), help="LoRA A init (B starts at zero)"),
+    }
 
     def config(self, spec: Settings, modules: list[str], rank_of: Mapping[str, int]) -> LoraConfig:
         from peft import LoraConfig

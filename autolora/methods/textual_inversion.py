@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from autolora.errors import UserError
 from autolora.methods.base import TEXT_ENCODERS, TOKENIZERS, Method, Settings, text_encoders
 from autolora.methods.lora import Lora
+from autolora.methods.param import Param
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,38 @@ if TYPE_CHECKING:
 TOKEN = "<autolora>"
 PEFT_TYPE = "TEXTUAL_INVERSION"
 KEY = "emb_params"
+
+
+TI_PARAMS: dict[str, Param] = {
+    "ti_vectors": Param(
+        "int",
+        1,
+        lambda v: 1 <= v <= 75,
+        "an integer in [1, 75]",
+        help="textual inversion: vectors of the token",
+    ),
+    "ti_init": Param(
+        "word",
+        "style",
+        lambda v: bool(re.fullmatch(r"[A-Za-z][A-Za-z'-]*", v)),
+        "a word (letters)",
+        help="textual inversion: the word whose embedding the vectors start from",
+    ),
+    "ti_learning_rate": Param(
+        "float",
+        5e-3,
+        lambda v: 0 < v < 1,
+        "a number in (0, 1)",
+        help="textual inversion: the tokens' AdamW lr",
+    ),
+    "ti_retract": Param(
+        "bool",
+        False,
+        help="textual inversion: after each step pull the tokens' vectors back towards the vocabulary's scale "
+        "(diffusers' advanced scripts); false: plain TI (Gal et al.), whose vectors may grow without bound",
+    ),
+}
+"""The tokens' settings: read by textual inversion and by pivotal tuning."""
 
 
 @dataclass
@@ -75,6 +108,7 @@ def _init_vectors(pipe: Any, comp: str, word: str, vectors: int) -> torch.Tensor
 class TextualInversion(Method):
     name = "textual_inversion"
     files = "embedding"
+    params = TI_PARAMS
     peft_type = PEFT_TYPE
     learns_tokens = True
 
@@ -180,6 +214,8 @@ class Pivotal(Lora):
     name = "pivotal"
     peft_type = "PIVOTAL"  # never in a kept config: its components are LORA and TEXTUAL_INVERSION
     learns_tokens = True
+    params = {**Lora.params, **TI_PARAMS}
+    reads = Lora.reads - {"text_encoder", "text_encoder_lr_ratio"}  # the text encoders train tokens, not a LoRA
     _ti = TextualInversion()
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:

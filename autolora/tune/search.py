@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
+from autolora.methods import METHODS, PeftMethod
+from autolora.methods.param import Param
+from autolora.methods.param import positive as _pos
 from autolora.models.flow import SCHEMES
 from autolora.models.layers import BLOCKS, LAYERS, PROJECTIONS, TEXT_ENCODER_TARGETS, check_block_name, select_modules
 from autolora.recipes import read_recipe
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from peft import PeftConfig
 
-    from autolora.methods import Method, PeftMethod
+    from autolora.methods import Method
     from autolora.models.family import LossSettings
 
 BAD_INITS = {
@@ -47,48 +48,15 @@ BAD_INITS = {
 }
 
 
-@dataclass(frozen=True)
-class Param:
-    """One searchable LoRA setting: its kind, default and valid values."""
-
-    kind: str  # int | float | bool | choice | subset | word | text
-    default: Any
-    check: Callable[[Any], bool] = lambda v: True
-    expected: str = ""
-    allowed: tuple[str, ...] = ()
-    help: str = ""
-    methods: tuple[str, ...] = ()
-    """The adapter methods that read this setting (empty: all); sampled only in their trials."""
-
-
-def _pos(v: Any) -> bool:
-    return v > 0
-
-
-_LORA = ("lora", "pivotal")
-_PEFT = ("lora", "loha", "lokr", "pivotal")
-"""Methods with a peft adapter on the denoiser (pivotal's is a LoRA)."""
-_WEIGHTS = (*_PEFT, "dreambooth")
-"""Methods that train weights of the denoiser (all but textual inversion)."""
-_TE_PEFT = ("lora", "loha", "lokr")
-_TI = ("textual_inversion", "pivotal")
 CAPTION_MODES = ("content", "trigger")
 PRIOR_PROMPTS = ("class", "captions")
 PRIOR_KEYS = ("prior_prompts", "prior_images", "class_prompt")
 """Settings of the prior-preservation pictures: sampled only in trials whose ``prior_weight`` is above 0."""
 
-PARAMS: dict[str, Param] = {
-    "method": Param(
-        "choice",
-        "lora",
-        allowed=("lora", "loha", "lokr", "textual_inversion", "pivotal", "dreambooth"),
-        help="adapter method (autolora.methods)",
-    ),
-    "rank": Param("int", 4, _pos, "an integer >= 1", help="LoRA rank r", methods=_PEFT),
-    "alpha_ratio": Param("float", 1.0, _pos, "a number > 0", help="lora_alpha = alpha_ratio * rank", methods=_PEFT),
-    "learning_rate": Param(
-        "float", 1e-4, lambda v: 0 < v < 1, "a number in (0, 1)", help="AdamW learning rate", methods=_WEIGHTS
-    ),
+SHARED: dict[str, Param] = {
+    "rank": Param("int", 4, _pos, "an integer >= 1", help="LoRA rank r"),
+    "alpha_ratio": Param("float", 1.0, _pos, "a number > 0", help="lora_alpha = alpha_ratio * rank"),
+    "learning_rate": Param("float", 1e-4, lambda v: 0 < v < 1, "a number in (0, 1)", help="AdamW learning rate"),
     "steps": Param("int", 100, _pos, "an integer >= 1", help="optimiser steps"),
     "batch_size": Param("int", 1, _pos, "an integer >= 1", help="images per step"),
     "lr_scheduler": Param(
@@ -97,7 +65,6 @@ PARAMS: dict[str, Param] = {
     "warmup_ratio": Param("float", 0.0, lambda v: 0 <= v <= 0.5, "a number in [0, 0.5]", help="share of warmup steps"),
     "weight_decay": Param("float", 1e-2, lambda v: v >= 0, "a number >= 0", help="AdamW weight decay"),
     "min_snr_gamma": Param("float", 0.0, lambda v: v >= 0, "a number >= 0", help="min-SNR weighting (0: off)"),
-    "dropout": Param("float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1)", help="lora_dropout", methods=_LORA),
     "target_blocks": Param(
         "subset",
         ["down", "mid", "up"],
@@ -112,11 +79,9 @@ PARAMS: dict[str, Param] = {
         allowed=PROJECTIONS,
         help="attention projections (q, k, v, out) of the attention layers",
     ),
-    "rank_scale_down": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for down blocks", methods=_PEFT),
-    "rank_scale_mid": Param(
-        "float", 1.0, _pos, "a number > 0", help="rank multiplier for the mid block", methods=_PEFT
-    ),
-    "rank_scale_up": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for up blocks", methods=_PEFT),
+    "rank_scale_down": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for down blocks"),
+    "rank_scale_mid": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for the mid block"),
+    "rank_scale_up": Param("float", 1.0, _pos, "a number > 0", help="rank multiplier for up blocks"),
     "rank_scale_double": Param(
         "float", 1.0, _pos, "a number > 0", help="rank multiplier for double-stream / joint blocks (SD3, Flux)"
     ),
@@ -131,24 +96,8 @@ PARAMS: dict[str, Param] = {
         "float", 0.0, lambda v: v >= 0, "a number >= 0", help="timestep shift s (SD3, Flux); 0: the scheduler's"
     ),
     "guidance": Param("float", 1.0, lambda v: v >= 0, "a number >= 0", help="Flux dev: guidance value in training"),
-    "use_dora": Param("bool", False, help="weight-decomposed LoRA", methods=_LORA),
-    "use_rslora": Param("bool", False, help="rank-stabilised scaling alpha/sqrt(r)", methods=_LORA),
-    "init": Param(
-        "choice", "default", allowed=("default", "gaussian"), help="LoRA A init (B starts at zero)", methods=_LORA
-    ),
-    "lokr_factor": Param(
-        "int",
-        -1,
-        lambda v: v == -1 or v >= 1,
-        "-1 (near-square factors) or an integer >= 1",
-        help="LoKr: size of the small Kronecker factor w1",
-        methods=("lokr",),
-    ),
-    "lokr_decompose_both": Param("bool", False, help="LoKr: w1 a rank-r product too (not only w2)", methods=("lokr",)),
-    "text_encoder": Param("bool", False, help="train a LoRA on the text encoder(s) too", methods=_TE_PEFT),
-    "text_encoder_lr_ratio": Param(
-        "float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr", methods=_TE_PEFT
-    ),
+    "text_encoder": Param("bool", False, help="train a LoRA on the text encoder(s) too"),
+    "text_encoder_lr_ratio": Param("float", 1.0, _pos, "a number > 0", help="text-encoder lr / UNet lr"),
     "scaled_learning_rate": Param(
         "float",
         0.0,
@@ -157,7 +106,6 @@ PARAMS: dict[str, Param] = {
         help="learning_rate x the adapter's scale (alpha/r; alpha/sqrt(r) with rsLoRA): the step size of the update "
         "it trains, searched instead of learning_rate so that alpha is the learning-rate factor it is "
         "(0: off, learning_rate is searched)",
-        methods=_PEFT,
     ),
     "caption_mode": Param(
         "choice",
@@ -192,38 +140,30 @@ PARAMS: dict[str, Param] = {
         "a non-empty prompt",
         help="the class prompt of the prior-preservation pictures (drawn by the base model)",
     ),
-    "ti_vectors": Param(
-        "int",
-        1,
-        lambda v: 1 <= v <= 75,
-        "an integer in [1, 75]",
-        help="textual inversion: vectors of the token",
-        methods=_TI,
-    ),
-    "ti_init": Param(
-        "word",
-        "style",
-        lambda v: bool(re.fullmatch(r"[A-Za-z][A-Za-z'-]*", v)),
-        "a word (letters)",
-        help="textual inversion: the word whose embedding the vectors start from",
-        methods=_TI,
-    ),
-    "ti_learning_rate": Param(
-        "float",
-        5e-3,
-        lambda v: 0 < v < 1,
-        "a number in (0, 1)",
-        help="textual inversion: the tokens' AdamW lr",
-        methods=_TI,
-    ),
-    "ti_retract": Param(
-        "bool",
-        False,
-        help="textual inversion: after each step pull the tokens' vectors back towards the vocabulary's scale "
-        "(diffusers' advanced scripts); false: plain TI (Gal et al.), whose vectors may grow without bound",
-        methods=_TI,
-    ),
 }
+
+
+def _assemble() -> dict[str, Param]:
+    """Every setting a search space can set: ``method``, the shared settings, then each method's own.
+
+    A setting some method lists in ``reads`` (rank, learning_rate...) is read by those methods only, and a method's
+    own setting (``Method.params``) by the methods that declare it (pivotal tuning declares LoRA's and the tokens'):
+    the trials of other methods never sample it, and a space whose methods all ignore it is refused."""
+    partial = set().union(*(m.reads for m in METHODS.values()))
+
+    def readers(key: str) -> tuple[str, ...]:
+        return tuple(n for n, m in METHODS.items() if key in m.reads or key in m.params)
+
+    out = {"method": Param("choice", "lora", allowed=tuple(METHODS), help="adapter method (autolora.methods)")}
+    for key, p in SHARED.items():
+        out[key] = replace(p, methods=readers(key)) if key in partial else p
+    for m in METHODS.values():
+        for key, p in m.params.items():
+            out.setdefault(key, replace(p, methods=readers(key)))
+    return out
+
+
+PARAMS = _assemble()
 TARGET_KEYS = ("target_blocks", "target_layers", "target_projections")
 FLOW_KEYS = ("weighting_scheme", "logit_mean", "logit_std", "mode_scale", "flow_shift", "guidance")
 """Settings of flow-matching training: SD3 and Flux only."""
@@ -324,7 +264,7 @@ class SearchSpace:
     def _check_family(self, arch: str) -> None:
         """Refuse settings the base model's family does not train with (each named with the model's arch)."""
         if arch in FLOW_ARCHS:
-            learnt_tokens = [m for m in self._values("method") if m in _TI]
+            learnt_tokens = [m for m in self._values("method") if METHODS[str(m)].learns_tokens]
             if learnt_tokens:
                 raise UserError(
                     f"{self.source}: params.method: {learnt_tokens[0]} learns token embeddings of CLIP text encoders; "
@@ -463,7 +403,9 @@ class LoraSpec:
         """The adapter's scale, alpha / r (alpha / sqrt(r) with rsLoRA; the same for every module: a per-group rank
         keeps the alpha ratio)."""
         ratio = float(self["alpha_ratio"])
-        return ratio * math.sqrt(int(self["rank"])) if self["use_rslora"] and self["method"] in _LORA else ratio
+        return (
+            ratio * math.sqrt(int(self["rank"])) if self["use_rslora"] and "use_rslora" in self.method.params else ratio
+        )
 
     def group_rank(self, module: str) -> int:
         from autolora.models.layers import block_of
@@ -489,9 +431,7 @@ class LoraSpec:
 
     @property
     def method(self) -> Method:
-        from autolora.methods import get
-
-        return get(str(self["method"]))
+        return METHODS[str(self["method"])]
 
     def rank_pattern(self) -> dict[str, int]:
         """The modules whose rank differs from ``rank`` (per-group rank scales), as peft's ``rank_pattern``."""
@@ -499,8 +439,6 @@ class LoraSpec:
         return {m: self.group_rank(m) for m in self.modules if self.group_rank(m) != rank}
 
     def _peft(self) -> PeftMethod:
-        from autolora.methods import PeftMethod
-
         method = self.method
         if not isinstance(method, PeftMethod):
             raise ValueError(f"method {method.name} trains no peft adapter on the denoiser")
@@ -516,7 +454,7 @@ class LoraSpec:
         return self._peft().text_encoder_config(self, list(TEXT_ENCODER_TARGETS))
 
     def _scaled(self) -> bool:
-        return float(self["scaled_learning_rate"]) > 0 and str(self["method"]) in _PEFT
+        return float(self["scaled_learning_rate"]) > 0 and isinstance(self.method, PeftMethod)
 
     def summary(self) -> str:
         """The params that matter, in one short string for the per-trial line."""
@@ -524,7 +462,7 @@ class LoraSpec:
         parts = [] if v["method"] == "lora" else [str(v["method"])]
         if v["method"] == "lokr":
             parts += [f"factor={v['lokr_factor']}"] + (["decompose_both"] if v["lokr_decompose_both"] else [])
-        if v["method"] in _TI:
+        if "ti_vectors" in self.method.params:
             parts += [f"vectors={v['ti_vectors']}", f"init={v['ti_init']}", f"ti_lr={v['ti_learning_rate']:.2g}"]
             parts += ["retract"] if v["ti_retract"] else []
         if v["prior_weight"] > 0:
@@ -628,7 +566,8 @@ def _check_learning_rates(space: SearchSpace) -> None:
     """One of learning_rate and scaled_learning_rate: the second derives the first."""
     scaled = space._values("scaled_learning_rate")
     methods = [str(m) for m in space._values("method")] or [str(PARAMS["method"].default)]
-    full = [m for m in methods if m in _WEIGHTS and m not in _PEFT]  # DreamBooth has no scale: its own lr
+    # a method that reads learning_rate but has no adapter scale (DreamBooth) needs its own
+    full = [m for m in methods if "learning_rate" in METHODS[m].reads and not isinstance(METHODS[m], PeftMethod)]
     if scaled and any(v > 0 for v in scaled) and space._values("learning_rate") and not full:
         raise UserError(
             f"{space.source}: params.learning_rate and params.scaled_learning_rate: set one (scaled_learning_rate "
