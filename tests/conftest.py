@@ -268,3 +268,19 @@ def running_in(proc: subprocess.Popen[str]) -> Callable[[list[Any]], bool]:
         t.state.name == "RUNNING" and "spec" in t.user_attrs and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")
         for t in trials
     )
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for one test file (``tests/postgres.py``)."""
+    from postgres import available, postgres
+
+    require(available(), "PostgreSQL's server binaries (Debian's postgresql)")
+    with postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fusion(tiny_sd: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Two style LoRAs and their style folders on the tiny pipeline, for the fuse worker tests."""
+    return fusion_inputs(tiny_sd, tmp_path_factory.mktemp("fusion"))
