@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from autolora.errors import UserError, closest
 
@@ -318,16 +318,28 @@ class StudyConfig:
 
 
 @dataclass
-class Config:
-    """A whole ``autolora tune`` run."""
+class RunConfig:
+    """The sections every job's run shares: the base model, the data, the evaluation and the study.
+
+    A job's config adds its own sections (``Config``: ``train`` for ``autolora tune``; ``FuseRunConfig``: ``fuse``),
+    and the core knows only this one."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
-    def validate(self, where: str = "config") -> Config:
+    path_keys: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("data", "style_images"), ("data", "prompts"), ("study", "out")}
+    )
+    """(section, key) of paths, made relative to the config file's folder when read from one."""
+    path_list_keys: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    """(section, key) of lists of ``PATH`` or ``NAME=PATH`` entries, read the same way."""
+    legacy_sections: ClassVar[frozenset[str]] = frozenset()
+    """Sections earlier versions wrote into this job's stored configs that it no longer has: read and dropped, so
+    that an earlier run can still be resumed, exported or worked."""
+
+    def validate(self, where: str = "config") -> RunConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f"{where}: {f.name}" if where else f.name)
         return self
@@ -350,11 +362,14 @@ class Config:
         return self.study.storage or f"sqlite:///{(self.out_dir / 'optuna.db').resolve()}"
 
 
-# -- loading ------------------------------------------------------------------------------------
+@dataclass
+class Config(RunConfig):
+    """A whole ``autolora tune`` run: the shared sections and ``train``."""
 
-PATH_KEYS = {("data", "style_images"), ("data", "prompts"), ("study", "out")}
-# Lists of ``PATH`` or ``NAME=PATH`` entries (``autolora fuse``).
-PATH_LIST_KEYS = {("fuse", "loras"), ("fuse", "style_images")}
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# -- loading ------------------------------------------------------------------------------------
 
 
 def _type_ok(value: object, hint: object) -> tuple[bool, object]:
@@ -423,18 +438,20 @@ def _section_from_dict(cls: type, data: object, where: str) -> Any:
     return cls(**kwargs)
 
 
-C = typing.TypeVar("C", bound=Config)
+C = typing.TypeVar("C", bound=RunConfig)
 
 
 @typing.overload
 def config_from_dict(data: dict[str, Any], where: str) -> Config: ...
 @typing.overload
 def config_from_dict(data: dict[str, Any], where: str, cls: type[C]) -> C: ...
-def config_from_dict(data: dict[str, Any], where: str, cls: type[Config] = Config) -> Config:
-    """Build a validated ``cls`` (:class:`Config` or a subclass) from a nested mapping; ``where`` prefixes messages."""
+def config_from_dict(data: dict[str, Any], where: str, cls: type[RunConfig] = Config) -> RunConfig:
+    """Build a validated ``cls`` (a job's config) from a nested mapping; ``where`` prefixes messages."""
     sections = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
+        if key in cls.legacy_sections and key not in sections:
+            continue
         if key not in sections:
             raise UserError(f"{where}: unknown section '{key}'{closest(str(key), sections)}")
         section_cls = typing.get_type_hints(cls)[key]
@@ -444,8 +461,8 @@ def config_from_dict(data: dict[str, Any], where: str, cls: type[Config] = Confi
     return config
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse a YAML or TOML config file; errors name the file and line."""
+def read_config_file(path: Path, cls: type[RunConfig] = Config) -> dict[str, Any]:
+    """Parse a YAML or TOML config file of a ``cls`` run; errors name the file and line."""
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     from autolora.textfiles import read_text
@@ -473,11 +490,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of sections (model, data, train, eval, study)")
     # Paths in a config file are relative to the file, not to where the command runs.
-    for section, key in PATH_KEYS:
+    for section, key in cls.path_keys:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str) and not Path(sec[key]).is_absolute():
             sec[key] = str((path.parent / sec[key]).resolve())
-    for section, key in PATH_LIST_KEYS:
+    for section, key in cls.path_list_keys:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), list):
             sec[key] = [_relative_entry(e, path.parent) for e in sec[key]]
@@ -525,10 +542,10 @@ def load_config(path: Path | None, overrides: list[tuple[str, str, Any]], cls: t
 def load_config(
     path: Path | None,
     overrides: list[tuple[str, str, Any]],
-    cls: type[Config] = Config,
-) -> Config:
+    cls: type[RunConfig] = Config,
+) -> RunConfig:
     """Config file (optional) + overrides (section, key, value) -> validated ``cls`` (default Config)."""
-    data: dict[str, Any] = read_config_file(path) if path else {}
+    data: dict[str, Any] = read_config_file(path, cls) if path else {}
     for section, key, value in overrides:
         sec = data.setdefault(section, {})
         if not isinstance(sec, dict):

@@ -62,3 +62,23 @@ def test_parse_override() -> None:
     assert parse_override("eval.seeds=[1, 2]") == ("eval", "seeds", [1, 2])
     with pytest.raises(UserError, match="section.key=value"):
         parse_override("seeds")
+
+
+def test_fuse_has_no_train_section_and_reads_an_earlier_runs_config(tmp_path: Path) -> None:
+    """The shared sections are ``RunConfig``'s; ``train`` is tune's. A fuse run stored before the split still has
+    one: it is read and dropped (so the run can be resumed, exported or worked), and a tune config keeps it."""
+    import dataclasses
+
+    from autolora.config import Config, RunConfig
+    from autolora.fuse.config import FuseRunConfig
+
+    assert {f.name for f in dataclasses.fields(RunConfig)} == {"model", "data", "eval", "study"}
+    assert "train" in {f.name for f in dataclasses.fields(Config)}
+    assert "train" not in {f.name for f in dataclasses.fields(FuseRunConfig)}
+    old = tmp_path / "config.yaml"
+    old.write_text("train:\n  batch_size: 2\nfuse:\n  loras: [a.safetensors]\nstudy:\n  trials: 3\n")
+    fused = load_config(old, [], FuseRunConfig)
+    assert fused.study.trials == 3 and fused.fuse.loras == [str(tmp_path / "a.safetensors")]
+    assert "train" not in fused.to_dict()
+    with pytest.raises(UserError, match="unknown section 'fuse'"):
+        load_config(old, [])  # tune knows no fuse section

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import optuna
     from PIL import Image
 
-    from autolora.config import Config
+    from autolora.config import RunConfig
     from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
     from autolora.core.tracking import ParentRun
@@ -68,17 +68,17 @@ class Job(ABC):
 
     kind: ClassVar[str]
     """Stored with every study the job makes (``autolora.job``); ``autolora worker`` finds the job by it."""
-    config_class: ClassVar[type[Config]]
-    """The config dataclass the job runs from (``Config`` or a subclass)."""
+    config_class: ClassVar[type[RunConfig]]
+    """The config dataclass the job runs from (a ``RunConfig`` subclass: ``Config``, ``FuseRunConfig``)."""
     setup_seconds: float = 0.0
     """Seconds ``load`` and ``prepare`` took (stored with the studies as ``autolora.setup_seconds``)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
 
     @classmethod
     @abstractmethod
-    def plan(cls, config: Config) -> Job:
+    def plan(cls, config: RunConfig) -> Job:
         """Validate every input in order of cost and return the job; raise ``UserError`` on the first bad one.
 
         Nothing is created or loaded here (``JSON`` configs and file headers only).

@@ -1,8 +1,9 @@
-"""The ``autolora fuse`` run: the ``fuse`` section, and the run config that adds it to ``tune``'s sections.
+"""The ``autolora fuse`` run: the ``fuse`` section, and the run config that adds it to the shared sections.
 
 ``model``, ``data`` (``prompts``, ``trigger``, ``prompt_template``, ``resolution``), ``eval`` and ``study``
-(``name``, ``out``, ``storage``, ``mlflow_uri``, ``trials``, ``seed``) mean what they mean for ``tune``; the
-training settings and ``tune``'s search space, objective, sampler and pruner do not apply to a fusion.
+(``name``, ``out``, ``storage``, ``mlflow_uri``, ``trials``, ``seed``) mean what they mean for ``tune``; there is no
+``train`` section, and ``study``'s search space, objective, sampler and pruner are ``tune``'s (a fusion's are in
+``fuse``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autolora.config import Config, _check, split_named
+from autolora.config import RunConfig, _check, split_named
 from autolora.errors import UserError, closest
 from autolora.fuse.groups import GRANULARITIES
 
@@ -110,10 +111,13 @@ class FuseSection:
 
 
 @dataclass
-class FuseRunConfig(Config):
-    """A whole ``autolora fuse`` run: ``tune``'s sections plus ``fuse``."""
+class FuseRunConfig(RunConfig):
+    """A whole ``autolora fuse`` run: the shared sections and ``fuse``."""
 
     fuse: FuseSection = field(default_factory=FuseSection)
+
+    path_list_keys = frozenset({("fuse", "loras"), ("fuse", "style_images")})
+    legacy_sections = frozenset({"train"})  # fuse runs before session 22 stored tune's training section, unused
 
     @property
     def study_name(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolora.config import Config
+from autolora.config import RunConfig
 from autolora.core.job import Job, Objective
 from autolora.core.run import RunResult
 from autolora.fuse.baselines import FixedSpace
@@ -65,7 +65,7 @@ class FuseJob(Job):
         self.strict = plan.config.data.strict
 
     @classmethod
-    def plan(cls, config: Config) -> FuseJob:
+    def plan(cls, config: RunConfig) -> FuseJob:
         from autolora.fuse.plan import make_fuse_plan
 
         assert isinstance(config, FuseRunConfig), type(config)

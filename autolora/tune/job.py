@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolora.config import Config
+from autolora.config import Config, RunConfig
 from autolora.core.job import Job, Objective
 from autolora.core.run import RunResult
 from autolora.errors import TrialFailed
@@ -40,9 +40,10 @@ class TuneJob(Job):
         self.strict = plan.config.data.strict
 
     @classmethod
-    def plan(cls, config: Config) -> TuneJob:
+    def plan(cls, config: RunConfig) -> TuneJob:
         from autolora.tune.plan import make_plan
 
+        assert isinstance(config, Config), type(config)
         return cls(make_plan(config))
 
     def load(self) -> None:
