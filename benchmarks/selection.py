@@ -142,7 +142,7 @@ def rescore_all(study: Any, config: Any, style: str, only: set[int] | None = Non
 
 
 def study_figures(study: Any, rescored: dict[str, Any]) -> dict[str, Any]:
-    from autolora.core.confirmed import stored
+    from autolora.core.confirm_record import stored
     from autolora.miniworld.quality import spearman
 
     rows = rescored["rows"]

@@ -15,7 +15,7 @@ import pytest
 from conftest import FAST
 
 from autolora.cli import main
-from autolora.core.confirmed import CONFIRM_ATTR, Confirmation, Rescore
+from autolora.core.confirm_record import CONFIRM_ATTR, Confirmation, Rescore
 from autolora.core.feasible import best, confirmation, infeasible_line, noise_line, refusal
 from autolora.core.reading import choose_trial
 from autolora.errors import UserError

@@ -6,7 +6,7 @@ deprecated): a value <= 0 is feasible. TPE, GP and NSGA-II read them while sampl
 and every place that shows, keeps, logs or exports "the best" must say so instead of crashing or quietly taking an
 infeasible one: the helpers here are that one rule. A study without constraints has every trial feasible.
 
-After the confirmation stage (``autolora.core.confirmed``), the best is the confirmed best, as long as the record
+After the confirmation stage (``autolora.core.confirm_record``), the best is the confirmed best, as long as the record
 still covers the study's top trials (a resumed study with a better new trial is ranked by the search again until it
 is confirmed).
 """
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from autolora.core.confirmed import Confirmation
+    from autolora.core.confirm_record import Confirmation
 
 BROKEN_ATTR = "infeasible"
 """Trial user attribute: which constraints the trial broke, in words (``content_text_ratio 0.912 < 0.95``)."""
@@ -59,7 +59,7 @@ def candidates(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 def confirmation(study: optuna.Study) -> Confirmation | None:
     """The study's confirmation record while it covers the search's current top trials, else None."""
-    from autolora.core.confirmed import stored
+    from autolora.core.confirm_record import stored
 
     found = stored(study)
     if found is None:
@@ -108,7 +108,7 @@ def infeasible_line(study: optuna.Study) -> str | None:
 def noise_line(study: optuna.Study) -> str | None:
     """One line when the confirmed best's style is within the measured noise of zero (None otherwise, or when
     nothing was confirmed): such a trial learnt no style that can be measured, however it ranks."""
-    from autolora.core.confirmed import NOISE_SIGMAS
+    from autolora.core.confirm_record import NOISE_SIGMAS
     from autolora.core.study import ATTR
 
     conf = confirmation(study)

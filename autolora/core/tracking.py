@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-    from autolora.core.confirmed import Confirmation
+    from autolora.core.confirm_record import Confirmation
 
 PARENT_TAG = "mlflow.parentRunId"
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
@@ -215,7 +215,7 @@ class ParentRun(_Run):
         self._plots(study, names, done)
 
     def log_confirmation(self, conf: Confirmation, names: list[str], label: str = "") -> None:
-        """The confirmation stage (``autolora.core.confirmed``): each confirmed trial's run gets ``confirm.*``
+        """The confirmation stage (``autolora.core.confirm_record``): each confirmed trial's run gets ``confirm.*``
         metrics and an ``autolora.confirmed`` tag; this run ``confirm.changed``, ``confirm.trials`` and the tag
         ``autolora.confirmed_best`` (with a ``label``, ``confirm.<label>.*`` and ``autolora.confirmed_best.<label>``,
         for a run of several studies)."""

@@ -15,8 +15,8 @@ The engine and what ``autolora fuse`` builds on it, one concept per module:
 from autolora.fuse.engine import FusedAdapters, load_loras, unload
 from autolora.fuse.facts import base_facts
 from autolora.fuse.files import check_lora_file
-from autolora.fuse.fused import fused_adapter
 from autolora.fuse.groups import GRANULARITIES, TEXT_ENCODERS, Coefficients
+from autolora.fuse.one_lora import fused_adapter
 from autolora.fuse.rank import reduce_rank
 from autolora.fuse.schedule import TwoPhase
 from autolora.fuse.translate import A1111_SLOTS

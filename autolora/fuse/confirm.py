@@ -1,6 +1,6 @@
 """The confirmation stage of a fusion run: each study's top K feasible blends drawn again on other seeds.
 
-As for ``tune`` (``autolora.tune.confirm``, the record in ``autolora.core.confirmed``): the DLF study and its
+As for ``tune`` (``autolora.tune.confirm``, the record in ``autolora.core.confirm_record``): the DLF study and its
 linear baseline are both confirmed, so the side-by-side summary compares confirmed bests, and ``export`` takes the
 confirmed best DLF blend. A blend is its coefficients: nothing needs keeping to draw it again.
 """
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import Confirmation, begin, rescore, settle
+from autolora.core.confirm_record import Confirmation, begin, rescore, settle
 
 if TYPE_CHECKING:
     import optuna

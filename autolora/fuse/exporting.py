@@ -151,7 +151,7 @@ def _write_fused(
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
     from autolora.formats.export import export_adapter
-    from autolora.fuse.fused import fused_adapter
+    from autolora.fuse.one_lora import fused_adapter
     from autolora.fuse.rank import reduce_rank
 
     adapter = fused_adapter(fa, coeffs)

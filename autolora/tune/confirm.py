@@ -4,7 +4,7 @@ Why: the search scores each trial once, on ``eval.seeds`` (8 samples by default)
 smaller than that evaluation's noise is a coin toss the search calls a win. Each kept adapter of the search's top
 ``study.confirm_top_k`` is loaded again, draws ``eval.confirm_seeds`` (the base model draws them too, as the
 yardstick), and is scored by the same judge; its constraints are checked again. The confirmed best (highest
-confirmed value among trials still feasible) is what ``export`` takes (see ``autolora.core.confirmed``).
+confirmed value among trials still feasible) is what ``export`` takes (see ``autolora.core.confirm_record``).
 
 Recorded in Optuna (study attribute ``autolora.confirmation``) and in MLflow (each trial run gets ``confirm.*``
 metrics and an ``autolora.confirmed`` tag; the parent run ``confirm.changed`` and ``autolora.confirmed_best``).
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autolora.core.confirmed import Confirmation, begin, rescore, settle
+from autolora.core.confirm_record import Confirmation, begin, rescore, settle
 
 if TYPE_CHECKING:
     import optuna
