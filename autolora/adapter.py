@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolora.atomic import replace_folder
+from autolora.atomic import readable, replace_folder
+from autolora.sampling import grid, load_images, save_images
 
 if TYPE_CHECKING:
     import torch
@@ -52,8 +53,6 @@ class KeptAdapter:
         """Write atomically: a temp folder beside ``folder``, then one rename."""
         from safetensors.torch import save_file
 
-        from autolora.atomic import readable
-
         with replace_folder(folder) as tmp:
             for comp, sd in self.state_dicts.items():
                 save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / f"{comp}.safetensors"))
@@ -81,14 +80,12 @@ class KeptAdapter:
 
 
 def _save_samples(folder: Path, images: list[Any], rows: int) -> None:
-    from autolora.sampling import grid, save_images
 
     save_images(folder / "samples.safetensors", images)
     grid(images, rows).save(folder / "samples.png")
 
 
 def _load_samples(folder: Path) -> list[Any]:
-    from autolora.sampling import load_images
 
     path = folder / "samples.safetensors"
     return load_images(path) if path.exists() else []

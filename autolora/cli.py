@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 from autolora import __version__
+from autolora.core.reading import find_study
+from autolora.core.worker import StorageLost, run_worker
 from autolora.errors import UserError
 from autolora.flags import study_args
+from autolora.jobs import job_class, kind_of
 
 COMMANDS = ("autolora.tune.cli", "autolora.fuse.cli", "autolora.miniworld.cli", "autolora.report.cli")
 """Modules with a ``register(subparsers)`` that adds their subcommand (with ``handler`` set as its default)."""
@@ -71,8 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from autolora.core.worker import StorageLost, run_worker
-    from autolora.jobs import job_class
 
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials {args.trials}: expected at least 1")
@@ -97,8 +98,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from autolora.core.reading import find_study
-    from autolora.jobs import job_class, kind_of
 
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
     job_class(kind_of(study)).show(study, run_dir)
@@ -120,8 +119,6 @@ def _show_ratings(study: object) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autolora.core.reading import find_study
-    from autolora.jobs import job_class, kind_of
 
     if args.rank is not None and args.rank < 1:
         raise UserError(f"--rank {args.rank}: expected at least 1")

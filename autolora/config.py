@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from autolora.errors import UserError, closest
+from autolora.textfiles import read_text
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -465,7 +466,6 @@ def read_config_file(path: Path, cls: type[RunConfig] = Config) -> dict[str, Any
     """Parse a YAML or TOML config file of a ``cls`` run; errors name the file and line."""
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
-    from autolora.textfiles import read_text
 
     text = read_text(path, "config file")
     if path.suffix == ".toml":

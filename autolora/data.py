@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolora.errors import UserError
+from autolora.miniworld.world import draw
+from autolora.models.builtin import build_once, cache_root
 from autolora.textfiles import read_text
 
 if TYPE_CHECKING:
@@ -103,8 +105,6 @@ def builtin_style_folder(style: str = "") -> Path:
     """16 miniworld pictures of ``BUILTIN_STYLE`` (or ``style``), with content captions, drawn once into the cache.
 
     They show ``BUILTIN_STYLE_CONTENT`` only, so that ``BUILTIN_PROMPTS`` ask for what no style picture shows."""
-    from autolora.miniworld.world import draw
-    from autolora.models.builtin import build_once, cache_root
 
     style = style or BUILTIN_STYLE
 

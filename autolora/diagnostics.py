@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from autolora.buckets import crop_loss, square
 from autolora.core.findings import Finding
 from autolora.models.roundtrip import psnr, round_trip_psnr
 from autolora.scoring.selfcheck import AUTO_TERMS, READABLE, auto_terms
@@ -148,7 +149,6 @@ def sizes_finding(
     bucket_of: Sequence[int] = (),
 ) -> Finding:
     """Sizes, aspect ratios and what the crop does; with ``buckets``, the bucket each picture is trained at."""
-    from autolora.buckets import crop_loss, square
 
     sizes = [im.size for im in images]
     if not buckets:

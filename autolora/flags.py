@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from autolora.config import parse_override
+
 # flag -> (section, key) it overrides in the config, for every job
 STUDY_FLAGS = {
     "trials": ("study", "trials"),
@@ -69,7 +71,6 @@ def override_flags(p: argparse.ArgumentParser) -> None:
 def flag_overrides(args: argparse.Namespace, table: dict[str, tuple[str, str]]) -> list[tuple[str, str, Any]]:
     """(section, key, value) for every flag of ``table`` and of ``STUDY_FLAGS`` given on the command line,
     then the ``--set`` entries (which win)."""
-    from autolora.config import parse_override
 
     out = [
         (section, key, getattr(args, flag))

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.atomic import write_file
+from autolora.models.family import denoiser
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -27,8 +30,6 @@ def sample(
     to every pipeline call as ``callback_on_step_end`` (e.g. a two-phase fusion schedule).
     """
     import torch
-
-    from autolora.models.family import denoiser
 
     pairs = [(p, s) for p in prompts for s in seeds]
     images: list[Image.Image] = []
@@ -73,8 +74,6 @@ def save_images(path: Path, images: list[Image.Image]) -> None:
     import numpy as np
     import torch
     from safetensors.torch import save_file
-
-    from autolora.atomic import write_file
 
     arr = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
     write_file(path, lambda tmp: save_file({"images": arr.contiguous()}, str(tmp)))

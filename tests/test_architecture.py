@@ -94,3 +94,15 @@ def test_floors_only_look_down() -> None:
         (m, w) for m, targets in edges.items() for w in targets if _floor(w) in FORBIDDEN.get(_floor(m), set())
     )
     assert wrong == []
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """``autolora --help`` stays instant: the command line's modules import their internal dependencies at the top
+    (a file's header says what it depends on) and keep only the heavy libraries inside functions."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "diffusers", "transformers", "peft", "optuna", "mlflow", "open_clip", "numpy", "PIL", "yaml")
+    code = f"import sys; import autolora.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autolora.core.storage import with_retries
 from autolora.core.study import ATTR, StudySpec
 from autolora.errors import UserError
 
@@ -57,8 +58,6 @@ def check_storage(url: str, default_in: Path | None = None, *, must_exist: bool 
 def check_existing_study(url: str, spec: StudySpec) -> None:
     """Refuse to add to the study of ``spec`` in ``url`` if it was made with another space or directions."""
     import optuna
-
-    from autolora.core.storage import with_retries
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return

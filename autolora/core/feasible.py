@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from autolora.core.confirm_record import NOISE_SIGMAS, stored
+from autolora.core.study import ATTR
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -59,7 +62,6 @@ def candidates(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 def confirmation(study: optuna.Study) -> Confirmation | None:
     """The study's confirmation record while it covers the search's current top trials, else None."""
-    from autolora.core.confirm_record import stored
 
     found = stored(study)
     if found is None:
@@ -108,8 +110,6 @@ def infeasible_line(study: optuna.Study) -> str | None:
 def noise_line(study: optuna.Study) -> str | None:
     """One line when the confirmed best's style is within the measured noise of zero (None otherwise, or when
     nothing was confirmed): such a trial learnt no style that can be measured, however it ranks."""
-    from autolora.core.confirm_record import NOISE_SIGMAS
-    from autolora.core.study import ATTR
 
     conf = confirmation(study)
     if conf is None or conf.best is None or len(study.directions) > 1:

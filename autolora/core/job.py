@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from autolora.core.reading import print_table
+
 if TYPE_CHECKING:
     import optuna
     from PIL import Image
@@ -159,7 +161,6 @@ class Job(ABC):
     @classmethod
     def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
         """Print the run of ``study`` (its trial table by default)."""
-        from autolora.core.reading import print_table
 
         print_table(study, run_dir)
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from autolora.core.job import Job
+from autolora.core.job import Job, this_worker
 from autolora.core.study import StudySpec, run_order
 
 STOP_GRACE = 300.0
@@ -163,8 +163,6 @@ def run_local_workers(
 def _fail_trials_of(storage: Any, studies: list[Any], pids: list[int]) -> None:
     """Fail the RUNNING trials of workers that had to be killed, so that none stays RUNNING."""
     import optuna
-
-    from autolora.core.job import this_worker
 
     host = this_worker().rpartition(":")[0]
     owners = {f"{host}:{pid}" for pid in pids}

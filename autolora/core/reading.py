@@ -5,6 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.core.checks import check_storage
+from autolora.core.feasible import (
+    BROKEN_ATTR,
+    best,
+    complete,
+    confirmation,
+    infeasible_line,
+    is_feasible,
+    noise_line,
+    ranked,
+)
+from autolora.core.rundir import kept_numbers
+from autolora.core.storage import heartbeat_ages, make_storage
 from autolora.core.study import ATTR
 from autolora.errors import UserError
 
@@ -36,8 +49,6 @@ def find_study(run_dir: Path | None, storage: str | None, name: str | None) -> t
         name = name or study_cfg.get("name")
     if not storage or not name:
         raise UserError("give a RUN_DIR, or both --storage and --study-name")
-    from autolora.core.checks import check_storage
-    from autolora.core.storage import make_storage
 
     check_storage(storage, must_exist=True)
     store = make_storage(storage, pool_size=1)
@@ -57,8 +68,6 @@ def _fmt(v: object) -> str:
 
 
 def print_table(study: optuna.Study, run_dir: Path | None) -> None:
-    from autolora.core.feasible import BROKEN_ATTR
-    from autolora.core.rundir import kept_numbers
 
     kept = set(kept_numbers(run_dir)) if run_dir else set()
     stale = stale_trials(study)
@@ -131,7 +140,6 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
     storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps RDBStorage in _CachedStorage
     if not isinstance(storage, RDBStorage):
         return {}
-    from autolora.core.storage import heartbeat_ages
 
     config = study.user_attrs.get(ATTR + "config") or {}
     grace = float((config.get("study") or {}).get("grace_period") or 180)
@@ -145,7 +153,6 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
 
 
 def print_best(study: optuna.Study) -> None:
-    from autolora.core.feasible import best, complete, confirmation, infeasible_line, noise_line
 
     if not complete(study):
         print("no complete trial yet")
@@ -185,7 +192,6 @@ def choose_trial(study: optuna.Study, number: int | None, force: bool = False) -
     An infeasible trial (it broke the objective's constraints, see ``autolora.core.feasible``) is refused unless
     ``force``; with ``force`` and no feasible trial, the highest-scoring complete trial is taken.
     """
-    from autolora.core.feasible import BROKEN_ATTR, best, complete, infeasible_line, is_feasible, noise_line, ranked
 
     done = complete(study)
     if number is not None:

@@ -15,10 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
-from autolora.core.findings import Finding, strict_failure
+from autolora.atomic import write_text
+from autolora.core.artifacts import has_artifact, upload_image
+from autolora.core.checks import check_existing_study
+from autolora.core.findings import Finding, findings_metrics, show_findings, strict_failure
 from autolora.core.job import Job, signed
-from autolora.core.study import ATTR, StudySpec
+from autolora.core.storage import enqueue_budget, make_storage
+from autolora.core.study import ATTR, StudySpec, open_study, run_order
+from autolora.core.tracking import Tracker
 from autolora.errors import UserError
+from autolora.quiet import quiet_libraries
 
 if TYPE_CHECKING:
     import optuna
@@ -58,8 +64,6 @@ def write_run_files(job: Job, resolved: dict[str, Any]) -> list[Path]:
     """``config.yaml`` (resolved) and the job's recipe files, written atomically into the run folder."""
     import yaml
 
-    from autolora.atomic import write_text
-
     files = {"config.yaml": yaml.safe_dump(resolved, sort_keys=False), **job.run_files()}
     for name, text in files.items():
         write_text(job.run_dir / name, text)
@@ -68,9 +72,6 @@ def write_run_files(job: Job, resolved: dict[str, Any]) -> list[Path]:
 
 def run_job(job: Job, echo: Callable[[str], None] = print, progress: bool = True) -> RunResult:
     """Run a planned job: see the module docstring. ``job`` comes from ``JobClass.plan(config)``."""
-    from autolora.core.checks import check_existing_study
-    from autolora.core.tracking import Tracker
-    from autolora.quiet import quiet_libraries
 
     quiet_libraries()
     cfg = job.config
@@ -110,7 +111,6 @@ def _run(
     progress: bool,
     findings: list[Finding],
 ) -> RunResult:
-    from autolora.core.storage import enqueue_budget, make_storage
 
     cfg = job.config
     settings = cfg.study
@@ -126,7 +126,6 @@ def _run(
         "mlflow_experiment_id": tracker.experiment_id,
         "mlflow_parent_run_id": parent.run_id,
     }
-    from autolora.core.study import open_study, run_order
 
     studies = {s.label: open_study(s, storage, settings, record={**record, "label": s.label}) for s in specs}
     before = _finished(studies.values())
@@ -174,7 +173,6 @@ def _record_findings(
     findings: list[Finding], studies: Iterable[optuna.Study], parent: ParentRun, echo: Callable[[str], None]
 ) -> None:
     """Print the diagnostics, log them to the parent run and keep the warnings with each study (for ``show``)."""
-    from autolora.core.findings import findings_metrics, show_findings
 
     show_findings(findings, echo)
     if not findings:
@@ -188,7 +186,6 @@ def _record_findings(
 
 def _keep_study_images(job: Job, studies: Iterable[optuna.Study]) -> None:
     """The job's study pictures as Optuna artifacts of every study, once (a resumed run has them)."""
-    from autolora.core.artifacts import has_artifact, upload_image
 
     pictures = job.study_images()
     for study in studies:
@@ -207,7 +204,6 @@ def _optimize(
     progress: bool,
     several: bool,
 ) -> None:
-    from autolora.core.study import open_study
 
     settings = job.config.study
     started = job.before_study(spec, study)

@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autolora.core.feasible import best, ranked
+
 if TYPE_CHECKING:
     import optuna
 
@@ -39,7 +41,6 @@ def kept_numbers(run_dir: Path) -> list[int]:
 def best_numbers(study: optuna.Study, k: int) -> list[int]:
     """The trials worth keeping: the best ``k`` feasible ones (single objective) or the feasible Pareto set, at most
     ``k``; while no trial is feasible, the best ``k`` of the rest (what ``export --force`` takes)."""
-    from autolora.core.feasible import best, ranked
 
     if len(study.directions) == 1:
         return [t.number for t in ranked(study)[:k]]

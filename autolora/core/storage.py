@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from autolora.core.interrupts import deferred, without_interrupts
 from autolora.core.locks import sqlite_init_lock
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ def make_storage(
     """
     import optuna
     from optuna.storages import RDBStorage
-
-    from autolora.core.interrupts import deferred, without_interrupts
 
     class _Storage(RDBStorage):
         started: set[int]

@@ -14,8 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from autolora.core.feasible import best as feasible_best
+from autolora.core.feasible import complete, confirmation, infeasible_line, is_feasible, noise_line
 from autolora.core.interrupts import DeferredClient
 from autolora.core.locks import sqlite_init_lock
+from autolora.core.plots import render, study_plots
 from autolora.errors import UserError
 
 if TYPE_CHECKING:
@@ -175,8 +178,6 @@ class ParentRun(_Run):
         trial numbers as param ``best.trials`` (their params are in ``summary.json``). Plots that cannot be drawn are
         skipped with a ``summary.<plot>_skipped`` tag.
         """
-        from autolora.core.feasible import best as feasible_best
-        from autolora.core.feasible import complete, confirmation, infeasible_line, is_feasible, noise_line
 
         multi = len(study.directions) > 1
         names = [metric_names[i] if i < len(metric_names) else f"objective_{i}" for i in range(len(study.directions))]
@@ -237,8 +238,6 @@ class ParentRun(_Run):
 
     def _plots(self, study: optuna.Study, names: list[str], done: list[optuna.trial.FrozenTrial]) -> None:
         import matplotlib.pyplot as plt
-
-        from autolora.core.plots import render, study_plots
 
         plots, skipped = study_plots(study, names)
         if skipped:

@@ -24,9 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
+from autolora.config import config_from_dict
+from autolora.core.checks import check_storage
 from autolora.core.interrupts import first_interrupt_only
-from autolora.core.study import ATTR, run_order
+from autolora.core.job import signed, this_worker
+from autolora.core.storage import BudgetSpent, fail_started, heartbeats, make_storage
+from autolora.core.study import ATTR, open_study, run_order
+from autolora.core.tracking import ParentRun, Tracker
 from autolora.errors import UserError
+from autolora.quiet import quiet_libraries
 
 if TYPE_CHECKING:
     import optuna
@@ -79,12 +85,6 @@ def run_worker(
     Args:
         jobs: Job kind (``tune``, ``fuse``) -> its Job class.
     """
-    from autolora.config import config_from_dict
-    from autolora.core.checks import check_storage
-    from autolora.core.job import signed
-    from autolora.core.storage import make_storage
-    from autolora.core.tracking import ParentRun, Tracker
-    from autolora.quiet import quiet_libraries
 
     quiet_libraries()
     check_storage(storage_url, None, must_exist=True)
@@ -143,8 +143,6 @@ def _work(
     echo: Callable[[str], None],
 ) -> int:
     """Run trials of one study until its budget is spent (or ``trials``, ``timeout``); then see to the dead."""
-    from autolora.core.storage import BudgetSpent, fail_started, make_storage
-    from autolora.core.study import open_study
 
     settings = job.config.study
     url = job.config.storage_url
@@ -234,8 +232,6 @@ def _wait_for_the_dead(study: optuna.Study, storage: Any, interval: int, budget:
     """
     import optuna
 
-    from autolora.core.storage import heartbeats
-
     if interval <= 0:
         return False
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -268,7 +264,6 @@ def _wait_for_the_dead(study: optuna.Study, storage: Any, interval: int, budget:
 
 def _runs_here(worker: str) -> bool:
     """Whether ``host:pid`` is a live autolora process on this machine (False when it cannot be told)."""
-    from autolora.core.job import this_worker
 
     host, _, pid = worker.rpartition(":")
     if host != this_worker().rpartition(":")[0] or not pid.isdigit():

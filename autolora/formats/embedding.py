@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from autolora.atomic import write_file
 from autolora.errors import UserError
+from autolora.methods import method_of
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +27,6 @@ SDXL_KEYS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
 
 def embedding_tensors(adapter: KeptAdapter) -> dict[str, torch.Tensor]:
     """The embedding file's tensors; raises ``UserError`` when the adapter has no token embeddings."""
-    from autolora.methods import method_of
 
     comps = [c for c, cfg in adapter.configs.items() if method_of(cfg).name == "textual_inversion"]
     if not comps:

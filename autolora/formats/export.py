@@ -26,9 +26,12 @@ from autolora.atomic import write_text
 from autolora.errors import UserError
 from autolora.formats.diffusers import DIFFUSERS_FILE, export_diffusers
 from autolora.formats.embedding import embedding_tensors, write_embedding
+from autolora.formats.extract import DEFAULT_RANK, extract_lora, load_base_denoiser, save_tuned
 from autolora.formats.kept import adapter_method, check_adapter
 from autolora.formats.kohya import KOHYA_ARCHS, export_kohya, is_dora, kohya_plan
 from autolora.formats.lycoris import LYCORIS_ARCHS, lycoris_plan, write_lycoris
+from autolora.formats.peft import PEFT_FOLDER, export_peft
+from autolora.methods import method_of
 
 INFO_FILE = "autolora.json"
 _VERSIONED_PACKAGES = ("autolora", "torch", "diffusers", "peft", "transformers", "optuna", "safetensors")
@@ -83,7 +86,6 @@ def export_adapter(
 
 def _export_denoiser(adapter: KeptAdapter, out: Path, name: str, rank: int | None) -> dict[str, Path]:
     """The fine-tuned denoiser (diffusers folder) and the LoRA extracted from it (diffusers + kohya files)."""
-    from autolora.formats.extract import DEFAULT_RANK, extract_lora, load_base_denoiser, save_tuned
 
     check_name(name)
     if rank is not None and rank < 1:
@@ -164,8 +166,6 @@ def _lora_part(adapter: KeptAdapter) -> KeptAdapter:
     """The adapter without its token embeddings (pivotal tuning's LoRA)."""
     from dataclasses import replace
 
-    from autolora.methods import method_of
-
     comps = [c for c, cfg in adapter.configs.items() if method_of(cfg).name == "lora"]
     return replace(
         adapter, configs={c: adapter.configs[c] for c in comps}, state_dicts={c: adapter.state_dicts[c] for c in comps}
@@ -184,7 +184,6 @@ def _export_embedding_only(adapter: KeptAdapter, out_dir: Path, name: str, kohya
 def _export_lycoris_all(adapter: KeptAdapter, out_dir: Path, name: str, kohya: bool) -> dict[str, Path]:
     """LoHa/LoKr: the LyCORIS file (kohya key layout, what A1111, Forge and ComfyUI read) and peft's own folders;
     diffusers' ``load_lora_weights`` reads LoRA only, so there is no diffusers file."""
-    from autolora.formats.peft import PEFT_FOLDER, export_peft
 
     plan = lycoris_plan(adapter) if kohya else []
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.adapter import config_to_dict
 from autolora.atomic import readable, replace_folder
+from autolora.models.family import denoiser
+from autolora.models.loading import load_pipeline, resolve_model
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +45,6 @@ class Extracted:
 def extract_lora(adapter: KeptAdapter, base: dict[str, torch.Tensor], rank: int) -> Extracted:
     """Truncated SVD of each fine-tuned weight's difference from ``base`` (the same keys, the base's values)."""
     import torch
-
-    from autolora.adapter import config_to_dict
 
     comp, tuned = next(iter(adapter.state_dicts.items()))
     state: dict[str, torch.Tensor] = {}
@@ -91,9 +92,6 @@ def extract_lora(adapter: KeptAdapter, base: dict[str, torch.Tensor], rank: int)
 def load_base_denoiser(adapter: KeptAdapter) -> Any:
     """The base model's denoiser, loaded from the source the adapter records (on the CPU, fp32)."""
     import torch
-
-    from autolora.models.family import denoiser
-    from autolora.models.loading import load_pipeline, resolve_model
 
     pipe = load_pipeline(resolve_model(str(adapter.base["source"])), "cpu", torch.float32)
     return denoiser(pipe)

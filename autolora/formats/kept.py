@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from autolora.adapter import KeptAdapter
 from autolora.errors import UserError
+from autolora.methods import kept_method
 
 if TYPE_CHECKING:
     from autolora.methods import Method
@@ -23,7 +24,6 @@ LORA_B = ".lora_B.weight"
 
 def adapter_method(adapter: KeptAdapter) -> Method:
     """The adapter's method (its components' one method, or pivotal: a LoRA and token embeddings)."""
-    from autolora.methods import kept_method
 
     try:
         return kept_method(adapter.configs)

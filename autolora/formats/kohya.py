@@ -31,6 +31,7 @@ from autolora.atomic import write_file
 from autolora.errors import UserError
 from autolora.formats.diffusers import DIFFUSERS_FILE
 from autolora.formats.kept import COMPONENTS, LORA_A, LORA_B, canonical_key, check_adapter
+from autolora.formats.kohya_flux import flux_modules
 
 if TYPE_CHECKING:
     import torch
@@ -168,7 +169,6 @@ def kohya_plan(adapter: KeptAdapter) -> list[_KohyaModule]:
 
 def _flux_plan(adapter: KeptAdapter) -> list[_KohyaModule]:
     """Flux: BFL module names with fused q/k/v (``autolora.formats.kohya_flux``)."""
-    from autolora.formats.kohya_flux import flux_modules
 
     state_dict = adapter.state_dicts["transformer"]
     config = adapter.configs["transformer"]

@@ -11,18 +11,18 @@ from autolora.atomic import write_file
 from autolora.errors import UserError
 from autolora.formats.kept import COMPONENTS, adapter_method
 from autolora.formats.kohya import KOHYA_PREFIX, base_metadata, kohya_module
+from autolora.methods import PeftMethod
 
 if TYPE_CHECKING:
     import torch
 
-    from autolora.methods import KohyaModule, PeftMethod
+    from autolora.methods import KohyaModule
 LYCORIS_ARCHS = ("sd1", "sd2", "sdxl")
 """Architectures with a LyCORIS file. Flux's kohya names fuse q/k/v into one module, which a Kronecker or
 Hadamard factorisation of three separate updates cannot be rewritten into; SD3 has no kohya file at all."""
 
 
 def _peft_method(adapter: KeptAdapter) -> PeftMethod:
-    from autolora.methods import PeftMethod
 
     method = adapter_method(adapter)
     assert isinstance(method, PeftMethod), method.name

@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autolora.core.feasible import complete
 from autolora.fuse.config import BASELINE_KINDS
 from autolora.fuse.groups import TEXT_ENCODERS
+from autolora.fuse.klora import KLora, Magnitudes
 from autolora.fuse.space import Blend, Fusion
 
 if TYPE_CHECKING:
@@ -49,7 +51,6 @@ class KLoraBlend:
     k: int | None = None
 
     def apply(self, fa: FusedAdapters) -> Callable[..., Any] | None:
-        from autolora.fuse.klora import KLora, Magnitudes
 
         key = f"klora.magnitudes.{self.k}"
         if key not in fa.cache:
@@ -166,7 +167,6 @@ class FixedSpace:
 
 def probe_gains(study: optuna.Study) -> dict[str, dict[str, float]]:
     """LoRA -> block -> its own style gain when alone on that block, from the study's complete probe trials."""
-    from autolora.core.feasible import complete
 
     out: dict[str, dict[str, float]] = {}
     for t in complete(study):

@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from autolora.config import load_config
+from autolora.core.feasible import noise_line, refusal
+from autolora.core.launch import WorkersFailed
+from autolora.flags import flag_overrides, override_flags, study_flags
+from autolora.fuse.config import FuseRunConfig
+from autolora.fuse.job import run_fuse
+
 # flag -> (section, key) it overrides in the config (the study flags are in autolora.flags)
 FUSE_FLAGS = {
     "base_model": ("model", "base_model"),
@@ -21,7 +28,6 @@ FUSE_FLAGS = {
 
 
 def register(sub: Any) -> None:
-    from autolora.flags import override_flags, study_flags
 
     f = sub.add_parser(
         "fuse",
@@ -53,9 +59,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from autolora.config import load_config
-    from autolora.flags import flag_overrides
-    from autolora.fuse.config import FuseRunConfig
 
     overrides: list[tuple[str, str, Any]] = []
     if args.lora:
@@ -69,8 +72,6 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         from autolora.report.registry import check_model_name
 
         check_model_name(args.register_model)
-    from autolora.core.launch import WorkersFailed
-    from autolora.fuse.job import run_fuse
 
     try:
         result = run_fuse(config, progress=not args.no_progress)
@@ -78,7 +79,6 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         print(f"autolora: {e}", file=sys.stderr)
         return 1
     print("\n".join(["summary:", *result.lines]))
-    from autolora.core.feasible import noise_line, refusal
 
     refused = refusal(result.study)
     noise = noise_line(result.study)

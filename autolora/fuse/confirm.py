@@ -12,6 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from autolora.core.confirm_record import Confirmation, begin, rescore, settle
+from autolora.core.feasible import candidates, is_feasible
+from autolora.fuse.warm import starts
+from autolora.scoring.styles import MultiStyleScorer
 
 if TYPE_CHECKING:
     import optuna
@@ -33,9 +36,6 @@ def confirm_fusion(
 ) -> Confirmation | None:
     """Re-score the study's top blends on ``eval.confirm_seeds``; record and return the result (None: off, or none
     feasible)."""
-    from autolora.core.feasible import candidates, is_feasible
-    from autolora.fuse.warm import starts
-    from autolora.scoring.styles import MultiStyleScorer
 
     plan, cfg = session.plan, session.plan.config
     k, seeds = cfg.study.confirm_top_k, list(cfg.eval.confirm_seeds)

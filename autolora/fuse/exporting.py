@@ -20,25 +20,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.atomic import write_text
+from autolora.config import load_config
+from autolora.core.reading import choose_trial, find_study, print_table
 from autolora.errors import UserError
+from autolora.formats.export import check_name, export_adapter
+from autolora.fuse.config import FuseRunConfig
+from autolora.fuse.engine import load_loras
+from autolora.fuse.facts import base_facts
+from autolora.fuse.one_lora import fused_adapter
+from autolora.fuse.rank import reduce_rank
+from autolora.fuse.space import Fusion
+from autolora.fuse.studies import study_specs
+from autolora.fuse.summary import compare, comparison_lines, heatmap
+from autolora.models.loading import load_base, resolve_device, resolve_model
+from autolora.quiet import quiet_libraries
 
 if TYPE_CHECKING:
     import optuna
 
-    from autolora.fuse.config import FuseRunConfig
     from autolora.fuse.engine import FusedAdapters
     from autolora.fuse.groups import Coefficients
-    from autolora.fuse.space import Fusion
 
 
 def load_run(run_dir: Path) -> tuple[FuseRunConfig, dict[str, optuna.Study]]:
     """The run's resolved config and its studies (label -> study)."""
     import optuna
-
-    from autolora.config import load_config
-    from autolora.core.reading import find_study
-    from autolora.fuse.config import FuseRunConfig
-    from autolora.fuse.studies import study_specs
 
     config = load_config(run_dir / "config.yaml", [], FuseRunConfig)
     studies = {}
@@ -54,8 +61,6 @@ def load_run(run_dir: Path) -> tuple[FuseRunConfig, dict[str, optuna.Study]]:
 
 def show_run(run_dir: Path) -> None:
     """``autolora show`` for a fusion run: each study's trial table, then the side-by-side summary."""
-    from autolora.core.reading import print_table
-    from autolora.fuse.summary import compare, comparison_lines
 
     config, studies = load_run(run_dir)
     names = studies["dlf"].metric_names or ["score"]
@@ -77,7 +82,6 @@ def export_run(
 ) -> dict[str, Path]:
     """``autolora export`` for a fusion run: see the module docstring (``force``: as for ``tune``, an infeasible
     or not measurably stylish best)."""
-    from autolora.core.reading import choose_trial
 
     if rank is not None and rank < 1:
         raise UserError(f"--rank {rank}: expected at least 1")
@@ -86,7 +90,6 @@ def export_run(
     trial = study.trials[choose_trial(study, number, force)]
     fusion = _fusion_of(trial)
     stem = name or f"{study.study_name}-trial{trial.number}"
-    from autolora.formats.export import check_name
 
     check_name(stem)
     fa = _load(config)
@@ -106,7 +109,6 @@ def export_run(
 
 
 def _fusion_of(trial: optuna.trial.FrozenTrial) -> Fusion:
-    from autolora.fuse.space import Fusion
 
     if trial.state.name != "COMPLETE" or "fusion" not in trial.user_attrs:
         raise UserError(f"trial {trial.number} is {trial.state.name.lower()}; export a complete trial")
@@ -114,9 +116,6 @@ def _fusion_of(trial: optuna.trial.FrozenTrial) -> Fusion:
 
 
 def _load(config: FuseRunConfig) -> FusedAdapters:
-    from autolora.fuse.engine import load_loras
-    from autolora.models.loading import load_base, resolve_device, resolve_model
-    from autolora.quiet import quiet_libraries
 
     quiet_libraries()
     entries = config.fuse.entries()
@@ -150,9 +149,6 @@ def _write_fused(
     info: dict[str, Any],
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-    from autolora.formats.export import export_adapter
-    from autolora.fuse.one_lora import fused_adapter
-    from autolora.fuse.rank import reduce_rank
 
     adapter = fused_adapter(fa, coeffs)
     adapter.info.update(info)
@@ -175,9 +171,6 @@ def _write_tables(
     trial: optuna.trial.FrozenTrial,
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-    from autolora.atomic import write_text
-    from autolora.fuse.facts import base_facts
-    from autolora.fuse.summary import heatmap
 
     entries = config.fuse.entries()
     doc = {

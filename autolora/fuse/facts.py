@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from autolora.errors import UserError
+from autolora.models.family import arch_of
+from autolora.models.loading import PIPELINES
 
 
 def base_facts(pipe: Any) -> dict[str, Any]:
@@ -13,8 +15,6 @@ def base_facts(pipe: Any) -> dict[str, Any]:
     Raises:
         UserError: for a pipeline of another kind.
     """
-    from autolora.models.family import arch_of
-    from autolora.models.loading import PIPELINES
 
     cls = type(pipe).__name__
     if cls not in PIPELINES:

@@ -14,25 +14,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.atomic import write_text
 from autolora.config import RunConfig
+from autolora.core.artifacts import images, last_samples
+from autolora.core.feasible import best as feasible_best
+from autolora.core.feasible import candidates, confirmation
 from autolora.core.job import Job, Objective
-from autolora.core.run import RunResult
+from autolora.core.run import RunResult, run_job
+from autolora.core.study import StudySpec
+from autolora.errors import UserError
 from autolora.fuse.baselines import FixedSpace
+from autolora.fuse.budget import budget_lines
 from autolora.fuse.config import FuseRunConfig
-from autolora.fuse.plan import FusePlan
+from autolora.fuse.confirm import confirm_fusion
+from autolora.fuse.exporting import export_run, load_run, show_run
+from autolora.fuse.plan import FusePlan, make_fuse_plan
+from autolora.fuse.session import FuseSession
 from autolora.fuse.space import CoefficientSpace
 from autolora.fuse.studies import ORDER, FuseStudy, study_specs
-from autolora.fuse.warm import START_ATTR
+from autolora.fuse.summary import compare, comparison_lines, heatmap
+from autolora.fuse.trial import FuseTrialRunner
+from autolora.fuse.warm import START_ATTR, copy_linear_best, wait_finished
+from autolora.report.html import run_report
+from autolora.sampling import grid
 
 if TYPE_CHECKING:
     import optuna
     from PIL import Image
 
     from autolora.core.findings import Finding
-    from autolora.core.study import StudySpec
     from autolora.core.tracking import ParentRun
     from autolora.fuse.engine import FusedAdapters
-    from autolora.fuse.session import FuseSession
 
 SUMMARY_FILE = "fusion_summary.json"
 HEATMAP_FILE = "best_coefficients.png"
@@ -66,13 +78,11 @@ class FuseJob(Job):
 
     @classmethod
     def plan(cls, config: RunConfig) -> FuseJob:
-        from autolora.fuse.plan import make_fuse_plan
 
         assert isinstance(config, FuseRunConfig), type(config)
         return cls(make_fuse_plan(config))
 
     def load(self) -> None:
-        from autolora.fuse.session import FuseSession
 
         self.session = FuseSession.load(self.the_plan)
         plan = self.the_plan
@@ -85,7 +95,6 @@ class FuseJob(Job):
         return findings
 
     def studies(self) -> list[StudySpec]:
-        from autolora.core.study import StudySpec
 
         plan, obj = self.the_plan, self.the_plan.objective
         out = []
@@ -125,8 +134,6 @@ class FuseJob(Job):
 
         import optuna
 
-        from autolora.fuse.warm import copy_linear_best, wait_finished
-
         linear_space, dlf_space = self.spaces.get("linear"), self.spaces.get("dlf")
         if spec.label != "dlf" or not isinstance(linear_space, CoefficientSpace):
             return spec
@@ -159,7 +166,6 @@ class FuseJob(Job):
             f"{f.label} {f.granularity}/{f.schedule} {len(self.spaces[f.label].param_names())}"
             for f in study_specs(plan.config)
         )
-        from autolora.fuse.budget import budget_lines
 
         dlf = self.spaces.get("dlf")
         budget = budget_lines("dlf", len(dlf.param_names()), plan.config.study.trials) if dlf else []
@@ -174,14 +180,12 @@ class FuseJob(Job):
         )
 
     def study_images(self) -> dict[str, Image.Image]:
-        from autolora.sampling import grid
 
         return {"base.png": grid(self._session().base_samples, rows=len(self.the_plan.prompts))}
 
     def objective(
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
-        from autolora.fuse.trial import FuseTrialRunner
 
         return FuseTrialRunner(self._session(), self.spaces[spec.label], spec.label, parent, echo)
 
@@ -194,8 +198,6 @@ class FuseJob(Job):
             self.session = None
 
     def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
-        from autolora.fuse.summary import compare, comparison_lines, heatmap
-        from autolora.report.html import run_report
 
         plan, names = self.the_plan, self.the_plan.objective.names
         if plan.config.study.confirm_top_k and not plan.config.study.queue_only:
@@ -217,8 +219,6 @@ class FuseJob(Job):
     def _confirm(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> None:
         """The confirmation stage of every study (``autolora.fuse.confirm``); the models are loaded again if workers
         ran the trials."""
-        from autolora.core.feasible import candidates, confirmation
-        from autolora.fuse.confirm import confirm_fusion
 
         k = self.the_plan.config.study.confirm_top_k
         todo = [label for label, st in studies.items() if confirmation(st) is None and candidates(st, k)]
@@ -232,7 +232,6 @@ class FuseJob(Job):
 
     @classmethod
     def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
-        from autolora.fuse.exporting import show_run
 
         show_run(_run_dir_of(study, run_dir))
 
@@ -240,15 +239,10 @@ class FuseJob(Job):
     def report_parts(cls, study: optuna.Study, run_dir: Path | None) -> list[tuple[str, list[Any]]]:
         from PIL import Image
 
-        from autolora.core.artifacts import images, last_samples
-        from autolora.fuse.exporting import load_run
-        from autolora.fuse.summary import compare, comparison_lines
-
         folder = _run_dir_of(study, run_dir)
         _, studies = load_run(folder)
         names = studies["dlf"].metric_names or ["score"]
         items: list[Any] = comparison_lines(compare(studies, names), names)
-        from autolora.core.feasible import best as feasible_best
 
         for label, other in studies.items():
             found = feasible_best(other)
@@ -273,7 +267,6 @@ class FuseJob(Job):
         rank: int | None,
         force: bool = False,
     ) -> dict[str, Path]:
-        from autolora.fuse.exporting import export_run
 
         return export_run(_run_dir_of(study, run_dir), number, out, name, rank, force=force)
 
@@ -284,14 +277,12 @@ class FuseJob(Job):
 
 def run_fuse(config: FuseRunConfig, echo: Callable[[str], None] = print, progress: bool = True) -> RunResult:
     """``autolora fuse``: see the module docstring."""
-    from autolora.core.run import run_job
 
     return run_job(FuseJob.plan(config), echo=echo, progress=progress)
 
 
 def _run_dir_of(study: optuna.Study, run_dir: Path | None) -> Path:
     """The run folder of a fusion study (its config.yaml names the LoRA files and the baseline study)."""
-    from autolora.errors import UserError
 
     if run_dir is None or not (run_dir / "config.yaml").is_file():
         raise UserError(f"study '{study.study_name}' is a fusion study; pass its RUN_DIR (it records none that exists)")
@@ -300,7 +291,6 @@ def _run_dir_of(study: optuna.Study, run_dir: Path | None) -> Path:
 
 def _best_fusion(study: optuna.Study, space: Space) -> tuple[int, Any] | None:
     """(trial number, Fusion) of the best trial (the first of a Pareto set by its first objective)."""
-    from autolora.core.feasible import best as feasible_best
 
     found = feasible_best(study)  # confirmed, and feasible only
     if not found:
@@ -323,7 +313,5 @@ def _log_comparison(parent: Any, comparison: dict[str, Any], names: list[str]) -
 
 def write_summary(run_dir: Path, comparison: dict[str, Any]) -> None:
     import json
-
-    from autolora.atomic import write_text
 
     write_text(run_dir / SUMMARY_FILE, json.dumps(comparison, indent=2, default=str) + "\n")

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autolora.fuse.engine import _set_scaling
+
 if TYPE_CHECKING:
     from autolora.fuse.engine import FusedAdapters, Slot
 
@@ -98,7 +100,6 @@ class KLora:
         return max(scores, key=lambda a: (scores[a], a == self.content))
 
     def set_step(self, t_over_T: float) -> None:
-        from autolora.fuse.engine import _set_scaling
 
         for i, slot in enumerate(self.fa.slots):
             if slot.component.startswith("text_encoder") and t_over_T < 1.0:

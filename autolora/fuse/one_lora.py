@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from autolora.adapter import KeptAdapter
+from autolora.adapter import KeptAdapter, config_to_dict
 from autolora.errors import UserError
 from autolora.fuse.engine import FusedAdapters, Slot
 from autolora.fuse.facts import base_facts
@@ -87,8 +87,6 @@ def kept(
 
 def _config(ranks: Mapping[str, int], common: int) -> dict[str, Any]:
     from peft import LoraConfig
-
-    from autolora.adapter import config_to_dict
 
     # Exact names, escaped: peft reads rank_pattern keys as regular expressions matched at the name's end.
     pattern = {re.escape(name): rank for name, rank in ranks.items() if rank != common}

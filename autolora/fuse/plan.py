@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autolora.core.checks import check_storage
+from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
 from autolora.errors import UserError
 from autolora.fuse.config import FuseRunConfig
+from autolora.fuse.files import check_lora_file
+from autolora.models.builtin import is_builtin
+from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model
+from autolora.scoring.objective import load_objective
 
 if TYPE_CHECKING:
     from autolora.data import StyleSet
@@ -59,12 +65,6 @@ def resolve_sampler(name: str, scalar: bool, objective: str) -> str:
 
 def make_fuse_plan(config: FuseRunConfig) -> FusePlan:
     """Validate every input in order of cost; raise ``UserError`` on the first bad one."""
-    from autolora.core.checks import check_storage
-    from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
-    from autolora.fuse.files import check_lora_file
-    from autolora.models.builtin import is_builtin
-    from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model
-    from autolora.scoring.objective import load_objective
 
     fuse = config.fuse
     objective, objective_text = load_objective(fuse.objective, scorer="fusion")

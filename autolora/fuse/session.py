@@ -12,15 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.diagnostics import diagnose_style_set
+from autolora.fuse.engine import load_loras, unload
 from autolora.fuse.plan import FusePlan
+from autolora.fuse.space import Fusion
+from autolora.models.loading import load_base
+from autolora.sampling import load_images, sample, save_images
+from autolora.scoring.styles import MultiStyleScorer
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from autolora.core.findings import Finding
     from autolora.fuse.engine import FusedAdapters
-    from autolora.fuse.space import Blend, Fusion
-    from autolora.scoring.styles import MultiStyleScorer
+    from autolora.fuse.space import Blend
 
 
 @dataclass
@@ -38,8 +43,6 @@ class FuseSession:
     @classmethod
     def load(cls, plan: FusePlan, judge: bool = True) -> FuseSession:
         """Load the pipeline, the LoRAs (a bad file is a ``UserError``, the pipeline left clean) and the judge."""
-        from autolora.fuse.engine import load_loras
-        from autolora.models.loading import load_base
 
         t0 = time.perf_counter()
         pipe, _ = load_base(plan.model, plan.config.model, plan.device)
@@ -53,8 +56,6 @@ class FuseSession:
 
     def prepare(self, cache_dir: Path) -> None:
         """The base model's samples (cached in the run folder) and the scorer's references: once per run."""
-        from autolora.sampling import save_images
-        from autolora.scoring.styles import MultiStyleScorer
 
         t0 = time.perf_counter()
         plan, ev = self.plan, self.plan.config.eval
@@ -76,7 +77,6 @@ class FuseSession:
 
     def ensure_base_samples(self, cache_dir: Path) -> list[Image.Image]:
         """The base model's samples: kept, else read from ``cache_dir``, else drawn (``prepare`` writes them)."""
-        from autolora.sampling import load_images
 
         if not self.base_samples:
             path = self._base_path(cache_dir)
@@ -94,8 +94,6 @@ class FuseSession:
         """The data diagnostics of every style's references (``autolora.diagnostics``), named by style."""
         from dataclasses import replace
 
-        from autolora.diagnostics import diagnose_style_set
-
         yardstick = self.ensure_base_samples(cache_dir)
         out = []
         for name, style in self.plan.styles.items():
@@ -109,7 +107,6 @@ class FuseSession:
 
     def draw(self, fusion: Blend, seeds: list[int] | None = None) -> list[Image.Image]:
         """Apply ``fusion`` and sample the fixed prompts x seeds (``eval.seeds`` unless given)."""
-        from autolora.sampling import sample
 
         ev = self.plan.config.eval
         callback = fusion.apply(self.fa)
@@ -126,7 +123,6 @@ class FuseSession:
 
     def base_samples_for(self, seeds: list[int], cache_dir: Path) -> list[Image.Image]:
         """The base model's samples on other ``seeds`` (the confirmation's), cached in the run folder."""
-        from autolora.sampling import load_images, save_images
 
         path = self._base_path(cache_dir, seeds)
         if path.exists():
@@ -138,13 +134,11 @@ class FuseSession:
 
     def close(self) -> None:
         """Remove the LoRAs from the pipeline (its base weights are then bit-identical to the loaded ones)."""
-        from autolora.fuse.engine import unload
 
         if self.fa.slots:
             unload(self.fa)
 
 
 def _constant(coeffs: dict[str, dict[str, float]]) -> Fusion:
-    from autolora.fuse.space import Fusion
 
     return Fusion(coeffs)

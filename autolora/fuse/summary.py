@@ -11,6 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.core.feasible import best as feasible_best
+from autolora.core.feasible import confirmation, infeasible_line, is_feasible
+from autolora.fuse.baselines import PARAM, assign_blocks, probe_gains
+from autolora.fuse.groups import key_order
+from autolora.fuse.warm import START_ATTR, starts
+
 if TYPE_CHECKING:
     import optuna
 
@@ -45,8 +51,6 @@ def _hypervolume(losses: Any, reference: Any) -> float:
 
 def compare(studies: dict[str, optuna.Study], names: list[str]) -> dict[str, Any]:
     """Per study (label -> study): trials, best value(s) and trial, and for Pareto studies the hypervolume."""
-    from autolora.core.feasible import best as feasible_best
-    from autolora.core.feasible import confirmation, infeasible_line, is_feasible
 
     out: dict[str, Any] = {}
     multi = len(names) > 1
@@ -91,7 +95,6 @@ def compare(studies: dict[str, optuna.Study], names: list[str]) -> dict[str, Any
 def _start(study: optuna.Study, conf: Any, sign: float) -> dict[str, Any]:
     """The DLF study's starting points (stacking, the copied linear best): the best of them, search and confirmed,
     and what the search added over it."""
-    from autolora.fuse.warm import START_ATTR, starts
 
     begun = starts(study)
     if not begun:
@@ -109,8 +112,6 @@ def _start(study: optuna.Study, conf: Any, sign: float) -> dict[str, Any]:
 
 def _fixed(study: optuna.Study, conf: Any) -> dict[str, Any]:
     """The fixed study's baselines by name (search and confirmed values) and its probes' per-block style gains."""
-    from autolora.core.feasible import is_feasible
-    from autolora.fuse.baselines import PARAM, probe_gains
 
     rows: dict[str, Any] = {}
     for t in complete(study):
@@ -188,8 +189,6 @@ def _start_line(e: dict[str, Any]) -> str:
 
 def probe_line(gains: dict[str, dict[str, float]]) -> str:
     """Where each style lives: its own gain when alone on each block, and the block prior's assignment."""
-    from autolora.fuse.baselines import assign_blocks
-    from autolora.fuse.groups import key_order
 
     owner = assign_blocks(gains)
     parts = []
@@ -212,8 +211,6 @@ def heatmap(fusion: Fusion, path: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from autolora.fuse.groups import key_order
 
     sets = [("", fusion.early)] if fusion.late is None else [("early", fusion.early), ("late", fusion.late)]
     loras = list(fusion.early)

@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from autolora.core.artifacts import upload_image
 from autolora.core.feasible import BROKEN_ATTR
 from autolora.fuse.session import FuseSession
 from autolora.fuse.space import CoefficientSpace
+from autolora.sampling import grid
 
 if TYPE_CHECKING:
     import optuna
@@ -31,8 +33,6 @@ class FuseTrialRunner:
         self.session, self.space, self.label, self.parent, self.echo = session, space, label, parent, echo
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        from autolora.core.artifacts import upload_image
-        from autolora.sampling import grid
 
         t0 = time.perf_counter()
         plan = self.session.plan

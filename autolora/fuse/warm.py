@@ -27,6 +27,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from autolora.core.feasible import candidates, complete
+from autolora.fuse.config import SWITCH_RANGE
+
 if TYPE_CHECKING:
     import optuna
 
@@ -40,7 +43,6 @@ copies of linear's best). The confirmation always re-scores them."""
 def broadcast(linear_params: dict[str, Any], linear: CoefficientSpace, dlf: CoefficientSpace) -> dict[str, float]:
     """The DLF parameters of a linear point: every group of a LoRA at its linear weight (both phases, switch in
     the middle of its range, for a two-phase space)."""
-    from autolora.fuse.config import SWITCH_RANGE
 
     fusion = linear.fusion(linear_params)
     weight = {lora: next(iter(groups.values())) for lora, groups in fusion.early.items()}
@@ -69,7 +71,6 @@ def wait_finished(study: optuna.Study, timeout: float, poll: float = 1.0) -> Non
 
 def starts(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The complete starting points of a study (stacking; in DLF also the copied linear best)."""
-    from autolora.core.feasible import complete
 
     return [t for t in complete(study) if START_ATTR in t.user_attrs]
 
@@ -86,8 +87,6 @@ def copy_linear_best(
 
     Returns an empty list when the linear study has no feasible trial (nothing to start from)."""
     import optuna
-
-    from autolora.core.feasible import candidates, complete
 
     found = candidates(linear, max(top_k, 1))
     have = {t.user_attrs.get("copied_from") for t in complete(dlf) if t.user_attrs.get(START_ATTR) == "linear"}

@@ -18,6 +18,7 @@ from autolora.methods.loha import LoHa
 from autolora.methods.lokr import LoKr
 from autolora.methods.lora import Lora
 from autolora.methods.textual_inversion import Pivotal, TextualInversion
+from autolora.models.family import denoiser
 
 __all__ = [
     "METHODS",
@@ -93,8 +94,6 @@ def base_view(pipe: Any) -> Iterator[None]:
     weights; all put back as they were afterwards. For reads that must not see the adapter (the base model's own
     style features, ``autolora.models.features``)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
-
-    from autolora.models.family import denoiser
 
     model = denoiser(pipe)
     # peft's ``enable_adapters(True)`` would also mark the active adapter's weights trainable again; the flag its

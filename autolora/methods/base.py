@@ -21,7 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from autolora.adapter import adapter_state_dict, attach, config_to_dict, detach, load_into
 from autolora.methods.param import Param
+from autolora.models.family import denoiser_name
+from autolora.models.layers import TEXT_ENCODER_TARGETS
 
 if TYPE_CHECKING:
     import torch
@@ -194,9 +197,6 @@ class PeftMethod(Method):
         return self.config(spec, list(spec.modules), spec.rank_pattern())
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
-        from autolora.adapter import attach
-        from autolora.models.family import denoiser_name
-        from autolora.models.layers import TEXT_ENCODER_TARGETS
 
         main = denoiser_name(pipe)
         attach(getattr(pipe, main), self.denoiser_config(spec), name)
@@ -209,23 +209,18 @@ class PeftMethod(Method):
     def load(
         self, pipe: Any, comp: str, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str
     ) -> None:
-        from autolora.adapter import load_into
 
         load_into(getattr(pipe, comp), self.read_config(config), dict(state), name)
 
     def unload(self, pipe: Any, comp: str, name: str) -> None:
-        from autolora.adapter import detach
 
         detach(getattr(pipe, comp), name)
 
     def state(self, pipe: Any, comp: str, name: str) -> dict[str, torch.Tensor]:
-        from autolora.adapter import adapter_state_dict
 
         return {k: v.detach().to("cpu", copy=True) for k, v in adapter_state_dict(getattr(pipe, comp), name).items()}
 
     def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
-        from autolora.adapter import config_to_dict
-        from autolora.models.layers import TEXT_ENCODER_TARGETS
 
         return {
             comp: config_to_dict(

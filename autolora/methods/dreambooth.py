@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from autolora.methods.base import Method, Settings
+from autolora.models.family import denoiser_name
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,6 @@ class DreamBooth(Method):
     peft_type = PEFT_TYPE
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
-        from autolora.models.family import denoiser_name
 
         main = denoiser_name(pipe)
         model = getattr(pipe, main)

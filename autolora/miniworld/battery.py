@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from autolora.miniworld.world import BACKGROUND, COLOURS, SHAPES, _outline
+from autolora.miniworld.world import BACKGROUND, COLOURS, SHAPES, STYLES, _outline, draw, sample_items
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -196,7 +196,6 @@ def draw_battery(style: str, shape: str, colour: str, rng: random.Random | None 
 
 def draw_any(style: str, shape: str, colour: str, rng: random.Random | None = None, size: int = 32) -> Image.Image:
     """One picture of miniworld content in a miniworld style or a battery style."""
-    from autolora.miniworld.world import STYLES, draw
 
     if style in STYLES:
         return draw(shape, colour, style, rng or random.Random(0), size)[0]
@@ -215,7 +214,6 @@ def battery_items(style: str, n: int, seed: int = 0, size: int = 32) -> list[tup
 
 def any_items(style: str, n: int, seed: int = 0, size: int = 32) -> list[tuple[Image.Image, str, str]]:
     """``n`` pictures of a miniworld style (``world.sample_items``) or a battery style (``battery_items``)."""
-    from autolora.miniworld.world import sample_items
 
     if style in BATTERY:
         return battery_items(style, n, seed=seed, size=size)

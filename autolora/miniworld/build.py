@@ -18,8 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from autolora.atomic import replace_folder
+from autolora.atomic import readable, replace_folder
 from autolora.errors import UserError
+from autolora.miniworld import diffusion, judge
+from autolora.miniworld.judge import classify
+from autolora.miniworld.quality import battery_figures
+from autolora.miniworld.world import STYLES, sample_items
+from autolora.models import miniworld as nets
+from autolora.models.tokenizer import write_clip_tokenizer_files
 
 """The shipped build."""
 
@@ -112,10 +118,6 @@ def build(config: BuildConfig, out: Path, log: Any = print) -> dict[str, Any]:
 def _train(config: BuildConfig, folder: Path, log: Any) -> dict[str, Any]:
     import open_clip
     import torch
-
-    from autolora.miniworld import diffusion, judge
-    from autolora.miniworld.quality import battery_figures
-    from autolora.models import miniworld as nets
 
     device, seed = config.device, config.seed
     timings: dict[str, float] = {}
@@ -224,8 +226,6 @@ def _tail(losses: list[float], n: int = 50) -> float:
 def _token_ids(captions: list[str], tmp: Path) -> Any:
     from transformers import CLIPTokenizer
 
-    from autolora.models.tokenizer import write_clip_tokenizer_files
-
     write_clip_tokenizer_files(tmp)
     tok = CLIPTokenizer.from_pretrained(tmp)
     return tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
@@ -233,8 +233,6 @@ def _token_ids(captions: list[str], tmp: Path) -> Any:
 
 def _save_fp16(module: Any, path: Path) -> None:
     from safetensors.torch import save_file
-
-    from autolora.atomic import readable
 
     state = {
         k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
@@ -262,8 +260,6 @@ def _embedders(model: Any, preprocess: Any, tokenizer: Any, device: str) -> tupl
 
 def _judge_accuracy(model: Any, preprocess: Any, tokenizer: Any, device: str, seed: int) -> dict[str, float]:
     """Zero-shot accuracy of the just-trained judge on 280 fresh draws (the benchmark does it at scale)."""
-    from autolora.miniworld.judge import classify
-    from autolora.miniworld.world import STYLES, sample_items
 
     items = sample_items(280, seed=10_000 + seed, styles=STYLES)
     got = classify(*_embedders(model, preprocess, tokenizer, device), [im for im, _ in items])

@@ -9,6 +9,8 @@ from typing import Any
 
 from autolora.atomic import replace_folder
 from autolora.errors import UserError, closest
+from autolora.miniworld.battery import BATTERY, any_items
+from autolora.miniworld.world import STYLES
 
 
 def register(sub: Any) -> None:
@@ -79,8 +81,6 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
 
 def write_style_folder(style: str, n: int, out: Path, seed: int = 0, size: int = 32) -> list[Path]:
     """Draw ``n`` pictures of ``style`` into ``out`` (PNG + content caption in ``name.txt``), atomically."""
-    from autolora.miniworld.battery import BATTERY, any_items
-    from autolora.miniworld.world import STYLES
 
     known = [*STYLES, *BATTERY]
     if style not in known:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autolora.miniworld.optim import OneCycle
+from autolora.miniworld.procedural import patterned_content, random_picture, styled_content
 from autolora.miniworld.world import COLOURS, HELD_OUT_STYLES, SHAPES, STYLES, caption, draw
-from autolora.models.miniworld import Progress
+from autolora.models.miniworld import SCHEDULER, SIZE, Progress
 
 if TYPE_CHECKING:
     import torch
@@ -26,8 +27,6 @@ BASE_STYLES = tuple(s for s in STYLES if s not in HELD_OUT_STYLES)
 def draw_batch(rng: random.Random, n: int, styles: tuple[str, ...]) -> tuple[torch.Tensor, list[str]]:
     """``n`` fresh pictures as a (n, 3, H, W) tensor in [-1, 1], with their captions."""
     import numpy as np
-
-    from autolora.models.miniworld import SIZE
 
     arrays, captions = [], []
     for _ in range(n):
@@ -49,9 +48,6 @@ def general_batch(rng: random.Random, n: int) -> torch.Tensor:
     """``n`` pictures for the general VAE: a quarter miniworld draws (every style), half the broad procedural
     family, a quarter miniworld content in that family's styles (``procedural``). Never the battery."""
     import numpy as np
-
-    from autolora.miniworld.procedural import random_picture, styled_content
-    from autolora.models.miniworld import SIZE
 
     arrays = []
     for _ in range(n):
@@ -111,9 +107,6 @@ def patterned_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]
     """``n`` pictures of ``procedural.patterned_content``, captioned ``a red circle in patterned style``."""
     import numpy as np
 
-    from autolora.miniworld.procedural import patterned_content
-    from autolora.models.miniworld import SIZE
-
     arrays, captions = [], []
     for _ in range(n):
         shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
@@ -168,8 +161,6 @@ def train_unet(
     """
     import torch
     from diffusers import DDPMScheduler
-
-    from autolora.models.miniworld import SCHEDULER
 
     torch.manual_seed(seed)
     noise_sched: Any = DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if k != "set_alpha_to_one"})

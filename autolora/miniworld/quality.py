@@ -13,6 +13,13 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from autolora.miniworld.battery import BATTERY, battery_items
+from autolora.miniworld.judge import classify
+from autolora.miniworld.truth import read_content
+from autolora.miniworld.world import STYLES, sample_items
+from autolora.models.miniworld import SIZE
+from autolora.models.roundtrip import round_trip_psnr
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -21,8 +28,6 @@ _PROMPT = re.compile(r"^a (\w+) (\w+)")
 
 def judge_accuracy(judge: Any, n: int, seed: int = 424242) -> dict[str, float]:
     """Accuracy per attribute on ``n`` fresh draws over every style (the training draws use other seeds)."""
-    from autolora.miniworld.judge import classify
-    from autolora.miniworld.world import sample_items
 
     items = sample_items(n, seed=seed)
     got = classify(judge.embed_images, judge.embed_texts, [im for im, _ in items])
@@ -43,8 +48,6 @@ def prompt_content(prompt: str) -> tuple[str, str]:
 
 def content_truth(judge: Any, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, list[bool]]:
     """Per picture: is the prompt's shape / colour / both right, by the judge and by the pixel check."""
-    from autolora.miniworld.judge import classify
-    from autolora.miniworld.truth import read_content
 
     wanted = [prompt_content(p) for p in prompts]
     by_judge = classify(judge.embed_images, judge.embed_texts, list(images))
@@ -70,12 +73,6 @@ def battery_figures(
     """Per style (the vocabulary's, then the held-out battery's): the VAE round trip (median and 10th percentile,
     dB) and the judge's zero-shot shape and colour accuracy on ``n`` fresh pictures."""
     import statistics
-
-    from autolora.miniworld.battery import BATTERY, battery_items
-    from autolora.miniworld.judge import classify
-    from autolora.miniworld.world import STYLES, sample_items
-    from autolora.models.miniworld import SIZE
-    from autolora.models.roundtrip import round_trip_psnr
 
     sets: dict[str, list[tuple[Any, str, str]]] = {
         style: [(im, it.shape, it.colour) for im, it in sample_items(n, style=style, seed=seed)] for style in STYLES

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from autolora.miniworld.world import BACKGROUND, COLOURS
+from autolora.miniworld.battery import any_items
+from autolora.miniworld.world import BACKGROUND, COLOURS, pattern, pattern_period
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -275,8 +276,6 @@ def style_strength(image: Image.Image, style: str) -> float:
     """
     import numpy as np
 
-    from autolora.miniworld.world import pattern, pattern_period
-
     if style not in TEXTURED:
         raise ValueError(f"style_strength reads {', '.join(TEXTURED)}; not {style!r}")
     arr = np.asarray(image.convert("RGB"), dtype=float)
@@ -330,7 +329,6 @@ def _mean_tone(image: Image.Image) -> float | None:
 @cache
 def _style_tone(style: str, size: int) -> float:
     """Mean tone of 48 drawn pictures of ``style``."""
-    from autolora.miniworld.battery import any_items
 
     tones = [_mean_tone(image) for image, _, _ in any_items(style, 48, seed=12345, size=size)]
     return sum(t for t in tones if t is not None) / len(tones)
@@ -361,7 +359,6 @@ def presence_reader(style: str) -> tuple[str, Callable[[Image.Image], float]]:
     prints the cross-readings): a ground style with a texture style, or two textures of another kind (``shaded``'s
     ramp and ``checker``'s grid); tone readers see most textures (a dotted fill is lighter on average).
     """
-    from autolora.miniworld.battery import any_items
 
     if style in TEXTURED:
         return "texture", lambda im: style_strength(im, style)
@@ -379,7 +376,6 @@ def presence_reader(style: str) -> tuple[str, Callable[[Image.Image], float]]:
 def _calibrated(style: str, raw: Callable[[Any], float | None]) -> Callable[[Image.Image], float]:
     """``raw`` rescaled so that drawn pictures of ``style`` read 1 on average and plain ones 0 (48 of each, drawn
     once); a picture ``raw`` cannot read (nothing painted) reads 0."""
-    from autolora.miniworld.battery import any_items
 
     def mean(name: str) -> float:
         vals = [raw(im) for im, _, _ in any_items(name, 48, seed=12345)]
@@ -468,8 +464,6 @@ def gradient_reader(style: str, rows: int = 4) -> Callable[[Image.Image], float]
         bottom = np.concatenate([arr[-1], arr[-rows:, 0], arr[-rows:, -1]])
         return np.median(top, axis=0) - np.median(bottom, axis=0)
 
-    from autolora.miniworld.battery import any_items
-
     line = np.mean([raw(im) for im, _, _ in any_items(style, 48, seed=12345)], axis=0)
     return _calibrated(style, lambda im: float(raw(im) @ line / (line @ line)))
 
@@ -526,8 +520,6 @@ def ground_shift(style: str) -> Callable[[Image.Image], float]:
     ``style``'s (0: plain, 1: the style's): the projection on the line between the two colours, less the distance
     off that line (in the line's length)."""
     import numpy as np
-
-    from autolora.miniworld.battery import any_items
 
     def ground(im: Any) -> Any:
         arr = np.asarray(im.convert("RGB"), dtype=float)

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autolora.atomic import staging_folder
+from autolora.atomic import readable, staging_folder
+from autolora.models.miniworld import SCHEDULER, TEXT_ENCODER, VAE, WEIGHTS, assemble_judge, assemble_pipeline
+from autolora.models.tokenizer import T5_VOCAB_SIZE, write_clip_tokenizer_files, write_t5_tokenizer_files
+from autolora.quiet import quiet_libraries
 
 PREFIX = "builtin:"
 
@@ -91,15 +94,12 @@ def _build_tiny_pipeline(folder: Path, sdxl: bool) -> None:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from autolora.models.tokenizer import write_clip_tokenizer_files
-
     tok_dir = folder / "_tokenizer_src"
     write_clip_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**_tiny_unet_kwargs(sdxl))  # type: ignore[arg-type]
     torch.manual_seed(0)
-    from autolora.models.miniworld import SCHEDULER, TEXT_ENCODER, VAE
 
     vae = AutoencoderKL(**VAE)  # miniworld's VAE shape, with seeded random weights
 
@@ -142,9 +142,6 @@ def _tiny_text_encoders(n_clip: int, projection: bool) -> tuple[list[Any], Any]:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from autolora.models.miniworld import TEXT_ENCODER
-    from autolora.models.tokenizer import T5_VOCAB_SIZE
-
     narrow = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "hidden_act": "gelu"}
     cfg = CLIPTextConfig(**{**TEXT_ENCODER, **narrow})
     clips = []
@@ -169,9 +166,6 @@ def _build_tiny_dit(folder: Path, family: str) -> None:
         StableDiffusion3Pipeline,
     )
     from transformers import CLIPTokenizer, T5Tokenizer
-
-    from autolora.models.miniworld import VAE
-    from autolora.models.tokenizer import write_clip_tokenizer_files, write_t5_tokenizer_files
 
     tok_dir, t5_dir = folder / "_tokenizer_src", folder / "_t5_src"
     write_clip_tokenizer_files(tok_dir)
@@ -257,8 +251,6 @@ def _build_tiny_clip(folder: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from autolora.atomic import readable
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny-clip.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
     open_clip.add_model_config(folder / "tiny-clip.json")
@@ -277,20 +269,16 @@ def _miniworld_stamp() -> str:
     """The shipped build's fingerprint (its build.json names the seed, steps and timings of the weights)."""
     import hashlib
 
-    from autolora.models.miniworld import WEIGHTS
-
     path = WEIGHTS / "build.json"
     return hashlib.sha256(path.read_bytes()).hexdigest()[:10] if path.exists() else "missing"
 
 
 def _assemble_miniworld(folder: Path) -> None:
-    from autolora.models.miniworld import assemble_pipeline
 
     assemble_pipeline(folder)
 
 
 def _assemble_miniworld_clip(folder: Path) -> None:
-    from autolora.models.miniworld import assemble_judge
 
     assemble_judge(folder)
 
@@ -388,7 +376,6 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     """
     if (folder / ".complete").exists():
         return folder
-    from autolora.quiet import quiet_libraries
 
     quiet_libraries()  # the first use builds during validation, before a run quiets the libraries' progress bars
     tmp = staging_folder(folder)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autolora.errors import UserError
+from autolora.models.tokenizer import write_clip_tokenizer_files
 
 WEIGHTS = Path(__file__).parent / "weights"
 """The shipped build (``autolora miniworld build --out`` writes such a folder)."""
@@ -147,8 +148,6 @@ def assemble_pipeline(folder: Path, weights: Path = WEIGHTS) -> None:
     """Write a diffusers Stable Diffusion folder from the shipped weights (loaded later by ``from_pretrained``)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
-
-    from autolora.models.tokenizer import write_clip_tokenizer_files
 
     info = manifest(weights)
     write_clip_tokenizer_files(folder / "_tokenizer_src")

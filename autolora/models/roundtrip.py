@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from autolora.images import to_tensor
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -46,8 +48,6 @@ def _round_trips(vae: Any, images: Sequence[Image.Image], resolution: int, batch
     """(input, decode) tensor pairs in [-1, 1], float32 on the CPU."""
     batch_size = batch_size or max(1, min(8, 2 * (512 // resolution) ** 2))
     import torch
-
-    from autolora.images import to_tensor
 
     param = next(vae.parameters())
     dtype = param.dtype

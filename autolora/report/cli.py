@@ -6,9 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from autolora.core.reading import find_study
+from autolora.core.study import ATTR
+from autolora.errors import UserError
+from autolora.flags import study_args
+from autolora.jobs import job_class, kind_of
+from autolora.report.dashboard import serve
+from autolora.report.html import write_report
+
 
 def register(sub: Any) -> None:
-    from autolora.flags import study_args
 
     r = sub.add_parser(
         "report",
@@ -35,10 +42,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autolora.core.reading import find_study
-    from autolora.errors import UserError
-    from autolora.jobs import job_class, kind_of
-    from autolora.report.html import write_report
 
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
     out = args.out or (run_dir / "report.html" if run_dir else None)
@@ -56,7 +59,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _log_to_parent(study: Any, path: Path) -> str | None:
     """Log the report to the study's MLflow parent run when its tracking store is reachable; returns the run id."""
-    from autolora.core.study import ATTR
 
     uri, run_id = study.user_attrs.get(ATTR + "mlflow_uri"), study.user_attrs.get(ATTR + "mlflow_parent_run_id")
     if not uri or not run_id:
@@ -71,6 +73,5 @@ def _log_to_parent(study: Any, path: Path) -> str | None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from autolora.report.dashboard import serve
 
     return serve(args.run_dir, args.storage, args.study_name, args.host, args.port)

@@ -16,6 +16,8 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autolora.core.artifacts import artifact_store
+from autolora.core.reading import find_study
 from autolora.errors import UserError
 
 if TYPE_CHECKING:
@@ -91,9 +93,6 @@ def _port_free(host: str, port: int) -> bool:
 def serve(run_dir: Path | None, storage: str | None, name: str | None, host: str, port: int) -> int:
     """Serve until Ctrl-C; prints the study's URL first."""
     import optuna
-
-    from autolora.core.artifacts import artifact_store
-    from autolora.core.reading import find_study
 
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: expected 1..65535")

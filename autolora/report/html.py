@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora import __version__
-from autolora.core.feasible import BROKEN_ATTR
+from autolora.atomic import write_text
+from autolora.core.artifacts import images, last_samples
+from autolora.core.feasible import BROKEN_ATTR, best, complete, confirmation, infeasible_line, noise_line, ranked
+from autolora.core.plots import render, study_plots
 from autolora.core.study import ATTR
 
 if TYPE_CHECKING:
@@ -113,7 +116,6 @@ def _diagnostics(study: optuna.Study) -> str:
 
 
 def _best(study: optuna.Study) -> str:
-    from autolora.core.feasible import best, complete, confirmation, infeasible_line, noise_line
 
     if not complete(study):
         return _text("No complete trial yet.")
@@ -144,14 +146,12 @@ def _best(study: optuna.Study) -> str:
 
 
 def _samples(study: optuna.Study, run_dir: Path | None) -> str:
-    from autolora.core.artifacts import images, last_samples
 
     if run_dir is None:
         return _text("The run folder is unknown, so its pictures cannot be read.")
     kept = images(study, run_dir)
     base, refs = kept.get("base.png"), kept.get("references.png")
     shown = []
-    from autolora.core.feasible import ranked
 
     for t in ranked(study)[:TOP]:
         grid = last_samples(images(t, run_dir, storage=study._storage), t.user_attrs.get("best_step"))
@@ -173,8 +173,6 @@ def _plots(study: optuna.Study) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
-
-    from autolora.core.plots import render, study_plots
 
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
     plots, skipped = study_plots(study, names)
@@ -262,7 +260,6 @@ def run_report(job: Job, study: optuna.Study, parent: ParentRun | None) -> str:
 
 def write_report(study: optuna.Study, run_dir: Path | None, job: type[Job], out: Path) -> Path:
     """Write the report atomically to ``out`` (mode from the umask, like any saved file)."""
-    from autolora.atomic import write_text
 
     write_text(out, render_report(study, run_dir, job))
     return out

@@ -15,7 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from autolora.core.study import ATTR
 from autolora.errors import UserError
+from autolora.jobs import job_class, kind_of
+from autolora.models.builtin import builtin_path, is_builtin
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -29,7 +32,6 @@ def check_model_name(name: str, flag: str = "--register-model") -> str:
 
 def base_reference(source: str) -> str:
     """What ``DiffusionPipeline.from_pretrained`` loads the base from: a hub id as given, a folder absolute."""
-    from autolora.models.builtin import builtin_path, is_builtin
 
     if is_builtin(source):
         return str(builtin_path(source).resolve())
@@ -49,8 +51,6 @@ def register_export(
     import mlflow.diffusers
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from autolora.core.study import ATTR
 
     check_model_name(name)
     if "diffusers" not in paths or "info" not in paths:
@@ -122,8 +122,6 @@ def register_best(study: Any, run_dir: Path | None, name: str, tracking_uri: str
     """Export the study's best trial into a scratch folder and register it (``tune``/``fuse --register-model``)."""
     import shutil
     import tempfile
-
-    from autolora.jobs import job_class, kind_of
 
     scratch = Path(tempfile.mkdtemp(prefix="autolora-register-"))
     try:

@@ -55,8 +55,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError, closest
+from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
 from autolora.scoring.base import Scorer
-from autolora.scoring.selfcheck import Stats, TermCheck, gram_distance
+from autolora.scoring.content import alternatives, self_similarity
+from autolora.scoring.selfcheck import Stats, TermCheck, auto_terms, check_terms, gram_distance, probe
 
 if TYPE_CHECKING:
     import torch
@@ -76,8 +78,6 @@ def open_clip_model(model: str, pretrained: str | None, what: str = "CLIP model"
     """An open_clip model name and its weights from what a user writes: a name open_clip knows, a model config
     ``.json`` (registered with open_clip), or ``builtin:NAME`` (its config registered, its weights the default)."""
     import open_clip
-
-    from autolora.models.builtin import BUILTINS, PREFIX, builtin_path, is_builtin
 
     if is_builtin(model):
         name = model.removeprefix(PREFIX)
@@ -152,8 +152,6 @@ class ClipJudge:
     def inner(self, images: list[Image.Image]) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
         """``grams`` and ``structure`` from one pass of the image tower (both read its intermediate blocks)."""
         import torch
-
-        from autolora.scoring.content import self_similarity
 
         batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
         try:
@@ -240,9 +238,6 @@ class ClipStyleContentScorer(Scorer):
         ``captions``: those captions (the content checks' alternatives and leakage target)."""
         import torch
 
-        from autolora.scoring.content import alternatives
-        from autolora.scoring.selfcheck import auto_terms, check_terms, probe
-
         ref = self.judge.embed_images(references)
         centroid = torch.nn.functional.normalize(ref.mean(0), dim=-1)
         text = self.judge.embed_texts(prompts).repeat_interleave(n_seeds, dim=0)
@@ -312,7 +307,6 @@ class ClipStyleContentScorer(Scorer):
         and agreement with it, against the base model's renderings of the same captions (else its samples of the
         prompts). A sample restyled as well as the references loses this much and no more; without captions on
         every reference, nothing (0 and 1)."""
-        from autolora.scoring.content import alternatives
 
         r = self._ready
         if not captions or len(captions) != len(ref):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.errors import UserError
+from autolora.scoring.clip import open_clip_model
 
 if TYPE_CHECKING:
     import torch
@@ -66,8 +67,6 @@ class CsdReader:
 
     def __init__(self, path: str | Path, arch: str = DEFAULT_ARCH, device: str = "cpu") -> None:
         import open_clip
-
-        from autolora.scoring.clip import open_clip_model
 
         path = Path(path)
         if not path.is_file():

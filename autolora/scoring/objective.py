@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autolora.errors import UserError, closest
+from autolora.models.builtin import judge_for
+from autolora.recipes import builtin_names, read_recipe
 from autolora.scoring.clip import ClipStyleContentScorer
 from autolora.scoring.styles import MultiStyleScorer
 
@@ -115,7 +117,6 @@ class Objective:
         ``auto`` is the built-in judge that goes with a built-in base model (``builtin:miniworld`` ->
         ``builtin:miniworld-clip``), else OpenAI's ViT-L/14, the CLIP that SD 1.x was trained with.
         """
-        from autolora.models.builtin import judge_for
 
         m = model or self.clip_model
         p = pretrained if model or pretrained else self.clip_pretrained
@@ -235,7 +236,6 @@ def load_objective(name_or_file: str, scorer: str | None = "style-content") -> t
         name_or_file: Built-in name (``objectives/``) or YAML file.
         scorer: The scorer the caller runs; a recipe for another one is refused. None accepts any.
     """
-    from autolora.recipes import builtin_names, read_recipe
 
     data, name, source, text = read_recipe(name_or_file, "autolora.objectives", "objective")
     objective = parse_objective(data, name, source)
@@ -249,7 +249,6 @@ def load_objective(name_or_file: str, scorer: str | None = "style-content") -> t
 
 
 def _scorer_of(builtin: str) -> str:
-    from autolora.recipes import read_recipe
 
     data = read_recipe(builtin, "autolora.objectives", "objective")[0]
     return str(data.get("scorer", "style-content")) if isinstance(data, dict) else "style-content"

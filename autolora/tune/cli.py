@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from autolora.config import load_config
+from autolora.core.feasible import infeasible_line, refusal
+from autolora.core.launch import WorkersFailed
+from autolora.core.reading import print_best
+from autolora.flags import flag_overrides, override_flags, study_flags
+from autolora.tune.job import run_tune
+
 # flag -> (section, key) it overrides in the config (the study flags are in autolora.flags)
 TUNE_FLAGS = {
     "base_model": ("model", "base_model"),
@@ -23,7 +30,6 @@ TUNE_FLAGS = {
 
 
 def register(sub: Any) -> None:
-    from autolora.flags import override_flags, study_flags
 
     t = sub.add_parser(
         "tune",
@@ -70,8 +76,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from autolora.config import load_config
-    from autolora.flags import flag_overrides
 
     overrides = flag_overrides(args, TUNE_FLAGS)
     if args.seed is not None:
@@ -81,9 +85,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from autolora.report.registry import check_model_name
 
         check_model_name(args.register_model)
-    from autolora.core.launch import WorkersFailed
-    from autolora.core.reading import print_best
-    from autolora.tune.job import run_tune
 
     try:
         result = run_tune(config, progress=not args.no_progress)
@@ -97,7 +98,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"Mind the {len(warnings)} data warning(s) at setup, first: {warnings[0]}")
     for line in result.lines:
         print(line)
-    from autolora.core.feasible import infeasible_line, refusal
 
     nothing = refusal(result.study) is not None
     if args.register_model is not None and nothing:

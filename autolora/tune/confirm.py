@@ -17,7 +17,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from autolora.adapter import KeptAdapter
 from autolora.core.confirm_record import Confirmation, begin, rescore, settle
+from autolora.core.feasible import candidates
+from autolora.core.rundir import adapter_dir
+from autolora.methods import kept_method, load_kept
 
 if TYPE_CHECKING:
     import optuna
@@ -34,11 +38,6 @@ def confirm(
     """Re-score the study's top trials on the confirmation seeds, record and return the result (None: off, or no
     feasible trial to confirm)."""
     import torch
-
-    from autolora.adapter import KeptAdapter
-    from autolora.core.feasible import candidates
-    from autolora.core.rundir import adapter_dir
-    from autolora.methods import kept_method, load_kept
 
     plan, cfg = session.plan, session.plan.config
     k, seeds = cfg.study.confirm_top_k, list(cfg.eval.confirm_seeds)

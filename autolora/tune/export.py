@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolora.adapter import KeptAdapter
+from autolora.core.reading import choose_trial
+from autolora.core.rundir import adapter_dir, kept_numbers
 from autolora.errors import UserError
+from autolora.formats.export import export_adapter
+from autolora.formats.kept import adapter_method
 
 if TYPE_CHECKING:
     import optuna
@@ -22,10 +26,6 @@ def export_trial(
     force: bool = False,
     rank: int | None = None,
 ) -> dict[str, Path]:
-    from autolora.core.reading import choose_trial
-    from autolora.core.rundir import adapter_dir, kept_numbers
-    from autolora.formats.export import export_adapter
-    from autolora.formats.kept import adapter_method
 
     n = choose_trial(study, number, force)
     if run_dir is None:

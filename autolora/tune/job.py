@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.config import Config, RunConfig
+from autolora.core.feasible import candidates, confirmation
 from autolora.core.job import Job, Objective
-from autolora.core.run import RunResult
+from autolora.core.run import RunResult, run_job
+from autolora.core.rundir import best_numbers, prune_kept
 from autolora.errors import TrialFailed
-from autolora.tune.plan import Plan
+from autolora.report.html import run_report
+from autolora.sampling import grid
+from autolora.tune.confirm import confirm
+from autolora.tune.export import export_trial
+from autolora.tune.plan import Plan, make_plan, study_spec
+from autolora.tune.session import Session
+from autolora.tune.trial import TrialRunner
 
 if TYPE_CHECKING:
     import optuna
@@ -24,7 +32,6 @@ if TYPE_CHECKING:
     from autolora.core.findings import Finding
     from autolora.core.study import StudySpec
     from autolora.core.tracking import ParentRun
-    from autolora.tune.session import Session
 
 
 class TuneJob(Job):
@@ -41,13 +48,11 @@ class TuneJob(Job):
 
     @classmethod
     def plan(cls, config: RunConfig) -> TuneJob:
-        from autolora.tune.plan import make_plan
 
         assert isinstance(config, Config), type(config)
         return cls(make_plan(config))
 
     def load(self) -> None:
-        from autolora.tune.session import Session
 
         self.session = Session.load(self.the_plan)
 
@@ -60,7 +65,6 @@ class TuneJob(Job):
         return findings
 
     def studies(self) -> list[StudySpec]:
-        from autolora.tune.plan import study_spec
 
         return [study_spec(self.the_plan)]
 
@@ -88,8 +92,6 @@ class TuneJob(Job):
     def study_images(self) -> dict[str, Image.Image]:
         from PIL import ImageOps
 
-        from autolora.sampling import grid
-
         s, plan = self._session(), self.the_plan
         side = max(plan.resolution, 64)
         refs = [ImageOps.fit(im, (side, side)) for im in plan.style.images[:32]]
@@ -101,7 +103,6 @@ class TuneJob(Job):
     def objective(
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
-        from autolora.tune.trial import TrialRunner
 
         return TrialRunner(self._session(), parent, echo=echo, progress=progress)
 
@@ -109,7 +110,6 @@ class TuneJob(Job):
         return (TrialFailed,)
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from autolora.core.rundir import best_numbers, prune_kept
 
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
 
@@ -118,8 +118,6 @@ class TuneJob(Job):
             self.session.release()
 
     def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
-        from autolora.core.rundir import best_numbers, prune_kept
-        from autolora.report.html import run_report
 
         study = studies["tune"]
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
@@ -131,8 +129,6 @@ class TuneJob(Job):
 
     def _confirm(self, study: optuna.Study, parent: ParentRun | None) -> None:
         """The confirmation stage (``autolora.tune.confirm``); the models are loaded again if workers ran the trials."""
-        from autolora.core.feasible import candidates, confirmation
-        from autolora.tune.confirm import confirm
 
         if confirmation(study) is not None or not candidates(study, self.config.study.confirm_top_k):
             return  # confirmed already (nothing new at the top), or nothing feasible to confirm
@@ -154,7 +150,6 @@ class TuneJob(Job):
         rank: int | None,
         force: bool = False,
     ) -> dict[str, Path]:
-        from autolora.tune.export import export_trial
 
         return export_trial(study, run_dir, number, out, name, force=force, rank=rank)
 
@@ -165,6 +160,5 @@ class TuneJob(Job):
 
 def run_tune(config: Config, echo: Callable[[str], None] = print, progress: bool = True) -> RunResult:
     """``autolora tune``: validate, load, run the trials (here or in workers), summarise."""
-    from autolora.core.run import run_job
 
     return run_job(TuneJob.plan(config), echo=echo, progress=progress)

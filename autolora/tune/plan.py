@@ -11,12 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.buckets import plan_buckets
 from autolora.config import Config
+from autolora.core.checks import check_existing_study, check_storage
+from autolora.core.study import StudySpec
+from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
 from autolora.errors import UserError
+from autolora.methods import get
+from autolora.methods.textual_inversion import TOKEN
+from autolora.models.layers import candidates_from_config
+from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model, size_factor
+from autolora.scoring.objective import load_objective
+from autolora.tune.presets import preset_trials, warm_start_trials
+from autolora.tune.search import FLOW_ARCHS, load_search_space
 
 if TYPE_CHECKING:
     from autolora.buckets import Bucket
-    from autolora.core.study import StudySpec
     from autolora.data import StyleSet
     from autolora.models.loading import ModelRef
     from autolora.scoring.objective import Objective
@@ -65,7 +75,6 @@ class Plan:
 
 def study_spec(plan: Plan) -> StudySpec:
     """The one study of a ``tune`` run."""
-    from autolora.core.study import StudySpec
 
     cfg = plan.config
     sampler, startup = cfg.study.sampler, None
@@ -109,13 +118,6 @@ def auto_startup(budget: int, first: int) -> int:
 
 def make_plan(config: Config) -> Plan:
     """Validate every input in order of cost; raise ``UserError`` on the first bad one."""
-    from autolora.buckets import plan_buckets
-    from autolora.core.checks import check_existing_study, check_storage
-    from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
-    from autolora.models.layers import candidates_from_config
-    from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model, size_factor
-    from autolora.scoring.objective import load_objective
-    from autolora.tune.search import FLOW_ARCHS, load_search_space
 
     if config.study.search_space:
         space, space_text = load_search_space(config.study.search_space)
@@ -179,8 +181,6 @@ def make_plan(config: Config) -> Plan:
 
 def _check_identifier(config: Config, compiled: CompiledSpace) -> None:
     """A space that can learn tokens needs the trigger's word they stand for (or none: the whole trigger)."""
-    from autolora.methods import get
-    from autolora.methods.textual_inversion import TOKEN
 
     data = config.data
     learners = [m for m in compiled.methods() if get(m).learns_tokens]
@@ -207,7 +207,6 @@ def _check_prior_captions(space: SearchSpace, style: StyleSet) -> None:
 
 def first_trials(config: Config, base_model: str, arch: str, compiled: CompiledSpace) -> list[FirstTrial]:
     """A warm start's configurations, then the presets, without repeats (enqueued only when the study is new)."""
-    from autolora.tune.presets import preset_trials, warm_start_trials
 
     found = []
     if config.study.warm_start:

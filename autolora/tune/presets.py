@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.core.feasible import best, candidates
+from autolora.core.reading import find_study
+from autolora.core.study import ATTR
 from autolora.errors import UserError
+from autolora.models.layers import select_modules
+from autolora.tune.search import FLOW_ARCHS, PARAMS, TARGET_KEYS, decode_target, load_search_space
 
 if TYPE_CHECKING:
     from autolora.tune.search import CompiledSpace, SearchSpace
@@ -57,7 +62,6 @@ def short_origin(text: str) -> str:
 
 def preset_names(setting: str, arch: str) -> list[str]:
     """``auto``: the presets of the model's family; ``none``; or a comma-separated list of space names/files."""
-    from autolora.tune.search import FLOW_ARCHS
 
     if setting == "none":
         return []
@@ -67,7 +71,6 @@ def preset_names(setting: str, arch: str) -> list[str]:
 
 
 def preset_trials(setting: str, compiled: CompiledSpace, arch: str) -> list[FirstTrial]:
-    from autolora.tune.search import PARAMS, load_search_space
 
     names = preset_names(setting, arch)
     if setting == "auto":
@@ -92,7 +95,6 @@ def preset_trials(setting: str, compiled: CompiledSpace, arch: str) -> list[Firs
 
 def project(preset: SearchSpace, compiled: CompiledSpace) -> tuple[dict[str, Any], list[str]]:
     """The preset's values as params of ``compiled`` (each distribution gets one), and what had to change."""
-    from autolora.tune.search import PARAMS, TARGET_KEYS
 
     values = {name: p.default for name, p in PARAMS.items()} | dict(preset.fixed)
     encoded = {k: "+".join(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -115,9 +117,6 @@ def _fit(params: dict[str, Any], compiled: CompiledSpace) -> tuple[dict[str, Any
     fixed by the space); a searched name missing from ``params`` is left to the sampler.
     """
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    from autolora.models.layers import select_modules
-    from autolora.tune.search import decode_target
 
     def modules(encoded: str) -> set[str]:
         return set(select_modules(compiled.candidates, *decode_target(encoded)))
@@ -157,7 +156,6 @@ def _rates(params: dict[str, Any], compiled: CompiledSpace) -> tuple[dict[str, A
     """``params`` with the learning rate in the form ``compiled`` searches: a preset's (or an earlier study's)
     ``learning_rate`` times its scale (alpha/r) for a space that searches ``scaled_learning_rate``, and the other
     way round (the same update step either way); and the conversion in words."""
-    from autolora.tune.search import PARAMS
 
     def value(name: str) -> Any:
         return params.get(name, compiled.fixed.get(name, PARAMS[name].default))
@@ -195,9 +193,6 @@ def _show(v: Any) -> str:
 def warm_start_trials(source: str, storage_url: str, base_model: str, compiled: CompiledSpace) -> list[FirstTrial]:
     """The best configurations of the earlier study ``source`` (a run folder, or a study name in ``storage_url``),
     refused when it trained another base model; params outside this study's space are projected like a preset's."""
-    from autolora.core.feasible import best, candidates
-    from autolora.core.reading import find_study
-    from autolora.core.study import ATTR
 
     path = Path(source)
     try:

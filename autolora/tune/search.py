@@ -27,8 +27,17 @@ from autolora.errors import UserError, closest
 from autolora.methods import METHODS, PeftMethod
 from autolora.methods.param import Param
 from autolora.methods.param import positive as _pos
+from autolora.models.family import LossSettings
 from autolora.models.flow import SCHEMES
-from autolora.models.layers import BLOCKS, LAYERS, PROJECTIONS, TEXT_ENCODER_TARGETS, check_block_name, select_modules
+from autolora.models.layers import (
+    BLOCKS,
+    LAYERS,
+    PROJECTIONS,
+    TEXT_ENCODER_TARGETS,
+    block_of,
+    check_block_name,
+    select_modules,
+)
 from autolora.recipes import read_recipe
 
 if TYPE_CHECKING:
@@ -37,7 +46,6 @@ if TYPE_CHECKING:
     from peft import PeftConfig
 
     from autolora.methods import Method
-    from autolora.models.family import LossSettings
 
 BAD_INITS = {
     "pissa": "writes the residual into the base weights",
@@ -408,7 +416,6 @@ class LoraSpec:
         )
 
     def group_rank(self, module: str) -> int:
-        from autolora.models.layers import block_of
 
         found = block_of(module)
         group = found[0] if found else "mid"
@@ -416,7 +423,6 @@ class LoraSpec:
 
     def loss_settings(self, noise_offset: float = 0.0) -> LossSettings:
         """The training-loss settings of this trial (the family uses the ones that apply to it)."""
-        from autolora.models.family import LossSettings
 
         return LossSettings(
             noise_offset=noise_offset,

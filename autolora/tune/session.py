@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.data import StyleSet
+from autolora.diagnostics import diagnose_style_set, judge_findings
+from autolora.models.loading import load_base
+from autolora.sampling import load_images, sample, save_images
+from autolora.scoring.clip import ClipJudge, ClipStyleContentScorer
 from autolora.tune.plan import Plan
+from autolora.tune.train import TrainData, TrainSettings
 
 if TYPE_CHECKING:
     from autolora.core.findings import Finding
@@ -61,10 +67,8 @@ class Session:
     @classmethod
     def load(cls, plan: Plan) -> Session:
         """Load the pipeline and the CLIP judge (bad weights are a ``UserError``, nothing created yet)."""
-        from autolora.scoring.clip import ClipJudge
 
         t0 = time.perf_counter()
-        from autolora.models.loading import load_base
 
         pipe, dtype = load_base(plan.model, plan.config.model, plan.device)
         judge = ClipJudge(plan.clip[0], plan.clip[1], device=plan.device)
@@ -78,9 +82,6 @@ class Session:
     def prepare(self, cache_dir: Path) -> None:
         """Latents, caption embeddings, base samples and scorer references: once per study."""
         import torch
-
-        from autolora.sampling import save_images
-        from autolora.tune.train import TrainData
 
         t0 = time.perf_counter()
         plan, cfg = self.plan, self.plan.config
@@ -113,7 +114,6 @@ class Session:
         """The base model's own rendering of each reference's caption (None unless every reference has one): the
         content-only counterpart that ``style_direction`` subtracts and the judge's self-check tells the references
         from (``autolora.scoring``); kept, else read from ``cache_dir``, else drawn (``prepare`` writes them)."""
-        from autolora.sampling import load_images
 
         plan = self.plan
         if self.anchors is None and all(plan.style.captions):
@@ -125,7 +125,6 @@ class Session:
 
     def new_scorer(self, base_samples: list[Any]) -> Any:
         """The study's scorer, prepared against ``base_samples`` (the search's or the confirmation's seeds)."""
-        from autolora.scoring.clip import ClipStyleContentScorer
 
         plan = self.plan
         scorer = ClipStyleContentScorer(self.judge, self.readers())
@@ -166,7 +165,6 @@ class Session:
 
     def base_samples_for(self, seeds: list[int], cache_dir: Path) -> list[Any]:
         """The base model's samples of the evaluation prompts on other ``seeds`` (the confirmation's), cached."""
-        from autolora.sampling import load_images, save_images
 
         path = cache_dir / f"base-samples-{self._sample_key(self._data_key(), seeds)}.safetensors"
         if path.exists():
@@ -178,7 +176,6 @@ class Session:
     def ensure_base_samples(self, cache_dir: Path) -> list[Any]:
         """The base model's samples of the evaluation prompts: kept, else read from ``cache_dir``, else drawn
         (not written: ``prepare`` writes them, once the run folder may be created)."""
-        from autolora.sampling import load_images
 
         if not self.base_samples:
             path = cache_dir / f"base-samples-{self._sample_key(self._data_key())}.safetensors"
@@ -208,8 +205,6 @@ class Session:
         checkpointing and autocast as the config and the device say."""
         import torch
 
-        from autolora.tune.train import TrainSettings
-
         cfg, device = self.plan.config, self.plan.device
         checkpointing = cfg.model.gradient_checkpointing
         return TrainSettings(
@@ -228,8 +223,6 @@ class Session:
         return [str(spec["class_prompt"])]
 
     def _prior_data(self, prompts: list[str], n: int, cache_dir: Path) -> Any:
-        from autolora.data import StyleSet
-        from autolora.tune.train import TrainData
 
         plan, cfg = self.plan, self.plan.config
         items = [self._data_key(), prompts, n, cfg.eval.inference_steps, cfg.eval.guidance()]
@@ -253,7 +246,6 @@ class Session:
     def draw(self, prompts: list[str], seeds: list[int]) -> list[Any]:
         """Samples of ``prompts`` x ``seeds`` by the pipeline as it is (the base model, or with an adapter attached)
         at the study's evaluation settings."""
-        from autolora.sampling import sample
 
         ev = self.plan.config.eval
         return sample(
@@ -269,7 +261,6 @@ class Session:
     def diagnose(self, cache_dir: Path) -> list[Finding]:
         """The data diagnostics of the style set (``autolora.diagnostics``), the base samples as yardstick; then the
         judge's self-check of its style terms (``autolora.scoring.selfcheck``)."""
-        from autolora.diagnostics import diagnose_style_set, judge_findings
 
         yardstick = self.ensure_base_samples(cache_dir)
         plan = self.plan

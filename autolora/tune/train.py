@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolora.atomic import write_file
+from autolora.buckets import Bucket, square
 from autolora.errors import TrialFailed
+from autolora.images import to_tensor
+from autolora.methods.base import TEXT_ENCODERS
+from autolora.models.family import denoiser, denoiser_name, encode_prompts, make_loss
 
 if TYPE_CHECKING:
     import torch
 
-    from autolora.buckets import Bucket
     from autolora.data import StyleSet
     from autolora.tune.search import LoraSpec
 
@@ -56,10 +60,6 @@ class TrainData:
         bucket_of: list[int] | None = None,
     ) -> TrainData:
         import torch
-
-        from autolora.buckets import square
-        from autolora.images import to_tensor
-        from autolora.models.family import encode_prompts
 
         buckets = buckets or [square(resolution)]
         bucket_of = bucket_of if bucket_of is not None else [0] * len(style.images)
@@ -102,8 +102,6 @@ class TrainData:
 
         from safetensors.torch import save_file
 
-        from autolora.atomic import write_file
-
         tensors = {"prompt_embeds": self.prompt_embeds}
         for k, (mean, std) in enumerate(zip(self.latent_mean, self.latent_std, strict=True)):
             tensors[f"latent_mean.{k}"] = mean
@@ -126,8 +124,6 @@ class TrainData:
         import json
 
         from safetensors import safe_open
-
-        from autolora.buckets import Bucket
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
@@ -222,9 +218,6 @@ def train_lora(
     """
     import torch
     from diffusers.optimization import get_scheduler
-
-    from autolora.methods.base import TEXT_ENCODERS
-    from autolora.models.family import denoiser, denoiser_name, encode_prompts, make_loss
 
     model: Any = denoiser(pipe)  # a diffusers ModelMixin (UNet or transformer)
     if attached is None:

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter, state_bytes
+from autolora.core.artifacts import upload_image
 from autolora.core.feasible import BROKEN_ATTR, is_feasible
+from autolora.core.rundir import adapter_dir
 from autolora.errors import TrialFailed
+from autolora.sampling import grid, sample
 from autolora.tune.presets import PRESET_ATTR, short_origin
 from autolora.tune.session import PhaseTimer, Session
+from autolora.tune.train import train_lora
 
 if TYPE_CHECKING:
     import optuna
@@ -149,8 +153,6 @@ class OneTrial:
     def train(self) -> None:
         import torch
 
-        from autolora.tune.train import train_lora
-
         spec, plan, timer, method = self.spec, self.plan, self.timer, self.method
         cfg = plan.config
         if self.progress:
@@ -199,9 +201,6 @@ class OneTrial:
     def evaluate(self, step: int) -> None:
         """A rung: sample the evaluation prompts, score, log, remember the best rung, report to the pruner."""
         import optuna
-
-        from autolora.core.artifacts import upload_image
-        from autolora.sampling import grid, sample
 
         plan, cfg, timer, trial, run = self.plan, self.plan.config, self.timer, self.trial, self.run_log
         with timer("sample"):
@@ -281,8 +280,6 @@ class OneTrial:
     def keep(self, top: Rung, broken: str) -> None:
         """Save the best rung's adapter if it can be among the best K (or on the Pareto front)."""
         import optuna
-
-        from autolora.core.rundir import adapter_dir
 
         plan, trial, spec, values = self.plan, self.trial, self.spec, top.values
         study = trial.study
