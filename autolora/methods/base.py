@@ -83,6 +83,10 @@ class Method(ABC):
     file and peft's folders), ``embedding`` (one embedding file), ``denoiser`` (the fine-tuned denoiser and a LoRA
     extracted from it)."""
 
+    def describe(self, values: Mapping[str, Any]) -> list[str]:
+        """This method's own settings as a trial's one-line summary shows them (``factor=4``), after its name."""
+        return []
+
     @abstractmethod
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
         """Put the trial's adapter on the pipeline as ``name``; append each component as it is done (so that

@@ -48,6 +48,9 @@ class LoKr(PeftMethod):
             decompose_factor=int(spec["lokr_factor"]),
         )
 
+    def describe(self, values: Mapping[str, Any]) -> list[str]:
+        return [f"factor={values['lokr_factor']}"] + (["decompose_both"] if values["lokr_decompose_both"] else [])
+
     def lycoris_args(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {"factor": config.get("decompose_factor", -1), "decompose_both": bool(config.get("decompose_both"))}
 

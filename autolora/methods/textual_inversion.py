@@ -112,6 +112,12 @@ class TextualInversion(Method):
     peft_type = PEFT_TYPE
     learns_tokens = True
 
+    def describe(self, values: Mapping[str, Any]) -> list[str]:
+        v = values
+        return [f"vectors={v['ti_vectors']}", f"init={v['ti_init']}", f"ti_lr={v['ti_learning_rate']:.2g}"] + (
+            ["retract"] if v["ti_retract"] else []
+        )
+
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
         for comp in text_encoders(pipe):
             vectors = _init_vectors(pipe, comp, str(spec["ti_init"]), int(spec["ti_vectors"]))
@@ -217,6 +223,9 @@ class Pivotal(Lora):
     params = {**Lora.params, **TI_PARAMS}
     reads = Lora.reads - {"text_encoder", "text_encoder_lr_ratio"}  # the text encoders train tokens, not a LoRA
     _ti = TextualInversion()
+
+    def describe(self, values: Mapping[str, Any]) -> list[str]:
+        return self._ti.describe(values)
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
         super().attach(pipe, spec, name, attached)  # the denoiser only: pivotal's text encoders take no LoRA

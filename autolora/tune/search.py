@@ -465,12 +465,9 @@ class LoraSpec:
     def summary(self) -> str:
         """The params that matter, in one short string for the per-trial line."""
         v = self.values
-        parts = [] if v["method"] == "lora" else [str(v["method"])]
-        if v["method"] == "lokr":
-            parts += [f"factor={v['lokr_factor']}"] + (["decompose_both"] if v["lokr_decompose_both"] else [])
-        if "ti_vectors" in self.method.params:
-            parts += [f"vectors={v['ti_vectors']}", f"init={v['ti_init']}", f"ti_lr={v['ti_learning_rate']:.2g}"]
-            parts += ["retract"] if v["ti_retract"] else []
+        method = self.method
+        parts = [] if method.name == PARAMS["method"].default else [method.name]
+        parts += method.describe(v)
         if v["prior_weight"] > 0:
             what = "captions" if v["prior_prompts"] == "captions" else repr(v["class_prompt"])
             parts.append(f"prior={v['prior_weight']:g}:{what}x{v['prior_images']}")
@@ -478,9 +475,9 @@ class LoraSpec:
             parts.append(f"captions={v['caption_mode']}")
         if v["caption_dropout"] > 0:
             parts.append(f"caption_dropout={v['caption_dropout']:g}")
-        if v["method"] == "textual_inversion":
+        if not isinstance(method, PeftMethod) and "learning_rate" not in method.reads:  # tokens only
             return " ".join([*parts, f"steps={v['steps']}"])
-        if v["method"] == "dreambooth":
+        if not isinstance(method, PeftMethod):  # the denoiser's own weights
             parts.append(f"lr={v['learning_rate']:.2g} steps={v['steps']} modules={len(self.modules)}")
             return " ".join(
                 [*parts, f"blocks={'+'.join(v['target_blocks'])}", f"layers={'+'.join(v['target_layers'])}"]
@@ -495,7 +492,7 @@ class LoraSpec:
         ]
         if v["target_projections"] != list(PROJECTIONS):
             parts.append(f"proj={'+'.join(v['target_projections'])}")
-        parts += [k for k in ("use_dora", "use_rslora") if v[k] and v["method"] == "lora"]
+        parts += [k for k in ("use_dora", "use_rslora") if k in method.params and v[k]]
         parts += ["text_encoder"] if v["text_encoder"] else []
         return " ".join(parts)
 
