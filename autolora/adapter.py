@@ -80,13 +80,11 @@ class KeptAdapter:
 
 
 def _save_samples(folder: Path, images: list[Any], rows: int) -> None:
-
     save_images(folder / "samples.safetensors", images)
     grid(images, rows).save(folder / "samples.png")
 
 
 def _load_samples(folder: Path) -> list[Any]:
-
     path = folder / "samples.safetensors"
     return load_images(path) if path.exists() else []
 

@@ -74,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials {args.trials}: expected at least 1")
     try:
@@ -98,7 +97,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
     job_class(kind_of(study)).show(study, run_dir)
     _show_ratings(study)
@@ -119,7 +117,6 @@ def _show_ratings(study: object) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-
     if args.rank is not None and args.rank < 1:
         raise UserError(f"--rank {args.rank}: expected at least 1")
     if args.top_rated and args.trial is not None:

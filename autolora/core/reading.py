@@ -68,7 +68,6 @@ def _fmt(v: object) -> str:
 
 
 def print_table(study: optuna.Study, run_dir: Path | None) -> None:
-
     kept = set(kept_numbers(run_dir)) if run_dir else set()
     stale = stale_trials(study)
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
@@ -153,7 +152,6 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
 
 
 def print_best(study: optuna.Study) -> None:
-
     if not complete(study):
         print("no complete trial yet")
         return

@@ -111,7 +111,6 @@ def _run(
     progress: bool,
     findings: list[Finding],
 ) -> RunResult:
-
     cfg = job.config
     settings = cfg.study
     storage = make_storage(
@@ -204,7 +203,6 @@ def _optimize(
     progress: bool,
     several: bool,
 ) -> None:
-
     settings = job.config.study
     started = job.before_study(spec, study)
     if started is not spec:  # a warm start: the sampler begins where the job says

@@ -23,7 +23,6 @@ Hadamard factorisation of three separate updates cannot be rewritten into; SD3 h
 
 
 def _peft_method(adapter: KeptAdapter) -> PeftMethod:
-
     method = adapter_method(adapter)
     assert isinstance(method, PeftMethod), method.name
     return method

@@ -51,7 +51,6 @@ class KLoraBlend:
     k: int | None = None
 
     def apply(self, fa: FusedAdapters) -> Callable[..., Any] | None:
-
         key = f"klora.magnitudes.{self.k}"
         if key not in fa.cache:
             fa.cache[key] = Magnitudes.of(fa, self.k)

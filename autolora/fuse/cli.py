@@ -28,7 +28,6 @@ FUSE_FLAGS = {
 
 
 def register(sub: Any) -> None:
-
     f = sub.add_parser(
         "fuse",
         help="find the best per-layer mix of several style LoRAs (Dynamic Layer-wise Fusion)",
@@ -59,7 +58,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-
     overrides: list[tuple[str, str, Any]] = []
     if args.lora:
         overrides.append(("fuse", "loras", list(args.lora)))

@@ -109,14 +109,12 @@ def export_run(
 
 
 def _fusion_of(trial: optuna.trial.FrozenTrial) -> Fusion:
-
     if trial.state.name != "COMPLETE" or "fusion" not in trial.user_attrs:
         raise UserError(f"trial {trial.number} is {trial.state.name.lower()}; export a complete trial")
     return Fusion.from_dict(trial.user_attrs["fusion"])
 
 
 def _load(config: FuseRunConfig) -> FusedAdapters:
-
     quiet_libraries()
     entries = config.fuse.entries()
     missing = [str(p) for _, p in entries if not p.is_file()]
@@ -149,7 +147,6 @@ def _write_fused(
     info: dict[str, Any],
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-
     adapter = fused_adapter(fa, coeffs)
     adapter.info.update(info)
     paths = export_adapter(adapter, folder, stem, echo=echo)
@@ -171,7 +168,6 @@ def _write_tables(
     trial: optuna.trial.FrozenTrial,
     echo: Callable[[str], None],
 ) -> dict[str, Path]:
-
     entries = config.fuse.entries()
     doc = {
         "study": study.study_name,

@@ -78,12 +78,10 @@ class FuseJob(Job):
 
     @classmethod
     def plan(cls, config: RunConfig) -> FuseJob:
-
         assert isinstance(config, FuseRunConfig), type(config)
         return cls(make_fuse_plan(config))
 
     def load(self) -> None:
-
         self.session = FuseSession.load(self.the_plan)
         plan = self.the_plan
         self.spaces = spaces(study_specs(plan.config), self.session.fa, plan.config, plan.model.arch)
@@ -95,7 +93,6 @@ class FuseJob(Job):
         return findings
 
     def studies(self) -> list[StudySpec]:
-
         plan, obj = self.the_plan, self.the_plan.objective
         out = []
         for s in study_specs(plan.config):
@@ -180,13 +177,11 @@ class FuseJob(Job):
         )
 
     def study_images(self) -> dict[str, Image.Image]:
-
         return {"base.png": grid(self._session().base_samples, rows=len(self.the_plan.prompts))}
 
     def objective(
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
-
         return FuseTrialRunner(self._session(), self.spaces[spec.label], spec.label, parent, echo)
 
     def release(self) -> None:
@@ -198,7 +193,6 @@ class FuseJob(Job):
             self.session = None
 
     def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
-
         plan, names = self.the_plan, self.the_plan.objective.names
         if plan.config.study.confirm_top_k and not plan.config.study.queue_only:
             self._confirm(studies, parent)
@@ -232,7 +226,6 @@ class FuseJob(Job):
 
     @classmethod
     def show(cls, study: optuna.Study, run_dir: Path | None) -> None:
-
         show_run(_run_dir_of(study, run_dir))
 
     @classmethod
@@ -267,7 +260,6 @@ class FuseJob(Job):
         rank: int | None,
         force: bool = False,
     ) -> dict[str, Path]:
-
         return export_run(_run_dir_of(study, run_dir), number, out, name, rank, force=force)
 
     def _session(self) -> FuseSession:

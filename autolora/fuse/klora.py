@@ -100,7 +100,6 @@ class KLora:
         return max(scores, key=lambda a: (scores[a], a == self.content))
 
     def set_step(self, t_over_T: float) -> None:
-
         for i, slot in enumerate(self.fa.slots):
             if slot.component.startswith("text_encoder") and t_over_T < 1.0:
                 continue  # acts before the first step: the first step's choice stays

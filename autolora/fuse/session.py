@@ -140,5 +140,4 @@ class FuseSession:
 
 
 def _constant(coeffs: dict[str, dict[str, float]]) -> Fusion:
-
     return Fusion(coeffs)

@@ -33,7 +33,6 @@ class FuseTrialRunner:
         self.session, self.space, self.label, self.parent, self.echo = session, space, label, parent, echo
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-
         t0 = time.perf_counter()
         plan = self.session.plan
         objective = plan.objective

@@ -201,7 +201,6 @@ class PeftMethod(Method):
         return self.config(spec, list(spec.modules), spec.rank_pattern())
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
-
         main = denoiser_name(pipe)
         attach(getattr(pipe, main), self.denoiser_config(spec), name)
         attached.append(main)
@@ -213,19 +212,15 @@ class PeftMethod(Method):
     def load(
         self, pipe: Any, comp: str, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str
     ) -> None:
-
         load_into(getattr(pipe, comp), self.read_config(config), dict(state), name)
 
     def unload(self, pipe: Any, comp: str, name: str) -> None:
-
         detach(getattr(pipe, comp), name)
 
     def state(self, pipe: Any, comp: str, name: str) -> dict[str, torch.Tensor]:
-
         return {k: v.detach().to("cpu", copy=True) for k, v in adapter_state_dict(getattr(pipe, comp), name).items()}
 
     def kept_configs(self, spec: Settings, attached: list[str]) -> dict[str, dict[str, Any]]:
-
         return {
             comp: config_to_dict(
                 self.text_encoder_config(spec, list(TEXT_ENCODER_TARGETS))

@@ -33,7 +33,6 @@ class DreamBooth(Method):
     peft_type = PEFT_TYPE
 
     def attach(self, pipe: Any, spec: Settings, name: str, attached: list[str]) -> None:
-
         main = denoiser_name(pipe)
         model = getattr(pipe, main)
         keys = [f"{m}.{p}" for m in spec.modules for p, _ in model.get_submodule(m).named_parameters(recurse=False)]

@@ -274,12 +274,10 @@ def _miniworld_stamp() -> str:
 
 
 def _assemble_miniworld(folder: Path) -> None:
-
     assemble_pipeline(folder)
 
 
 def _assemble_miniworld_clip(folder: Path) -> None:
-
     assemble_judge(folder)
 
 

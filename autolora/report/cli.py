@@ -16,7 +16,6 @@ from autolora.report.html import write_report
 
 
 def register(sub: Any) -> None:
-
     r = sub.add_parser(
         "report",
         help="write a study's HTML report (one self-contained file)",
@@ -42,7 +41,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-
     study, run_dir = find_study(args.run_dir, args.storage, args.study_name)
     out = args.out or (run_dir / "report.html" if run_dir else None)
     if out is None:
@@ -73,5 +71,4 @@ def _log_to_parent(study: Any, path: Path) -> str | None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-
     return serve(args.run_dir, args.storage, args.study_name, args.host, args.port)

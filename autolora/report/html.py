@@ -116,7 +116,6 @@ def _diagnostics(study: optuna.Study) -> str:
 
 
 def _best(study: optuna.Study) -> str:
-
     if not complete(study):
         return _text("No complete trial yet.")
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
@@ -146,7 +145,6 @@ def _best(study: optuna.Study) -> str:
 
 
 def _samples(study: optuna.Study, run_dir: Path | None) -> str:
-
     if run_dir is None:
         return _text("The run folder is unknown, so its pictures cannot be read.")
     kept = images(study, run_dir)

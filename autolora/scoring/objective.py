@@ -249,6 +249,5 @@ def load_objective(name_or_file: str, scorer: str | None = "style-content") -> t
 
 
 def _scorer_of(builtin: str) -> str:
-
     data = read_recipe(builtin, "autolora.objectives", "objective")[0]
     return str(data.get("scorer", "style-content")) if isinstance(data, dict) else "style-content"

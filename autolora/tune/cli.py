@@ -30,7 +30,6 @@ TUNE_FLAGS = {
 
 
 def register(sub: Any) -> None:
-
     t = sub.add_parser(
         "tune",
         help="run (or resume) a LoRA hyperparameter study",
@@ -76,7 +75,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-
     overrides = flag_overrides(args, TUNE_FLAGS)
     if args.seed is not None:
         overrides[:0] = [("train", "seed", args.seed), ("study", "seed", args.seed)]

@@ -26,7 +26,6 @@ def export_trial(
     force: bool = False,
     rank: int | None = None,
 ) -> dict[str, Path]:
-
     n = choose_trial(study, number, force)
     if run_dir is None:
         raise UserError(f"study '{study.study_name}' records no run folder; pass its RUN_DIR")

@@ -48,12 +48,10 @@ class TuneJob(Job):
 
     @classmethod
     def plan(cls, config: RunConfig) -> TuneJob:
-
         assert isinstance(config, Config), type(config)
         return cls(make_plan(config))
 
     def load(self) -> None:
-
         self.session = Session.load(self.the_plan)
 
     def diagnose(self) -> list[Finding]:
@@ -65,7 +63,6 @@ class TuneJob(Job):
         return findings
 
     def studies(self) -> list[StudySpec]:
-
         return [study_spec(self.the_plan)]
 
     def resolved_config(self) -> dict[str, Any]:
@@ -103,14 +100,12 @@ class TuneJob(Job):
     def objective(
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
-
         return TrialRunner(self._session(), parent, echo=echo, progress=progress)
 
     def catch(self) -> tuple[type[Exception], ...]:
         return (TrialFailed,)
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
 
     def release(self) -> None:
@@ -118,7 +113,6 @@ class TuneJob(Job):
             self.session.release()
 
     def summary(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> list[str]:
-
         study = studies["tune"]
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
         if self.config.study.confirm_top_k and not self.config.study.queue_only:
@@ -150,7 +144,6 @@ class TuneJob(Job):
         rank: int | None,
         force: bool = False,
     ) -> dict[str, Path]:
-
         return export_trial(study, run_dir, number, out, name, force=force, rank=rank)
 
     def _session(self) -> Session:

@@ -71,7 +71,6 @@ def preset_names(setting: str, arch: str) -> list[str]:
 
 
 def preset_trials(setting: str, compiled: CompiledSpace, arch: str) -> list[FirstTrial]:
-
     names = preset_names(setting, arch)
     if setting == "auto":
         # The community presets are LoRAs: a study that cannot train one (method fixed to LoHa, textual

@@ -416,7 +416,6 @@ class LoraSpec:
         )
 
     def group_rank(self, module: str) -> int:
-
         found = block_of(module)
         group = found[0] if found else "mid"
         return max(1, round(self["rank"] * self[f"rank_scale_{group}"]))

@@ -223,7 +223,6 @@ class Session:
         return [str(spec["class_prompt"])]
 
     def _prior_data(self, prompts: list[str], n: int, cache_dir: Path) -> Any:
-
         plan, cfg = self.plan, self.plan.config
         items = [self._data_key(), prompts, n, cfg.eval.inference_steps, cfg.eval.guidance()]
         path = cache_dir / f"prior-{hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]}.safetensors"
