@@ -3,17 +3,27 @@
 The core owns the run folder, the storage, opening and resuming studies, MLflow, local workers,
 ``autolora worker``, Ctrl-C and finding studies for ``show``/``export``; it knows nothing of LoRA
 training or fusion. A job supplies its plan (validated inputs), its session (what is loaded once),
-its trial function and its summary. The core calls, in this order::
+its trial function and its summary. The core calls, in this order (* = a job must implement it; the
+others have defaults that do nothing)::
 
-    job = JobClass.plan(config)        validate every input; create and load nothing
-    job.load()                         load models once (bad weights: UserError, still nothing created)
-    job.studies()                      the studies to run (their fingerprints may need what load() loaded)
+    job = JobClass.plan(config)      * validate every input; create and load nothing
+    job.load()                       * load models once (bad weights: UserError, still nothing created)
+    job.studies()                    * the studies to run (their fingerprints may need what load() loaded)
+    job.diagnose()                     checks of the inputs that need the models (--strict stops on a warning)
+    job.resolved_config()            * the config with every default made explicit (config.yaml, workers)
+    job.run_files()                    more files for the run folder (the recipes as read)
         -- the core checks stored studies, creates the run folder, the studies and the MLflow parent run --
-    job.prepare(cache_dir)             per-study caches (latents, base samples); returns the setup line
-    job.objective(spec, parent, ...)   once per study: the Optuna objective of its trials
+    job.prepare(cache_dir)           * per-study caches (latents, base samples); returns the setup line
+    job.study_images()                 pictures every study keeps (the base model's grid...)
+    job.release()                      free the models when workers, not this process, run the trials
+    job.before_study(spec, study)      before a study's first trial here (may seed it from an earlier study)
+    job.objective(spec, parent, ...) * once per study: the Optuna objective of its trials
     job.after_trial(study, trial)      after every finished trial (keep the best adapters...)
-    job.summary(studies, parent)       after the trials: lines for the terminal
+    job.summary(studies, parent)       after the trials: lines for the terminal, the report last
     job.close()                        always, at the end
+
+Reading a finished run: ``show`` (its table), ``report_parts`` (the job's sections of the HTML report),
+``export`` (*). Declarations, not hooks: ``kind``, ``config_class``, ``trial_errors``, ``strict``.
 
 A worker (``autolora worker``) rebuilds the job from the config stored with the study
 (``JobClass.config_class``) and goes through the same steps, then takes trials from the storage.
@@ -72,6 +82,8 @@ class Job(ABC):
     """Stored with every study the job makes (``autolora.job``); ``autolora worker`` finds the job by it."""
     config_class: ClassVar[type[RunConfig]]
     """The config dataclass the job runs from (a ``RunConfig`` subclass: ``Config``, ``FuseRunConfig``)."""
+    trial_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    """Exceptions that fail one trial (recorded as FAIL) and let the study go on."""
     setup_seconds: float = 0.0
     """Seconds ``load`` and ``prepare`` took (stored with the studies as ``autolora.setup_seconds``)."""
 
@@ -129,10 +141,6 @@ class Job(ABC):
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
         """The Optuna objective for the trials of study ``spec`` (one call runs one trial)."""
-
-    def catch(self) -> tuple[type[Exception], ...]:
-        """Exceptions that fail one trial (recorded as FAIL) and let the study go on."""
-        return ()
 
     def before_study(self, spec: StudySpec, study: optuna.Study) -> StudySpec:
         """Called before this process runs trials of ``spec`` (the studies before it in run order have run; a

@@ -225,7 +225,7 @@ def _optimize(
             signed(job.objective(spec, parent, _writer(echo, bar), progress)),
             n_trials=n_trials,
             timeout=settings.timeout,
-            catch=job.catch(),
+            catch=job.trial_errors,
             callbacks=[after],
             gc_after_trial=False,
         )

@@ -169,7 +169,7 @@ def _work(
             study.optimize(
                 objective,
                 n_trials=None if trials is None else trials - done,
-                catch=job.catch(),
+                catch=job.trial_errors,
                 callbacks=[after],
                 gc_after_trial=False,
                 timeout=timeout,

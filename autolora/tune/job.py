@@ -38,6 +38,7 @@ class TuneJob(Job):
     """``autolora tune`` on the study core."""
 
     kind = "tune"
+    trial_errors = (TrialFailed,)
     config_class = Config
 
     def __init__(self, plan: Plan) -> None:
@@ -101,9 +102,6 @@ class TuneJob(Job):
         self, spec: StudySpec, parent: ParentRun | None, echo: Callable[[str], None], progress: bool
     ) -> Objective:
         return TrialRunner(self._session(), parent, echo=echo, progress=progress)
-
-    def catch(self) -> tuple[type[Exception], ...]:
-        return (TrialFailed,)
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
