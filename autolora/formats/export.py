@@ -63,7 +63,7 @@ def export_adapter(
     method = adapter_method(adapter)
     arch = adapter.base.get("arch")
     if method.files == "denoiser":
-        return _export_denoiser(adapter, out, name, rank)
+        return _export_denoiser(adapter, out, name, rank, echo)
     if method.files == "embedding":
         echo("diffusers skipped: a textual inversion is one embedding file (A1111, ComfyUI and diffusers load it)")
         return export_all(adapter, out, name, kohya=False)
@@ -84,7 +84,9 @@ def export_adapter(
     return export_all(adapter, out, name, kohya=not dora and arch in KOHYA_ARCHS)
 
 
-def _export_denoiser(adapter: KeptAdapter, out: Path, name: str, rank: int | None) -> dict[str, Path]:
+def _export_denoiser(
+    adapter: KeptAdapter, out: Path, name: str, rank: int | None, echo: Callable[[str], None]
+) -> dict[str, Path]:
     """The fine-tuned denoiser (diffusers folder) and the LoRA extracted from it (diffusers + kohya files)."""
 
     check_name(name)
@@ -98,7 +100,7 @@ def _export_denoiser(adapter: KeptAdapter, out: Path, name: str, rank: int | Non
     comp = next(iter(adapter.state_dicts))
     paths[comp] = out / f"{name}-{comp}"
     save_tuned(model, tuned, paths[comp])
-    print(
+    echo(
         f"extracted LoRA rank {rank or DEFAULT_RANK}: relative error {found.error:.4f} of the fine-tuned update "
         f"(Frobenius, {len(tuned)} tensors; worst {found.worst[0]} {found.worst[1]:.4f}); bias updates "
         f"({found.bias_share:.1%} of it) are not in a LoRA: use the {comp} folder for all of it"

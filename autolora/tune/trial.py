@@ -101,6 +101,7 @@ class OneTrial:
         self.attached: list[str] = []
         self.last: Rung | None = None  # the last rung evaluated (a pruned trial's result)
         self.best: Rung | None = None  # the best rung so far (a completed trial's result)
+        self.broken = ""  # the constraints the result broke, in words ("" when feasible)
         self.bar: Any = None
 
     def run(self) -> float | list[float]:
@@ -114,9 +115,9 @@ class OneTrial:
             return values[0] if self.plan.objective.is_scalar else values
         except optuna.TrialPruned:
             last = self.last
-            broken = self.record_constraints(last.metrics if last else {})
+            self.broken = self.record_constraints(last.metrics if last else {})
             self.trial.set_user_attr("timings", dict(self.timer.seconds))
-            self.finish("PRUNED", None, last.values if last else None, broken)
+            self.finish("PRUNED", None, last.values if last else None)
             raise
         except TrialFailed as e:
             self.trial.set_user_attr("fail_reason", str(e))
@@ -327,10 +328,10 @@ class OneTrial:
         kept.sample_rows = len(plan.prompts)
         kept.save(adapter_dir(plan.run_dir, trial.number))
 
-    def finish(self, state: str, reason: str | None, values: list[float] | None, broken: str | None = None) -> None:
+    def finish(self, state: str, reason: str | None, values: list[float] | None) -> None:
         """End the MLflow run and print the trial's line."""
         trial, run, spec = self.trial, self.run_log, self.spec
-        broken = getattr(self, "broken", "") if broken is None else broken
+        broken = self.broken
         seconds = time.perf_counter() - self.t_start
         if run and self.plan.objective.constraints and state != "FAIL":
             run.set_tags({"autolora.feasible": "false" if broken else "true", "autolora.infeasible": broken})
