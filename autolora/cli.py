@@ -19,7 +19,13 @@ from autolora.errors import UserError
 from autolora.flags import study_args
 from autolora.jobs import job_class, kind_of
 
-COMMANDS = ("autolora.tune.cli", "autolora.fuse.cli", "autolora.miniworld.cli", "autolora.report.cli")
+COMMANDS = (
+    "autolora.tune.cli",
+    "autolora.fuse.cli",
+    "autolora.explain.cli",
+    "autolora.miniworld.cli",
+    "autolora.report.cli",
+)
 """Modules with a ``register(subparsers)`` that adds their subcommand (with ``handler`` set as its default)."""
 
 

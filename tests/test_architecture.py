@@ -79,6 +79,8 @@ FORBIDDEN = {
     "core": {"tune", "fuse", "cli", "jobs", "flags", "report"},  # the jobs write the report (report.html.run_report)
     "tune": {"fuse", "cli"},
     "fuse": {"tune", "cli"},
+    "explain": {"tune", "fuse", "cli"},  # tune's report and fuse's block prior use explain, never the other way
+    "loras": {"tune", "fuse", "explain", "core", "report", "cli"},  # loaded LoRAs: shared by fuse and explain
     "scoring": {"tune", "fuse", "core", "cli"},
     "models": {"tune", "fuse", "core", "scoring", "miniworld", "cli"},  # models assembles the shipped build
     "miniworld": {"tune", "fuse", "core", "cli"},

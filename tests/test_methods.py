@@ -239,7 +239,7 @@ def test_tune_show_export_a_lokr_study(tmp_path: Path, capsys: Any, monkeypatch:
 def test_fuse_names_a_lycoris_file_it_cannot_blend(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from autolora.fuse.files import check_lora_file
+    from autolora.loras.files import check_lora_file
 
     path = tmp_path / "loha.safetensors"
     save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2), "lora_unet_x.alpha": torch.tensor(1.0)}, str(path))

@@ -1,25 +1,21 @@
 """Dynamic Layer-wise Fusion (DLF): several style LoRAs on one pipeline, mixed per layer without reloading.
 
-The engine and what ``autolora fuse`` builds on it, one concept per module:
-
-* ``groups``: the group keys of the granularities ``global``, ``block`` and ``layer``;
-* ``files``: cheap header checks of a LoRA file (readable, a LoRA, made for this base model);
-* ``engine``: ``load_loras`` -> ``FusedAdapters`` (per-module coefficients by scaling peft's ``scaling``);
-* ``schedule``: ``TwoPhase``, early (layout) and late (detail) coefficient sets in one generation;
-* ``fused`` and ``rank``: the fusion as one exact LoRA (ranks concatenated), and its SVD rank reduction;
-* ``translate``: block coefficients as diffusers ``set_adapters`` weights and A1111 lora-block-weight vectors;
-* ``config``, ``space``, ``plan``, ``session``, ``trial``, ``study``, ``summary``, ``exporting``, ``cli``: the
-  ``autolora fuse`` command (an Optuna study over coefficients), its report and its export.
+The machinery of loaded LoRAs (group keys, header checks, ``load_loras`` -> ``FusedAdapters``, the two-phase
+schedule, folding a fusion into one exact LoRA, SVD rank reduction, block weights in other tools' terms) lives in
+``autolora.loras``, shared with ``autolora explain``; the names below are re-exported from there. What
+``autolora fuse`` builds on it, one concept per module: ``config``, ``space``, ``plan``, ``session``, ``trial``,
+``studies``, ``baselines``, ``klora``, ``warm``, ``summary``, ``exporting``, ``cli``: an Optuna study over
+coefficients, its report and its export.
 """
 
-from autolora.fuse.engine import FusedAdapters, load_loras, unload
-from autolora.fuse.facts import base_facts
-from autolora.fuse.files import check_lora_file
-from autolora.fuse.groups import GRANULARITIES, TEXT_ENCODERS, Coefficients
-from autolora.fuse.one_lora import fused_adapter
-from autolora.fuse.rank import reduce_rank
-from autolora.fuse.schedule import TwoPhase
-from autolora.fuse.translate import A1111_SLOTS
+from autolora.loras.engine import FusedAdapters, load_loras, unload
+from autolora.loras.facts import base_facts
+from autolora.loras.files import check_lora_file
+from autolora.loras.folded import fused_adapter
+from autolora.loras.groups import GRANULARITIES, TEXT_ENCODERS, Coefficients
+from autolora.loras.rank import reduce_rank
+from autolora.loras.schedule import TwoPhase
+from autolora.loras.translate import A1111_SLOTS
 
 __all__ = [
     "A1111_SLOTS",

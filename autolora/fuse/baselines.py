@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autolora.core.feasible import complete
+from autolora.explain.groups import alone, constant
 from autolora.fuse.config import BASELINE_KINDS
-from autolora.fuse.groups import TEXT_ENCODERS
 from autolora.fuse.klora import KLora, Magnitudes
 from autolora.fuse.space import Blend, Fusion
+from autolora.loras.groups import TEXT_ENCODERS
 
 if TYPE_CHECKING:
     import optuna
 
-    from autolora.fuse.engine import FusedAdapters
+    from autolora.loras.engine import FusedAdapters
 
 KINDS = BASELINE_KINDS
 """Baseline families ``fuse.baselines`` may name (defined with the setting, ``autolora.fuse.config``)."""
@@ -141,10 +142,14 @@ class FixedSpace:
         return self.blend(name)
 
     def _probe(self, lora: str, block: str) -> dict[str, dict[str, float]]:
+        """LoRA ``lora`` alone on ``block`` (its text encoders at 1), the others off: ``explain``'s reading of one
+        group alone, the same coefficients."""
         out = {}
         for other, keys in self.block_keys.items():
-            on = other == lora
-            out[other] = {k: 1.0 if on and (k == block or _is_text(k)) else 0.0 for k in keys}
+            if other == lora:
+                out[other] = {k: 1.0 if _is_text(k) else v for k, v in alone(keys, block).items()}
+            else:
+                out[other] = constant(keys, 0.0)
         return out
 
     def _published(self, style: str) -> dict[str, dict[str, float]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autolora.config import RunConfig, _check, split_named
 from autolora.errors import UserError, closest
-from autolora.fuse.groups import GRANULARITIES
+from autolora.loras.groups import GRANULARITIES
 
 BASELINE_KINDS = ("klora", "block-prior")
 """Training-free baseline families ``fuse.baselines`` may name (``autolora.fuse.baselines``)."""

@@ -26,21 +26,21 @@ from autolora.core.reading import choose_trial, find_study, print_table
 from autolora.errors import UserError
 from autolora.formats.export import check_name, export_adapter
 from autolora.fuse.config import FuseRunConfig
-from autolora.fuse.engine import load_loras
-from autolora.fuse.facts import base_facts
-from autolora.fuse.one_lora import fused_adapter
-from autolora.fuse.rank import reduce_rank
 from autolora.fuse.space import Fusion
 from autolora.fuse.studies import study_specs
 from autolora.fuse.summary import compare, comparison_lines, heatmap
+from autolora.loras.engine import load_loras
+from autolora.loras.facts import base_facts
+from autolora.loras.folded import fused_adapter
+from autolora.loras.rank import reduce_rank
 from autolora.models.loading import load_base, resolve_device, resolve_model
 from autolora.quiet import quiet_libraries
 
 if TYPE_CHECKING:
     import optuna
 
-    from autolora.fuse.engine import FusedAdapters
-    from autolora.fuse.groups import Coefficients
+    from autolora.loras.engine import FusedAdapters
+    from autolora.loras.groups import Coefficients
 
 
 def load_run(run_dir: Path) -> tuple[FuseRunConfig, dict[str, optuna.Study]]:
@@ -102,7 +102,7 @@ def export_run(
             paths.update({f"{tag}{kind}": path for kind, path in written.items()})
         paths.update(_write_tables(fa, fusion, out, config, study, trial, echo))
     finally:
-        from autolora.fuse.engine import unload
+        from autolora.loras.engine import unload
 
         unload(fa)
     return paths

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from autolora.core.findings import Finding
     from autolora.core.tracking import ParentRun
-    from autolora.fuse.engine import FusedAdapters
+    from autolora.loras.engine import FusedAdapters
 
 SUMMARY_FILE = "fusion_summary.json"
 HEATMAP_FILE = "best_coefficients.png"

@@ -26,10 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from autolora.fuse.engine import _set_scaling
+from autolora.loras.engine import _set_scaling
 
 if TYPE_CHECKING:
-    from autolora.fuse.engine import FusedAdapters, Slot
+    from autolora.loras.engine import FusedAdapters, Slot
 
 ALPHA = 1.5
 BETA = 0.5

@@ -15,7 +15,7 @@ from autolora.core.checks import check_storage
 from autolora.data import BUILTIN_PROMPTS, builtin_style_folder, load_prompts, load_style_set
 from autolora.errors import UserError
 from autolora.fuse.config import FuseRunConfig
-from autolora.fuse.files import check_lora_file
+from autolora.loras.files import check_lora_file, lora_target
 from autolora.models.builtin import is_builtin
 from autolora.models.loading import native_resolution, resolve_device, resolve_dtype, resolve_model
 from autolora.scoring.objective import load_objective
@@ -73,9 +73,7 @@ def make_fuse_plan(config: FuseRunConfig) -> FusePlan:
     resolve_dtype(config.model.mixed_precision, device)
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
     config.eval.resolve_guidance(model.arch)
-    width = int(model.denoiser_config.get("cross_attention_dim", 0)) if model.denoiser == "unet" else 0
-    second = ["text_encoder_2"] if model.arch in ("sdxl", "sd3", "flux") else []
-    components = [model.denoiser, "text_encoder", *second]
+    width, components = lora_target(model)
     loras = fuse.entries()
     for _, path in loras:
         check_lora_file(path, width, components)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.diagnostics import diagnose_style_set
-from autolora.fuse.engine import load_loras, unload
 from autolora.fuse.plan import FusePlan
 from autolora.fuse.space import Fusion
+from autolora.loras.engine import load_loras, unload
 from autolora.models.loading import load_base
 from autolora.sampling import load_images, sample, save_images
 from autolora.scoring.styles import MultiStyleScorer
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from autolora.core.findings import Finding
-    from autolora.fuse.engine import FusedAdapters
     from autolora.fuse.space import Blend
+    from autolora.loras.engine import FusedAdapters
 
 
 @dataclass

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autolora.fuse.config import SWITCH_RANGE
-from autolora.fuse.groups import Coefficients
+from autolora.loras.groups import Coefficients
 
 if TYPE_CHECKING:
     import optuna
 
     from autolora.fuse.config import FuseSection
-    from autolora.fuse.engine import FusedAdapters
+    from autolora.loras.engine import FusedAdapters
 
 PHASES = ("early", "late")
 

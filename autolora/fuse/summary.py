@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from autolora.core.feasible import best as feasible_best
 from autolora.core.feasible import confirmation, infeasible_line, is_feasible
 from autolora.fuse.baselines import PARAM, assign_blocks, probe_gains
-from autolora.fuse.groups import key_order
 from autolora.fuse.warm import START_ATTR, starts
+from autolora.loras.groups import key_order
 
 if TYPE_CHECKING:
     import optuna

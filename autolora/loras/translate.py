@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from autolora.errors import UserError
-from autolora.fuse.facts import base_facts
-from autolora.fuse.groups import TEXT_ENCODERS
+from autolora.loras.facts import base_facts
+from autolora.loras.groups import TEXT_ENCODERS
 
 
 class FusedAdapters(Protocol):
-    """What these translations read of ``autolora.fuse.engine.FusedAdapters`` (which calls them)."""
+    """What these translations read of ``autolora.loras.engine.FusedAdapters`` (which calls them)."""
 
     pipe: Any
     names: list[str]

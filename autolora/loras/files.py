@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autolora.errors import UserError
-from autolora.fuse.groups import COMPONENTS
+from autolora.loras.groups import COMPONENTS
+
+if TYPE_CHECKING:
+    from autolora.models.loading import ModelRef
 
 # Any key of a LoRA in the formats diffusers loads: peft (lora_A/B), kohya (lora_down/up), old diffusers (lora.down).
 _LORA_KEY = re.compile(r"lora_A|lora_B|lora_down|lora_up|lora\.down|lora\.up|lora_linear_layer")
@@ -30,7 +34,17 @@ _WIDTH_ARCH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 _CROSS_KV_DOWN = re.compile(r"attn2[._](?:processor[._])?to_[kv](?:_lora)?[._](?:lora_A|lora_down|lora[._]down|down)")
 
 
-def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[str] = COMPONENTS) -> None:
+def lora_target(model: ModelRef) -> tuple[int, list[str]]:
+    """What ``check_lora_file`` checks a file against, from the base model's JSON: its cross-attention width (0 for
+    a transformer model) and its LoRA-loadable components."""
+    width = int(model.denoiser_config.get("cross_attention_dim", 0)) if model.denoiser == "unet" else 0
+    second = ["text_encoder_2"] if model.arch in ("sdxl", "sd3", "flux") else []
+    return width, [model.denoiser, "text_encoder", *second]
+
+
+def check_lora_file(
+    path: Path, cross_attention_dim: int, components: Iterable[str] = COMPONENTS, job: str = "fuse"
+) -> None:
     """Check a LoRA file from its header alone (no tensor is read).
 
     Args:
@@ -38,6 +52,7 @@ def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[s
         cross_attention_dim: The base model's text-embedding width (``unet.config.cross_attention_dim``; 0 for
             a transformer model, whose LoRAs have no cross-attention to check: diffusers refuses a misfit).
         components: The pipeline's LoRA-loadable components present (``unet``, ``text_encoder``...).
+        job: The command reading it, named in the LyCORIS refusal.
 
     Raises:
         UserError: one line naming the file and what was expected.
@@ -59,7 +74,7 @@ def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[s
     lycoris = sorted({_LYCORIS[m[0]] for k in keys if (m := _LYCORIS_KEY.search(k))})
     if lycoris and not lora_keys:
         raise UserError(
-            f"LoRA file {path}: a LyCORIS {'/'.join(lycoris)} file; fuse blends the low-rank factors of LoRAs "
+            f"LoRA file {path}: a LyCORIS {'/'.join(lycoris)} file; {job} scales the low-rank factors of LoRAs "
             "layer by layer and reads LoRA files only"
         )
     if not lora_keys or not any(k.startswith(_KNOWN_PREFIX) for k in lora_keys):

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter, config_to_dict
 from autolora.errors import UserError
-from autolora.fuse.engine import FusedAdapters, Slot
-from autolora.fuse.facts import base_facts
+from autolora.loras.engine import FusedAdapters, Slot
+from autolora.loras.facts import base_facts
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,7 @@
 ``load_loras`` checks every LoRA file cheaply (header only), then loads each as its own diffusers adapter and
 activates them all together. From then on a fusion is only a set of numbers: ``FusedAdapters.set_coefficients``
 sets, for every peft ``LoraLayer`` and every adapter, ``scaling = base_scaling * coefficient``. No weight is
-copied, merged or reloaded, so an Optuna trial costs one generation. Group keys: ``autolora.fuse.groups``.
+copied, merged or reloaded, so an Optuna trial costs one generation. Group keys: ``autolora.loras.groups``.
 
 Text-encoder coefficients act when the prompt is encoded, i.e. before the first denoising step, so in a
 ``TwoPhase`` run only the early set matters for them.
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from autolora.errors import UserError
-from autolora.fuse import translate
-from autolora.fuse.files import check_lora_file
-from autolora.fuse.groups import COMPONENTS, GRANULARITIES, Coefficients, check_granularity, groups_of, key_order
-from autolora.fuse.schedule import TwoPhase
+from autolora.loras import translate
+from autolora.loras.files import check_lora_file
+from autolora.loras.groups import COMPONENTS, GRANULARITIES, Coefficients, check_granularity, groups_of, key_order
+from autolora.loras.schedule import TwoPhase
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter
 from autolora.errors import UserError
-from autolora.fuse.one_lora import kept
+from autolora.loras.folded import kept
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +44,60 @@ def reduce_rank(adapter: KeptAdapter, rank: int) -> tuple[KeptAdapter, float]:
             worst = max(worst, error)
     info = {**adapter.info, "reduced_rank": rank, "rank_error": worst}
     return kept(factors, adapter.base, info), worst
+
+
+def reduce_rank_to_energy(adapter: KeptAdapter, energy: float) -> tuple[KeptAdapter, float, dict[str, int]]:
+    """Compress every module to the fewest directions that hold ``energy`` of its delta (squared singular values).
+
+    Args:
+        adapter: A plain LoRA adapter; DoRA is refused.
+        energy: Share of each module's ``||delta||^2`` to keep, in (0, 1] (1 keeps every non-zero direction).
+
+    Returns:
+        The reduced adapter, the worst relative Frobenius error (as ``reduce_rank``) and each module's new rank
+        (``component.module`` -> rank).
+    """
+
+    if not 0 < energy <= 1:
+        raise UserError(f"energy {energy}: expected a share in (0, 1]")
+    if any(cfg.get("use_dora") for cfg in adapter.configs.values()):
+        raise UserError("cannot reduce the rank of a DoRA adapter (its magnitude vector is not low-rank)")
+    factors: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    ranks: dict[str, int] = {}
+    worst = 0.0
+    for comp, modules in _adapter_factors(adapter):
+        for name, down, up in modules:
+            k = directions(singular_values(down, up), energy)
+            new_down, new_up, error = _truncate(down, up, k)
+            factors.setdefault(comp, {})[name] = (new_down, new_up)
+            ranks[f"{comp}.{name}"] = k
+            worst = max(worst, error)
+    info = {**adapter.info, "reduced_energy": energy, "rank_error": worst}
+    return kept(factors, adapter.base, info), worst, ranks
+
+
+def singular_values(down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The singular values of ``up @ down`` (convs flattened), largest first, in float64, from the ``r x r`` core
+    of QR factors (``delta`` itself is never formed)."""
+    import torch
+
+    flat_down = down.reshape(down.shape[0], -1).double()
+    flat_up = up.reshape(up.shape[0], -1).double()
+    r_up = torch.linalg.qr(flat_up)[1]
+    r_down = torch.linalg.qr(flat_down.T)[1]
+    return torch.linalg.svdvals(r_up @ r_down.T)
+
+
+def directions(values: torch.Tensor, energy: float) -> int:
+    """The fewest leading singular values whose squares hold ``energy`` of their total (at least 1)."""
+    import torch
+
+    squares = values.double().square()
+    total = float(squares.sum())
+    if total <= 0:
+        return 1
+    reached = torch.cumsum(squares, 0) >= energy * total * (1 - 1e-12)
+    return max(1, int(reached.nonzero()[0, 0]) + 1) if bool(reached.any()) else int(values.shape[0])
 
 
 def _adapter_factors(

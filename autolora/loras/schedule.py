@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 
 class FusedAdapters(Protocol):
-    """What a schedule needs of ``autolora.fuse.engine.FusedAdapters`` (which makes schedules)."""
+    """What a schedule needs of ``autolora.loras.engine.FusedAdapters`` (which makes schedules)."""
 
     def set_coefficients(self, coeffs: Mapping[str, Mapping[str, float]]) -> None: ...
 
