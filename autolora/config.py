@@ -255,6 +255,10 @@ class StudyConfig:
     value, Hyperband matched it with 10-20 % more steps, no pruner bought +0.03 with 1.8-2.5x the steps."""
     pruner_startup_trials: int = 2
     """Median pruner: complete trials before any pruning."""
+    explain: bool = True
+    """At the end of ``tune``, map where the exported best LoRA's style lives, block by block (``autolora explain``
+    without pruning, on the loaded pipeline: 2 + 2 x blocks sampling passes; ``docs/explain.md``), into
+    ``<out>/explain`` and the report. Adapters other than a plain LoRA are not mapped."""
     keep_top_k: int = 3
     """Adapters kept on disk: the best K (single objective) or the Pareto set, at most K."""
     confirm_top_k: int = 3

@@ -191,3 +191,77 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert not out.exists()
+
+
+def test_tune_maps_its_best_lora_into_the_run_folder_and_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import FAST as TUNE_FAST
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = tmp_path / "run"
+    args = ["tune", "--trials", "2", "--out", str(run), "--study-name", "mapped", "--mlflow-uri", uri, *TUNE_FAST]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((run / "explain" / "explain.json").read_text())
+    import optuna
+
+    study = optuna.load_study(study_name="mapped", storage=f"sqlite:///{run}/optuna.db")
+    assert doc["trial"] == study.best_trial.number
+    assert doc["map"]["references"] == "style images" and "pruned" not in doc
+    assert f"explain (trial {doc['trial']}): " in printed
+    assert "Where the best adapter" in (run / "report.html").read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = next(r for r in client.search_runs([client.get_experiment_by_name("autolora/mapped").experiment_id])
+                  if "mlflow.parentRunId" not in r.data.tags)  # fmt: skip
+    assert {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "explain")} >= {"explain.json"}
+    capsys.readouterr()
+    assert main([*args[: -len(TUNE_FAST)], *TUNE_FAST, "--trials", "0", "--set", "study.explain=false"]) == 0
+
+
+@pytest.mark.parametrize("case", ["loha", "lokr", "lokr-full"])
+def test_a_lycoris_file_is_read_as_the_exact_update_it_applies_and_explained(
+    case: str, tiny_sd: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_methods import CASES, _attached, _kept, _spec
+
+    from autolora.adapter import detach
+    from autolora.formats.export import export_all
+    from autolora.loras.lycoris import read_lycoris
+    from autolora.loras.rank import _module_factors
+
+    spec = _spec(tiny_sd, text_encoder=True, target_layers=["self_attn", "cross_attn", "conv"], **CASES[case])
+    name = f"ly-{case}"
+    try:
+        deltas = _attached(tiny_sd, spec, name, seed=5)
+        kept = _kept(tiny_sd, spec, name)
+    finally:
+        detach(tiny_sd.unet, name)
+        detach(tiny_sd.text_encoder, name)
+    path = export_all(kept, tmp_path / "files", "style")["kohya"]  # the LyCORIS file A1111 and ComfyUI load
+    read = read_lycoris(path, tiny_sd)
+    assert set(read.state_dicts) == {"unet", "text_encoder"}
+    for comp, by_module in deltas.items():
+        got = {
+            n: (up.flatten(1) @ down.flatten(1))
+            for n, down, up in _module_factors(read.state_dicts[comp], read.configs[comp])
+        }
+        assert set(got) == set(by_module), comp
+        for module, delta in by_module.items():
+            torch.testing.assert_close(got[module], delta.flatten(1), rtol=1e-3, atol=1e-5, msg=f"{comp} {module}")
+    out = tmp_path / "map"
+    assert (
+        main(["explain", str(path), *FAST, "--seeds", "0", "--out", str(out), "--prompts", str(_prompts(tmp_path))])
+        == 0
+    )
+    doc = json.loads((out / "explain.json").read_text())
+    assert "text_encoder" in [g["group"] for g in doc["map"]["groups"]] and doc["rank"]["layers"] == sum(
+        map(len, deltas.values())
+    )
+
+
+def _prompts(folder: Path) -> Path:
+    (folder / "prompts.txt").write_text("a red circle\na blue square\n")
+    return folder / "prompts.txt"

@@ -43,8 +43,12 @@ def lora_target(model: ModelRef) -> tuple[int, list[str]]:
 
 
 def check_lora_file(
-    path: Path, cross_attention_dim: int, components: Iterable[str] = COMPONENTS, job: str = "fuse"
-) -> None:
+    path: Path,
+    cross_attention_dim: int,
+    components: Iterable[str] = COMPONENTS,
+    job: str = "fuse",
+    lycoris: bool = False,
+) -> str:
     """Check a LoRA file from its header alone (no tensor is read).
 
     Args:
@@ -53,6 +57,10 @@ def check_lora_file(
             a transformer model, whose LoRAs have no cross-attention to check: diffusers refuses a misfit).
         components: The pipeline's LoRA-loadable components present (``unet``, ``text_encoder``...).
         job: The command reading it, named in the LyCORIS refusal.
+        lycoris: Accept a LyCORIS LoHa/LoKr file (``autolora.loras.lycoris`` reads it as an exact LoRA).
+
+    Returns:
+        ``lora``, or ``lycoris`` for an accepted LyCORIS file.
 
     Raises:
         UserError: one line naming the file and what was expected.
@@ -71,10 +79,13 @@ def check_lora_file(
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"LoRA file {path}: not a readable safetensors file ({reason})") from None
     lora_keys = [k for k in keys if _LORA_KEY.search(k)]
-    lycoris = sorted({_LYCORIS[m[0]] for k in keys if (m := _LYCORIS_KEY.search(k))})
-    if lycoris and not lora_keys:
+    found_lycoris = sorted({_LYCORIS[m[0]] for k in keys if (m := _LYCORIS_KEY.search(k))})
+    if found_lycoris and not lora_keys:
+        if lycoris:
+            _check_known_prefix(path, keys)
+            return "lycoris"
         raise UserError(
-            f"LoRA file {path}: a LyCORIS {'/'.join(lycoris)} file; {job} scales the low-rank factors of LoRAs "
+            f"LoRA file {path}: a LyCORIS {'/'.join(found_lycoris)} file; {job} scales the low-rank factors of LoRAs "
             "layer by layer and reads LoRA files only"
         )
     if not lora_keys or not any(k.startswith(_KNOWN_PREFIX) for k in lora_keys):
@@ -86,6 +97,12 @@ def check_lora_file(
     has_te2 = any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in lora_keys)
     if has_te2 and "text_encoder_2" not in components:
         raise UserError(f"LoRA file {path}: has text_encoder_2 weights (an SDXL LoRA) but the base model has none")
+    return "lora"
+
+
+def _check_known_prefix(path: Path, keys: list[str]) -> None:
+    if not any(k.startswith(_KNOWN_PREFIX) for k in keys):
+        raise UserError(f"LoRA file {path}: a LyCORIS file without kohya keys (expected lora_unet_*/lora_te*)")
 
 
 def _check_width(path: Path, widths: set[int], cross_attention_dim: int) -> None:

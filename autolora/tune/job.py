@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.config import Config, RunConfig
-from autolora.core.feasible import candidates, confirmation
+from autolora.core.feasible import best, candidates, confirmation
 from autolora.core.job import Job, Objective
 from autolora.core.run import RunResult, run_job
 from autolora.core.rundir import best_numbers, prune_kept
@@ -20,6 +20,7 @@ from autolora.errors import TrialFailed
 from autolora.report.html import run_report
 from autolora.sampling import grid
 from autolora.tune.confirm import confirm
+from autolora.tune.explain_best import explain_best, report_part
 from autolora.tune.export import export_trial
 from autolora.tune.plan import Plan, make_plan, study_spec
 from autolora.tune.session import Session
@@ -115,9 +116,29 @@ class TuneJob(Job):
         prune_kept(self.run_dir, best_numbers(study, self.config.study.keep_top_k))
         if self.config.study.confirm_top_k and not self.config.study.queue_only:
             self._confirm(study, parent)
+        lines = []
+        if self.config.study.explain and not self.config.study.queue_only:
+            lines += self._explain(study, parent)
         if parent is not None:
             parent.log_summary(study, self.the_plan.objective.names)
-        return [run_report(self, study, parent)]
+        return [*lines, run_report(self, study, parent)]
+
+    def _explain(self, study: optuna.Study, parent: ParentRun | None) -> list[str]:
+        """The map of the best LoRA (``autolora.tune.explain_best``); a failure is a line, never a failed run."""
+        if not best(study):
+            return []
+        try:
+            if self.session is None or self.session.pipe is None:
+                self.session = Session.load(self.the_plan)
+                self.session.prepare(self.run_dir / "cache")
+            line = explain_best(self.session, study, self.run_dir, parent, echo=lambda s: None)
+        except Exception as e:  # the trials and the export stand without the map
+            return [f"explain: not written ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"]
+        return [line] if line else []
+
+    @classmethod
+    def report_parts(cls, study: optuna.Study, run_dir: Path | None) -> list[tuple[str, list[Any]]]:
+        return report_part(run_dir)
 
     def _confirm(self, study: optuna.Study, parent: ParentRun | None) -> None:
         """The confirmation stage (``autolora.tune.confirm``); the models are loaded again if workers ran the trials."""
