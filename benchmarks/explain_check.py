@@ -23,14 +23,18 @@ LoRA after its training).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+TERMS = ("style_auto", "style_gain", "style_direction", "style_gram", "style_probe", "style_intro")
 
 
 def train(style: str, work: Path) -> Path:
@@ -115,6 +119,12 @@ def check(style: str, lora: Path, work: Path, max_groups: int) -> dict[str, Any]
             got = read(draw(subset(keys, chosen)))
             subsets.append({"groups": list(chosen), "predicted": sum(shares[k] for k in chosen), **got})
     rho = _spearman([s["predicted"] for s in subsets], [s["progress"] for s in subsets])
+    by_term = {}  # the same readings mapped by each of the judge's style terms: which one sees the blocks best
+    for term in TERMS:
+        if term in found.full.per_seed and not any(math.isnan(v) for v in found.full.per_seed[term]):
+            term_shares = dataclasses.replace(found, style_metric=term).shares()
+            predicted = [sum(term_shares[k] for k in s["groups"]) for s in subsets]
+            by_term[term] = _spearman(predicted, [s["progress"] for s in subsets])
     row: dict[str, Any] = {
         "style": style,
         "lora": str(lora),
@@ -127,6 +137,7 @@ def check(style: str, lora: Path, work: Path, max_groups: int) -> dict[str, Any]
         "full": full,
         "subsets": subsets,
         "spearman": rho,
+        "spearman_by_term": by_term,
         "pruned": {k: v for k, v in pruned.to_dict().items() if k != "ranks"},
     }
     if pruned.written:
@@ -173,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         shown = p.get("pixels", {})
         print(
             f"{style}: {len(row['groups'])} groups, map in {row['map_seconds']:.0f} s; Spearman over "
-            f"{len(row['subsets'])} subsets {row['spearman']:+.2f}; full progress {row['full']['progress']:+.2f} "
+            f"{len(row['subsets'])} subsets {row['spearman']:+.2f} ("
+            + ", ".join(f"{t} {v:+.2f}" for t, v in row["spearman_by_term"].items())
+            + f"); full progress {row['full']['progress']:+.2f} "
             f"content {row['full']['content']:.2f} (base {row['base_content']:.2f}); pruned "
             + (
                 f"{' '.join(p['kept'])}: style kept {shown['style_kept']:.0%}, content vs base "

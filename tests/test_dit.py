@@ -380,3 +380,26 @@ def test_fuse_two_flux_loras_over_transformer_blocks_and_export(
     # read this tiny model's single blocks (its split is hard-wired to Flux.1's width).
     got = _reloaded(flux_folder, exp / "pytorch_lora_weights.safetensors")
     assert np.allclose(got, expected, atol=1e-5), np.abs(got - expected).max()
+
+
+def test_explain_maps_a_flux_lora_over_its_transformer_blocks(
+    tmp_path: Path, flux_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    pipe = _load(flux_folder)
+    modules = _every_module(pipe)
+    targets = [m for m in modules if (m.startswith("transformer_blocks.") and ".attn." in m) or m.startswith("single_")]
+    adapter, _ = _trained(pipe, LoraConfig(r=4, lora_alpha=4, target_modules=targets), "flux", 21)
+    lora = export_all(adapter, tmp_path / "lora", "ink", kohya=False)["diffusers"]
+    out = tmp_path / "map"
+    args = ["explain", str(lora), "--base-model", "builtin:tiny-flux", "--out", str(out), "--seeds", "0", "--prune",
+            "--set", "eval.inference_steps=2", "--set", "data.resolution=32",
+            "--set", "eval.intro_style=false"]  # fmt: skip
+    rc = main(args)
+    printed, err = capsys.readouterr()
+    assert rc == 0, err
+    doc = json.loads((out / "explain.json").read_text())
+    assert [g["group"] for g in doc["map"]["groups"]] == ["double.0", "double.1", "single.0", "single.1"]
+    assert doc["arch"] == "flux" and doc["rank"]["rank"] == 4
+    assert doc["pruned"]["written"] or doc["pruned"]["reason"] in printed

@@ -265,3 +265,25 @@ def test_a_lycoris_file_is_read_as_the_exact_update_it_applies_and_explained(
 def _prompts(folder: Path) -> Path:
     (folder / "prompts.txt").write_text("a red circle\na blue square\n")
     return folder / "prompts.txt"
+
+
+def test_explain_maps_an_sdxl_lora_with_both_text_encoders(
+    tiny_sdxl: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import make_lora
+    from peft import LoraConfig
+
+    from autolora.formats.export import export_all
+
+    te = LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    unet = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    adapter, _ = make_lora(tiny_sdxl, {"unet": unet, "text_encoder": te, "text_encoder_2": te}, 7)
+    adapter.base.update(
+        arch="sdxl", source="builtin:tiny-sdxl", layers_per_block=tiny_sdxl.unet.config.layers_per_block
+    )
+    lora = export_all(adapter, tmp_path / "xl", "xl")["diffusers"]
+    out = tmp_path / "map"
+    args = ["explain", str(lora), *FAST, "--base-model", "builtin:tiny-sdxl", "--seeds", "0", "--out", str(out)]
+    assert main([*args, "--prompts", str(_prompts(tmp_path))]) == 0, capsys.readouterr().err
+    keys = [g["group"] for g in json.loads((out / "explain.json").read_text())["map"]["groups"]]
+    assert keys[-2:] == ["text_encoder", "text_encoder_2"] and any(k.startswith("up.") for k in keys)
