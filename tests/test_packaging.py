@@ -79,3 +79,12 @@ def test_wheel_builds_offline_installs_fresh_and_tunes_the_embedded_default(tmp_
     if "best: trial 0" in run.stdout:  # the default confirms the best on 6 other seeds
         assert "on 6 other seeds" in run.stdout, run.stdout
     assert (work / "run" / "report.html").is_file()
+
+
+def test_every_subpackage_is_in_the_wheel() -> None:
+    """A new ``autolora/<name>/__init__.py`` must be named in pyproject's packages (the wheel above takes minutes)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "autolora").rglob("__init__.py")}
+    assert found - listed == set()

@@ -122,3 +122,25 @@ def test_show_marks_a_dead_workers_trial_stale(tmp_path: Path) -> None:
         assert rc == 0, err
     stale = [ln for ln in out.splitlines() if " STALE " in ln]
     assert len(stale) == 1 and "its worker is probably dead" in stale[0], out
+
+
+def test_a_running_trial_that_never_beat_is_stale_after_the_grace_period(tmp_path: Path) -> None:
+    """A worker killed before its heartbeat thread first wrote (a loaded machine makes that window wide) leaves a
+    RUNNING trial with no heartbeat at all: ``show`` must still call it stale once the grace period has passed."""
+    import optuna
+
+    from autolora.core.reading import stale_trials
+    from autolora.core.study import ATTR
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/beat.db", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="beat", storage=storage)
+    study.set_user_attr(ATTR + "config", {"study": {"heartbeat_interval": 1, "grace_period": 0.001}})
+    trial = study.ask()  # RUNNING, and no heartbeat thread ever ran for it
+    deadline = (
+        time.time() + 60
+    )  # its age only grows: this waits for a state; the bound only ends a wait that never would
+    while not stale_trials(study) and time.time() < deadline:
+        time.sleep(0.01)
+    assert list(stale_trials(study)) == [trial.number]
+    study.set_user_attr(ATTR + "config", {"study": {"heartbeat_interval": 0, "grace_period": 0.001}})
+    assert stale_trials(study) == {}  # heartbeats off: nothing can be told dead

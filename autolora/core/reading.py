@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,15 +141,23 @@ def stale_trials(study: optuna.Study) -> dict[int, float]:
     if not isinstance(storage, RDBStorage):
         return {}
 
-    config = study.user_attrs.get(ATTR + "config") or {}
-    grace = float((config.get("study") or {}).get("grace_period") or 180)
+    config = (study.user_attrs.get(ATTR + "config") or {}).get("study") or {}
+    grace = float(config.get("grace_period") or 180)
+    if not config.get("heartbeat_interval", 60):
+        return {}  # heartbeats off: no trial can be told dead
     study_id = storage.get_study_id_from_name(study.study_name)
     ages = heartbeat_ages(storage, study_id)
-    if not ages:
-        return {}
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    by_id = {storage.get_trial_id_from_study_id_trial_number(study_id, t.number): t.number for t in running}
-    return {by_id[tid]: age for tid, age in ages.items() if age > grace and tid in by_id}
+    out = {}
+    now = datetime.datetime.now()  # optuna stamps datetime_start with the local time
+    for t in running:
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        # A worker killed before its heartbeat thread first wrote leaves a RUNNING trial with no heartbeat at all:
+        # silent since it started.
+        age = ages.get(tid, (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0)
+        if age > grace:
+            out[t.number] = age
+    return out
 
 
 def print_best(study: optuna.Study) -> None:
