@@ -59,7 +59,6 @@ def train(style: str, work: Path) -> Path:
 
 
 def check(style: str, lora: Path, work: Path, max_groups: int) -> dict[str, Any]:
-    import torch
 
     from autolora.config import load_config
     from autolora.explain.config import ExplainRunConfig
@@ -68,7 +67,6 @@ def check(style: str, lora: Path, work: Path, max_groups: int) -> dict[str, Any]
     from autolora.explain.plan import make_explain_plan
     from autolora.explain.prune import prune
     from autolora.loras.engine import load_loras, unload
-    from autolora.sampling import sample
     from benchmarks.table.build import Truth, style_folder
     from benchmarks.table.figures import _right, _spearman
 
@@ -94,12 +92,8 @@ def check(style: str, lora: Path, work: Path, max_groups: int) -> dict[str, Any]
     refs = statistics.mean(truth.presence(im) for im in plan.style.images) if plan.style else 0.0
 
     def draw(coeffs: dict[str, float] | None) -> list[Any]:
-        if coeffs is not None:
-            session.fa.set_coefficients({"explained": coeffs})
-        with torch.no_grad():
-            return sample(session.pipe, session.eval_prompts(), seeds, steps=config.eval.inference_steps,
-                          guidance_scale=config.eval.guidance(), resolution=plan.resolution,
-                          batch_size=config.eval.batch_size)  # fmt: skip
+        """The confirmation seeds with the LoRA's groups at ``coeffs`` (None: the active adapter as it is)."""
+        return session.sample_active(seeds) if coeffs is None else session.draw(coeffs, seeds)
 
     keys = found.keys
     base = truth.pixels(draw(subset(keys, [])), len(seeds))

@@ -36,6 +36,8 @@ class ExplainSession:
 
     def __init__(self, plan: ExplainPlan, pipe: Any, fa: FusedAdapters, judge: ClipJudge) -> None:
         self.plan, self.pipe, self.fa, self.judge = plan, pipe, fa, judge
+        self.anchors: list[Image.Image] | None = None
+        """The base model's rendering of each reference's caption, when a caller drew them already (``tune``)."""
         self.scorer: ClipStyleContentScorer | None = None
         self.samples: dict[str, list[Image.Image]] = {}
         """Reading name (``base``, ``full``, ``alone:up.1``...) -> its samples, for the grid."""
@@ -80,10 +82,14 @@ class ExplainSession:
     def draw(self, coeffs: Coefficients, seeds: list[int] | None = None, prompts: list[str] | None = None) -> list[Any]:
         """Sample ``prompts`` (the evaluation prompts) x ``seeds`` (``eval.seeds``) with the LoRA's groups at
         ``coeffs``."""
+        self.fa.set_coefficients({NAME: coeffs})
+        return self.sample_active(seeds, prompts)
+
+    def sample_active(self, seeds: list[int] | None = None, prompts: list[str] | None = None) -> list[Any]:
+        """Sample with whatever adapters are active as they are (``draw`` sets the LoRA's groups first)."""
         import torch
 
         ev = self.plan.config.eval
-        self.fa.set_coefficients({NAME: coeffs})
         self.draws += 1
         with torch.no_grad():
             return sample(
@@ -97,18 +103,19 @@ class ExplainSession:
             )
 
     def prepare(self) -> str:
-        """Draw the base model's and the full LoRA's samples and prepare the scorer; return what the references
-        are (``style images`` or ``own samples``)."""
+        """Draw the base model's (unless given in ``samples["base"]``) and the full LoRA's samples and prepare the
+        scorer; return what the references are (``style images`` or ``own samples``)."""
         plan, ev = self.plan, self.plan.config.eval
         keys = self.keys("block")
-        self.samples["base"] = self.draw(constant(keys, 0.0))
+        if "base" not in self.samples:  # a caller that holds the base model's samples (tune's) set them
+            self.samples["base"] = self.draw(constant(keys, 0.0))
         self.samples["full"] = self.draw(constant(keys, 1.0))
         anchors, captions = None, None
         if plan.style is not None:
             references, what = plan.style.images, "style images"
             if all(plan.style.captions):
                 captions = plan.style.captions
-                anchors = self.draw(constant(keys, 0.0), ev.seeds[:1], captions)
+                anchors = self.anchors or self.draw(constant(keys, 0.0), ev.seeds[:1], captions)
         else:
             references, what = self.draw(constant(keys, 1.0), ev.confirm_seeds), "own samples"
         self.scorer = ClipStyleContentScorer(self.judge, self._readers())

@@ -27,12 +27,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         + ", ".join(f"{c} {v:+.1f} points" for c, v in m["content_cost_full"].items())
         + " (cost against the base model)",
     ]
-    ranked = sorted(groups, key=lambda g: -g["share"])
-    living = [g for g in ranked if g["share"] >= 0.05][:4]
-    if living and m["style_full"] > 0:
-        lines.append("  style lives in " + ", ".join(f"{g['group']} ({g['share']:.0%})" for g in living))
-    else:
-        lines.append(f"  the LoRA shows no style by {metric} ({m['style_full']:+.3f} over the base model)")
+    lines.append("  " + where_line(doc))
     costly = [g for g in groups if g["worst_cost"] > 0 and g["worst_cost"] / 100 > g["share"] * m["style_full"]]
     for g in sorted(costly, key=lambda g: -g["worst_cost"])[:2]:
         metric_of = max(g["content_cost"], key=lambda c: g["content_cost"][c]["mean"])
@@ -57,6 +52,15 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"  no pruned LoRA written: {p['reason']}")
     return lines
+
+
+def where_line(doc: dict[str, Any]) -> str:
+    """Where the style lives: the groups holding 5 % of it or more, most first (at most 4)."""
+    m = doc["map"]
+    living = [g for g in sorted(m["groups"], key=lambda g: -g["share"]) if g["share"] >= 0.05][:4]
+    if living and m["style_full"] > 0:
+        return "style lives in " + ", ".join(f"{g['group']} ({g['share']:.0%})" for g in living)
+    return f"the LoRA shows no style by {m['style_metric']} ({m['style_full']:+.3f} over the base model)"
 
 
 def table_lines(doc: dict[str, Any]) -> list[str]:

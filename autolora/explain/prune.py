@@ -32,7 +32,6 @@ from autolora.formats.export import export_all
 from autolora.loras.engine import load_loras, unload
 from autolora.loras.folded import fused_adapter
 from autolora.loras.rank import reduce_rank_to_energy
-from autolora.sampling import sample
 
 if TYPE_CHECKING:
     from autolora.scoring.objective import Objective
@@ -161,29 +160,14 @@ def _write_and_check(
 
 def _sample_file(session: ExplainSession, path: Path) -> Reading:
     """Load ``path`` beside the explained LoRA (which it replaces as the active adapter), sample, read, unload."""
-    import torch
-
     pipe = session.pipe
     with warnings.catch_warnings():  # peft warns that a second adapter joins the first: that is the point here
         warnings.simplefilter("ignore", UserWarning)
         checked = load_loras(pipe, [path], [CHECKED])
     try:
-        keys = checked.lora_group_keys(CHECKED, "block")
-        checked.set_coefficients({CHECKED: constant(keys, 1.0)})
-        ev = session.plan.config.eval
-        with torch.no_grad():
-            images = sample(
-                pipe,
-                session.eval_prompts(),
-                ev.seeds,
-                steps=ev.inference_steps,
-                guidance_scale=ev.guidance(),
-                resolution=session.plan.resolution,
-                batch_size=ev.batch_size,
-            )
-        session.draws += 1
-        session.samples["pruned"] = images
-        return session.read(images)
+        checked.set_coefficients({CHECKED: constant(checked.lora_group_keys(CHECKED, "block"), 1.0)})
+        session.samples["pruned"] = session.sample_active()
+        return session.read(session.samples["pruned"])
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

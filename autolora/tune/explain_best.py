@@ -23,7 +23,7 @@ from autolora.core.rundir import adapter_dir
 from autolora.explain.config import ExplainRunConfig, ExplainSection
 from autolora.explain.job import explain_with
 from autolora.explain.measure import ExplainSession
-from autolora.explain.output import HEATMAP_FILE, JSON_FILE, SAMPLES_FILE, summary_lines, table_lines
+from autolora.explain.output import HEATMAP_FILE, JSON_FILE, SAMPLES_FILE, summary_lines, table_lines, where_line
 from autolora.explain.plan import make_explain_plan
 from autolora.formats.export import export_all
 from autolora.methods import kept_method
@@ -63,6 +63,9 @@ def explain_best(
         mapped.validate()
         plan = make_explain_plan(mapped)
         mapper = ExplainSession.on(plan, session.pipe, session.judge)
+        # the run's own base samples and anchors: the same prompts, seeds and pipeline with no adapter (scale 0)
+        mapper.samples["base"] = session.ensure_base_samples(run_dir / "cache")
+        mapper.anchors = session.ensure_anchors(run_dir / "cache")
         try:
             result = explain_with(mapper, echo=lambda s: None, about={"trial": number})
         finally:
@@ -70,7 +73,7 @@ def explain_best(
     if parent is not None:
         for path in result.files:
             parent.client.log_artifact(parent.run_id, str(path), FOLDER)
-    return f"explain (trial {number}): " + summary_lines(result.doc)[2].strip() + f"; {out / 'explain.html'}"
+    return f"explain (trial {number}): " + where_line(result.doc) + f"; {out / 'explain.html'}"
 
 
 def report_part(run_dir: Path | None) -> list[tuple[str, list[Any]]]:
