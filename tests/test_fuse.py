@@ -170,6 +170,44 @@ def test_export_reloads_the_in_memory_fusion(
         fresh.delete_adapters([kind])
 
 
+def test_fuse_blends_a_lycoris_file_as_the_update_it_applies(
+    work: dict[str, Any], tiny_sd: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A LoHa file as A1111/ComfyUI load it is loaded as its exact LoRA: at coefficient 1 the pipeline draws what
+    peft's LoHa draws; fused beside a LoRA, every probe of the block prior reads it, and the fusion exports."""
+    from test_methods import CASES, _attached, _kept, _spec
+
+    from autolora.adapter import detach
+    from autolora.formats.export import export_all
+    from autolora.fuse import load_loras, unload
+
+    spec = _spec(tiny_sd, text_encoder=True, target_layers=["self_attn", "cross_attn"], **CASES["loha"])
+    try:
+        _attached(tiny_sd, spec, "hada", seed=3)
+        expected = generate(tiny_sd)
+        kept = _kept(tiny_sd, spec, "hada")
+    finally:
+        detach(tiny_sd.unet, "hada")
+        detach(tiny_sd.text_encoder, "hada")
+    assert np.abs(expected - generate(tiny_sd)).max() > 1e-2, "the LoHa does not change the image"
+    path = export_all(kept, tmp_path / "files", "hada")["kohya"]
+    fa = load_loras(tiny_sd, [path], ["hada"])
+    try:
+        got = generate(tiny_sd)
+    finally:
+        unload(fa)
+    assert np.allclose(got, expected, atol=1e-4), f"max diff {np.abs(got - expected).max()}"
+
+    run_dir = tmp_path / "run"
+    args = [f"water={path}" if a == str(work["files"]["water"]) else a for a in fuse_args(work, run_dir)]
+    rc, out, err = _cli(capsys, *args, "--trials", "1", "--set", "fuse.baselines=[block-prior]")
+    assert rc == 0, err
+    assert "water: style lives in" in out or "water: the LoRA shows no style" in out
+    rc, _, err = _cli(capsys, "export", str(run_dir), "--out", str(tmp_path / "export"))
+    assert rc == 0, err
+    assert (tmp_path / "export" / "pytorch_lora_weights.safetensors").is_file()
+
+
 def test_global_study_is_diffusers_linear_fusion(run: dict[str, Any], work: dict[str, Any]) -> None:
     """The linear study's logged samples are what diffusers' own set_adapters gives with the same weights."""
     import io

@@ -70,11 +70,32 @@ def test_dlf_starts_from_linear_best_and_baselines_run_once(
     names = [str(t.params["baseline"]) for t in fixed.trials]
     assert names[:2] == ["klora:ink", "klora:water"] and names[-1] == "block-prior"
     assert {n.split(":")[1] for n in names if n.startswith("probe:")} == {"ink", "water"}
-    assert "klora:ink: score=" in out and "block-prior: score=" in out and "style gain alone per block" in out
-    # The measured prior gives each probed block to the LoRA whose style showed most there.
-    from autolora.fuse.baselines import assign_blocks, probe_gains
+    assert "klora:ink: score=" in out and "block-prior: score=" in out and "-> block prior ink:" in out
+    # The probes are explain's readings of each LoRA: full, then every block group alone and left out, per seed.
+    from autolora.explain.groups import alone, without
+    from autolora.fuse.baselines import assign_blocks, probe_maps
+    from autolora.fuse.probes import READING_ATTR, prior_shares
 
-    owner = assign_blocks(probe_gains(fixed))
+    maps = probe_maps(fixed)
+    assert set(maps) == {"ink", "water"}
+    for lora, m in maps.items():
+        keys = list(fixed.trials[-1].user_attrs["fusion"]["coefficients"][lora])
+        assert sorted(m.keys) == sorted(keys), (lora, m.keys)
+        assert f"{lora}: style lives in" in out or f"{lora}: the LoRA shows no style" in out
+        assert abs(sum(m.shares().values()) - 1.0) < 1e-9 or not any(m.shares().values())
+        for t in fixed.trials:
+            name = str(t.params["baseline"])
+            if name.startswith(f"probe:{lora}:alone:") or name.startswith(f"probe:{lora}:without:"):
+                view, group = name.split(":")[2:]
+                want = (alone if view == "alone" else without)(keys, group)
+                assert t.user_attrs["fusion"]["coefficients"][lora] == want, name
+                assert len(t.user_attrs[READING_ATTR][f"style_gain.{lora}"]) == 1  # one per seed (eval.seeds=[0])
+                assert set(t.user_attrs["fusion"]["coefficients"]["water" if lora == "ink" else "ink"].values()) == {
+                    0.0
+                }
+    # The measured prior gives each block to the LoRA with the larger share there (text encoders stay at 1).
+    owner = assign_blocks(prior_shares(maps))
+    assert owner and not any(b.startswith("text_encoder") for b in owner)
     prior = fixed.trials[-1].user_attrs["fusion"]["coefficients"]
     for block, lora in owner.items():
         assert prior[lora][block] == 1.0 and all(
@@ -206,12 +227,19 @@ def test_fixed_trials_replay_their_blend(work: dict[str, Any], tiny_sd: Any) -> 
     fa = load_loras(tiny_sd, [work["files"]["ink"], work["files"]["water"]], ["ink", "water"])
     try:
         space = FixedSpace.of(fa, "sd1", ["klora", "block-prior"])
-        probe = next(n for n in space.names if n.startswith("probe:ink:"))
-        block = probe.split(":")[2]
+        probe = next(n for n in space.names if n.startswith("probe:ink:alone:"))
+        block = probe.split(":")[3]
         blend = space.blend(probe)
         assert isinstance(blend, Fusion)
         assert blend.early["ink"][block] == 1.0 and set(blend.early["water"].values()) == {0.0}
-        assert sum(v for k, v in blend.early["ink"].items() if not k.startswith("text_encoder")) == 1.0
+        assert sum(blend.early["ink"].values()) == 1.0
+        left_out = space.blend(probe.replace(":alone:", ":without:"))
+        assert isinstance(left_out, Fusion) and left_out.early["ink"][block] == 0.0
+        assert sum(left_out.early["ink"].values()) == len(left_out.early["ink"]) - 1
+        full = space.blend("probe:water:full")
+        assert isinstance(full, Fusion) and set(full.early["water"].values()) == {1.0}
+        with pytest.raises(ValueError, match="not a probe"):
+            space.blend("probe:ink:sideways:up.1")
         assert isinstance(space.blend("klora:water"), KLoraBlend)
         assert FixedSpace.of(fa, "sd1", ["klora"]).fingerprint() != space.fingerprint()  # a resume notices
     finally:

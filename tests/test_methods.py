@@ -236,15 +236,16 @@ def test_tune_show_export_a_lokr_study(tmp_path: Path, capsys: Any, monkeypatch:
     assert info["lora"]["unet"]["peft_type"] == "LOKR" and info["params"]["method"] == "lokr"
 
 
-def test_fuse_names_a_lycoris_file_it_cannot_blend(tmp_path: Path) -> None:
+def test_a_lycoris_file_is_told_apart_and_refused_for_a_transformer_model(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     from autolora.loras.files import check_lora_file
 
     path = tmp_path / "loha.safetensors"
     save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2), "lora_unet_x.alpha": torch.tensor(1.0)}, str(path))
-    with pytest.raises(UserError, match=r"loha.safetensors: a LyCORIS LoHa file; fuse .* reads LoRA files only"):
-        check_lora_file(path, 32)
+    assert check_lora_file(path, 32) == "lycoris"  # read as its exact LoRA by autolora.loras.lycoris
+    with pytest.raises(UserError, match=r"loha.safetensors: a LyCORIS LoHa file for a transformer model; .*UNet"):
+        check_lora_file(path, 0)
 
 
 def test_presets_start_a_study_that_can_train_a_lora_and_say_what_projection_changed(tiny_sd: Any) -> None:

@@ -8,18 +8,14 @@ References: the user's style pictures, else the LoRA's own full-strength samples
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolora.explain.groups import Coefficients, alone, constant, without
 from autolora.explain.plan import ExplainPlan
 from autolora.explain.reading import GroupReading, Reading, StyleMap
-from autolora.formats.export import export_all
 from autolora.loras.engine import FusedAdapters, load_loras, unload
-from autolora.loras.lycoris import read_lycoris
 from autolora.models.loading import load_base
 from autolora.sampling import sample
 from autolora.scoring.clip import ClipJudge, ClipStyleContentScorer
@@ -42,7 +38,6 @@ class ExplainSession:
         self.samples: dict[str, list[Image.Image]] = {}
         """Reading name (``base``, ``full``, ``alone:up.1``...) -> its samples, for the grid."""
         self.draws = 0
-        self._folder: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
     def load(cls, plan: ExplainPlan) -> ExplainSession:
@@ -52,21 +47,9 @@ class ExplainSession:
 
     @classmethod
     def on(cls, plan: ExplainPlan, pipe: Any, judge: ClipJudge) -> ExplainSession:
-        """The LoRA loaded onto a pipeline and judge already loaded (``tune``'s, at the end of a run); ``close``
-        leaves the pipeline as it was."""
-        if not plan.lycoris:
-            return cls(plan, pipe, load_loras(pipe, [plan.lora], [NAME]), judge)
-        # LyCORIS: its exact LoRA, written where diffusers' loader can read it, for the session's lifetime
-        folder = tempfile.TemporaryDirectory(prefix="autolora-explain-")
-        try:
-            adapter = read_lycoris(plan.lora, pipe)
-            lora = export_all(adapter, Path(folder.name), plan.lora.stem, kohya=False)["diffusers"]
-            session = cls(plan, pipe, load_loras(pipe, [lora], [NAME]), judge)
-        except BaseException:
-            folder.cleanup()
-            raise
-        session._folder = folder
-        return session
+        """The LoRA loaded onto a pipeline and judge already loaded (``tune``'s, at the end of a run; a LyCORIS
+        file as its exact LoRA, ``autolora.loras.engine``); ``close`` leaves the pipeline as it was."""
+        return cls(plan, pipe, load_loras(pipe, [plan.lora], [NAME]), judge)
 
     @property
     def n_seeds(self) -> int:
@@ -145,9 +128,6 @@ class ExplainSession:
         """Remove the LoRA from the pipeline (its base weights are then bit-identical to the loaded ones)."""
         if self.fa.slots:
             unload(self.fa)
-        if self._folder is not None:
-            self._folder.cleanup()
-            self._folder = None
 
 
 def measure(session: ExplainSession, granularity: str, echo: Callable[[str], None] = print) -> StyleMap:

@@ -117,7 +117,8 @@ def samples_grid(samples: dict[str, list[Any]], label_width: int = 120) -> Any:
 
 
 def heatmap(doc: dict[str, Any], path: Path) -> Path:
-    """Groups x (style share, style alone, style lost without, content cost alone per reading, delta share)."""
+    """Groups x (style share, style alone, style lost without, content cost alone per reading, and the share of the
+    delta when the document has the spectrum's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,12 +129,12 @@ def heatmap(doc: dict[str, Any], path: Path) -> Path:
     groups = sorted(m["groups"], key=lambda g: key_order(g["group"]))
     delta = doc.get("delta_shares", {})
     columns = ["style share", "style alone", "style lost w/o"]
-    columns += [f"cost {c} (pts)" for c in m["content_metrics"]] + ["delta share"]
+    columns += [f"cost {c} (pts)" for c in m["content_metrics"]] + (["delta share"] if delta else [])
     values = np.array(
         [
             [g["share"], g["style_alone"], g["style_drop"]]
             + [g["content_cost"][c]["mean"] for c in m["content_metrics"]]
-            + [delta.get(g["group"], 0.0)]
+            + ([delta.get(g["group"], 0.0)] if delta else [])
             for g in groups
         ],
         dtype=float,

@@ -67,7 +67,7 @@ def make_explain_plan(config: ExplainRunConfig) -> ExplainPlan:
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
     config.eval.resolve_guidance(model.arch)
     lora = Path(config.explain.lora)
-    kind = check_lora_file(lora, *lora_target(model), job="explain", lycoris=True)
+    kind = check_lora_file(lora, *lora_target(model))
     style = load_style_set(Path(config.data.style_images)) if config.data.style_images else None
     prompts = load_prompts(Path(config.data.prompts)) if config.data.prompts else list(BUILTIN_PROMPTS)
     out = config.out_dir.resolve()

@@ -9,11 +9,11 @@
     only on the second, both text encoders at 1. Two LoRAs only, tried in both role orders
     (``block-prior:<style>``).
   - Any other layout (SD 1.x/2.x, miniworld, DiT models): nothing published is assumed; the blocks are
-    *measured* in the run. ``probe:<name>:<block>`` trials draw LoRA ``<name>`` alone on one UNet/transformer
-    block (its text-encoder groups at 1, everything else 0) and read its own style gain; ``block-prior`` then
-    gives every block to the LoRA whose style shows most there, each LoRA's gains normalised by its best block
-    (a LoRA left without a block gets its best one), text encoders at 1. The probes double as a map of where
-    each style lives (``show`` prints it).
+    *measured* in the run, by ``autolora explain``'s map of each LoRA (``autolora.fuse.probes``): ``probe:``
+    trials draw each LoRA in full and each of its block groups alone and left out (the other LoRAs off), and the
+    LoRA's map gives every group its share of the style (``explain.reading.StyleMap``). ``block-prior`` then gives
+    every UNet/transformer block to the LoRA whose share is highest there, relative to that LoRA's best block (a
+    LoRA left without a block gets its best one), text encoders at 1. ``show`` prints each LoRA's map.
 
 Each baseline is a ``Blend``: what a trial applies to the loaded adapters (``apply``, which may return a
 ``callback_on_step_end``), a one-line ``summary`` and a ``to_dict`` kept with the trial.
@@ -28,15 +28,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autolora.core.feasible import complete
-from autolora.explain.groups import alone, constant
 from autolora.fuse.config import BASELINE_KINDS
 from autolora.fuse.klora import KLora, Magnitudes
+from autolora.fuse.probes import (
+    READING_ATTR,
+    is_text,
+    maps_of,
+    parse,
+    prior_shares,
+    probe_coefficients,
+    probe_names,
+)
 from autolora.fuse.space import Blend, Fusion
-from autolora.loras.groups import TEXT_ENCODERS
 
 if TYPE_CHECKING:
     import optuna
 
+    from autolora.explain.reading import StyleMap
     from autolora.loras.engine import FusedAdapters
 
 KINDS = BASELINE_KINDS
@@ -62,10 +70,6 @@ class KLoraBlend:
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": "klora", "content": self.content, "k": self.k}
-
-
-def _is_text(key: str) -> bool:
-    return key.split(".")[0] in TEXT_ENCODERS
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class FixedSpace:
                 if len(loras) == 2:
                     names += [f"block-prior:{lora}" for lora in loras]
             else:
-                names += [f"probe:{lora}:{b}" for lora in loras for b in blocks[lora] if not _is_text(b)]
+                names += [n for lora in loras for n in probe_names(lora, blocks[lora])]
                 names.append("block-prior")
         return cls(names, blocks, layers, arch, klora_k)
 
@@ -119,19 +123,18 @@ class FixedSpace:
         return self.blend(str(name), trial.study)
 
     def blend(self, name: str, study: optuna.Study | None = None) -> Blend:
-        """The blend ``name`` (the measured ``block-prior`` reads the study's probe trials)."""
+        """The blend ``name`` (the measured ``block-prior`` reads the maps of the study's probe trials)."""
         kind, _, rest = name.partition(":")
         if kind == "klora":
             return KLoraBlend(rest, self.klora_k)
         if kind == "probe":
-            lora, _, block = rest.partition(":")
-            return Fusion(self._probe(lora, block))
+            return Fusion(probe_coefficients(name, self.block_keys))
         if kind == "block-prior" and rest:
             return Fusion(self._published(rest))
         if kind == "block-prior":
             if study is None:
                 raise ValueError("the measured block prior needs its study's probe trials")
-            return Fusion(self.measured_prior(probe_gains(study)))
+            return Fusion(self.measured_prior(prior_shares(probe_maps(study))))
         raise ValueError(f"unknown fixed trial {name!r}; expected one of {self.names}")
 
     def of_trial(self, trial: optuna.trial.FrozenTrial) -> Blend:
@@ -141,52 +144,38 @@ class FixedSpace:
             return Fusion.from_dict(trial.user_attrs["fusion"])
         return self.blend(name)
 
-    def _probe(self, lora: str, block: str) -> dict[str, dict[str, float]]:
-        """LoRA ``lora`` alone on ``block`` (its text encoders at 1), the others off: ``explain``'s reading of one
-        group alone, the same coefficients."""
-        out = {}
-        for other, keys in self.block_keys.items():
-            if other == lora:
-                out[other] = {k: 1.0 if _is_text(k) else v for k, v in alone(keys, block).items()}
-            else:
-                out[other] = constant(keys, 0.0)
-        return out
-
     def _published(self, style: str) -> dict[str, dict[str, float]]:
         units = PUBLISHED[self.arch]
         out = {}
         for lora, keys in self.layer_keys.items():
             unit = units["style"] if lora == style else units["content"]
-            out[lora] = {k: 1.0 if k == unit or _is_text(k) else 0.0 for k in keys}
+            out[lora] = {k: 1.0 if k == unit or is_text(k) else 0.0 for k in keys}
         return out
 
-    def measured_prior(self, gains: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-        """Block coefficients giving every probed block to the LoRA whose (normalised) style gain is highest there."""
-        owner = assign_blocks(gains)
+    def measured_prior(self, shares: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+        """Block coefficients giving every probed block to the LoRA whose (normalised) share is highest there."""
+        owner = assign_blocks(shares)
         return {
-            lora: {k: 1.0 if _is_text(k) or owner.get(k) == lora else 0.0 for k in keys}
+            lora: {k: 1.0 if is_text(k) or owner.get(k) == lora else 0.0 for k in keys}
             for lora, keys in self.block_keys.items()
         }
 
 
-def probe_gains(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """LoRA -> block -> its own style gain when alone on that block, from the study's complete probe trials."""
-
-    out: dict[str, dict[str, float]] = {}
+def probe_maps(study: optuna.Study) -> dict[str, StyleMap]:
+    """LoRA -> its map (``explain``'s), from the study's complete probe trials."""
+    readings: dict[str, dict[str, dict[str, list[float]]]] = {}
     for t in complete(study):
-        kind, _, rest = str(t.params.get(PARAM, "")).partition(":")
-        if kind != "probe":
+        name = str(t.params.get(PARAM, ""))
+        if not name.startswith("probe:") or READING_ATTR not in t.user_attrs:
             continue
-        lora, _, block = rest.partition(":")
-        gain = t.user_attrs.get(f"metric.style_gain.{lora}")
-        if gain is not None:
-            out.setdefault(lora, {})[block] = float(gain)
-    return out
+        lora, view, group = parse(name)
+        readings.setdefault(lora, {})[f"{view}:{group}" if group else view] = t.user_attrs[READING_ATTR]
+    return maps_of(readings)
 
 
 def assign_blocks(gains: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
-    """Block -> the LoRA that owns it: the highest gain over that LoRA's best gain (ties: the earlier LoRA); then
-    a LoRA owning nothing takes its best block."""
+    """Block -> the LoRA that owns it: the highest share (or gain) over that LoRA's best one (ties: the earlier
+    LoRA); then a LoRA owning nothing takes its best block."""
     best = {lora: max(max(g.values(), default=0.0), 1e-9) for lora, g in gains.items()}
     blocks = sorted({b for g in gains.values() for b in g})
     owner: dict[str, str] = {}

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 SUMMARY_FILE = "fusion_summary.json"
 HEATMAP_FILE = "best_coefficients.png"
+MAPS_FOLDER = "maps"
+"""Where each LoRA's map (the block prior's probes) is drawn, one ``<lora>.png`` each."""
 
 
 Space = CoefficientSpace | FixedSpace
@@ -202,12 +204,15 @@ class FuseJob(Job):
         picture = None
         if best is not None:
             picture = heatmap(best[1], self.run_dir / HEATMAP_FILE, f"{plan.config.study_name} trial {best[0]}")
+        maps = map_pictures(comparison, self.run_dir / MAPS_FOLDER)
         if parent is not None:
             parent.log_summary(studies["dlf"], names)
             parent.log_dict(comparison, SUMMARY_FILE)
             _log_comparison(parent, comparison, names)
             if picture is not None:
                 parent.client.log_artifact(parent.run_id, str(picture), "plots")
+            for path in maps:
+                parent.client.log_artifact(parent.run_id, str(path), f"plots/{MAPS_FOLDER}")
         return [*comparison_lines(comparison, names), run_report(self, studies["dlf"], parent)]
 
     def _confirm(self, studies: dict[str, optuna.Study], parent: ParentRun | None) -> None:
@@ -247,6 +252,12 @@ class FuseJob(Job):
         if (folder / HEATMAP_FILE).is_file():
             with Image.open(folder / HEATMAP_FILE) as im:
                 parts.append(("Coefficients of the best DLF trial", [im.convert("RGB")]))
+        maps = []
+        for path in sorted((folder / MAPS_FOLDER).glob("*.png")):
+            with Image.open(path) as im:
+                maps += [f"{path.stem}: where its style lives (its probes, read as explain reads)", im.convert("RGB")]
+        if maps:
+            parts.append(("The measured block prior: each LoRA's map", maps))
         return parts
 
     @classmethod
@@ -301,6 +312,14 @@ def _log_comparison(parent: Any, comparison: dict[str, Any], names: list[str]) -
             metrics.append((f"{label}.hypervolume", e["hypervolume"], 0))
             metrics += [(f"{label}.best.{n}", v, 0) for n, v in e["best_values"].items()]
     parent._log_metrics(metrics)
+
+
+def map_pictures(comparison: dict[str, Any], folder: Path) -> list[Path]:
+    """``explain``'s heatmap of each LoRA's map from the block prior's probes, ``<folder>/<lora>.png``."""
+    from autolora.explain.output import heatmap as map_heatmap
+
+    maps = comparison.get("fixed", {}).get("maps", {})
+    return [map_heatmap({"lora": lora, "map": doc}, folder / f"{lora}.png") for lora, doc in maps.items()]
 
 
 def write_summary(run_dir: Path, comparison: dict[str, Any]) -> None:

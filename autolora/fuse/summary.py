@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.core.feasible import best as feasible_best
 from autolora.core.feasible import confirmation, infeasible_line, is_feasible
-from autolora.fuse.baselines import PARAM, assign_blocks, probe_gains
+from autolora.fuse.baselines import PARAM, assign_blocks, probe_maps
+from autolora.fuse.probes import is_text, prior_shares
 from autolora.fuse.warm import START_ATTR, starts
 from autolora.loras.groups import key_order
 
@@ -111,7 +112,8 @@ def _start(study: optuna.Study, conf: Any, sign: float) -> dict[str, Any]:
 
 
 def _fixed(study: optuna.Study, conf: Any) -> dict[str, Any]:
-    """The fixed study's baselines by name (search and confirmed values) and its probes' per-block style gains."""
+    """The fixed study's baselines by name (search and confirmed values) and its probes' maps of each LoRA
+    (``explain``'s document: shares, style alone/without, content cost per group) with the block prior's owners."""
 
     rows: dict[str, Any] = {}
     for t in complete(study):
@@ -124,9 +126,10 @@ def _fixed(study: optuna.Study, conf: Any) -> dict[str, Any]:
             row["confirmed_value"] = conf.trials[t.number].values[0]
         rows[name] = row
     out: dict[str, Any] = {"baselines": rows}
-    gains = probe_gains(study)
-    if gains:
-        out["probes"] = gains
+    maps = probe_maps(study)
+    if maps:
+        out["maps"] = {lora: m.to_dict() for lora, m in maps.items()}
+        out["prior"] = assign_blocks(prior_shares(maps))
     return out
 
 
@@ -164,8 +167,8 @@ def comparison_lines(comparison: dict[str, Any], names: list[str]) -> list[str]:
                 gains_b = " ".join(f"{k}={v:+.4f}" for k, v in row["metrics"].items() if k.startswith("style_gain."))
                 flag = "" if row["feasible"] else " [infeasible]"
                 lines.append(f"        {name}: {names[0]}={shown_value:+.4f} ({what}; {gains_b}){flag}")
-            if "probes" in e:
-                lines.append("        " + probe_line(e["probes"]))
+            if "maps" in e:
+                lines += ["        " + line for line in map_lines(e["maps"], e["prior"])]
         elif "hypervolume" in e:
             best = " ".join(f"{n}={v:+.4f}" for n, v in e["best_values"].items())
             lines.append(f"{head}, Pareto set of {e['pareto_size']}, hypervolume {e['hypervolume']:.5f}, best {best}")
@@ -187,21 +190,16 @@ def _start_line(e: dict[str, Any]) -> str:
     return line + f": DLF added {e['best_value'] - start:+.4f} in the search"
 
 
-def probe_line(gains: dict[str, dict[str, float]]) -> str:
-    """Where each style lives: its own gain when alone on each block, and the block prior's assignment."""
+def map_lines(maps: dict[str, dict[str, Any]], owner: dict[str, str]) -> list[str]:
+    """Where each LoRA's style lives (``explain``'s line, from its probes), and the block prior's assignment."""
+    from autolora.explain.output import where_line
 
-    owner = assign_blocks(gains)
-    parts = []
-    for lora, per in gains.items():
-        blocks = " ".join(f"{b}={per[b]:+.3f}" for b in sorted(per, key=key_order))
-        parts.append(f"{lora} [{blocks}]")
-    mine = {lora: [b for b, o in sorted(owner.items(), key=lambda kv: key_order(kv[0])) if o == lora] for lora in gains}
-    return (
-        "style gain alone per block: "
-        + "; ".join(parts)
-        + " -> block prior "
-        + " | ".join(f"{lora}: {' '.join(bs) or '-'}" for lora, bs in mine.items())
-    )
+    lines = [f"{lora}: {where_line({'map': doc})}" for lora, doc in maps.items()]
+    mine = {lora: [b for b, o in sorted(owner.items(), key=lambda kv: key_order(kv[0])) if o == lora] for lora in maps}
+    texts = sorted({g["group"] for doc in maps.values() for g in doc["groups"] if is_text(g["group"])})
+    tail = f" (text encoders at 1: {' '.join(texts)})" if texts else ""
+    lines.append("-> block prior " + " | ".join(f"{lora}: {' '.join(bs) or '-'}" for lora, bs in mine.items()) + tail)
+    return lines
 
 
 def heatmap(fusion: Fusion, path: Path, title: str = "") -> Path:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from autolora.core.artifacts import upload_image
 from autolora.core.feasible import BROKEN_ATTR
+from autolora.explain.reading import Reading
+from autolora.fuse.probes import READING_ATTR
 from autolora.fuse.session import FuseSession
 from autolora.fuse.space import CoefficientSpace
 from autolora.sampling import grid
@@ -52,7 +54,9 @@ class FuseTrialRunner:
             images = self.session.draw(fusion)
             t_score = time.perf_counter()
             assert self.session.scorer is not None, "FuseSession.prepare first"
-            metrics = self.session.scorer.score(images)
+            metrics, each = self.session.scorer.score_and_each(images)
+            # per seed, as ``explain`` reads them: the probes of the block prior are maps (``fuse.probes``)
+            trial.set_user_attr(READING_ATTR, Reading.of(each, len(plan.config.eval.seeds)).per_seed)
             values = objective.values(metrics)
             violations = objective.violations(metrics)
             broken = "; ".join(objective.broken(metrics))

@@ -220,7 +220,8 @@ def load_loras(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> FusedA
 
     Args:
         pipe: A loaded SD 1.x/2.x, SDXL, SD 3.x or Flux.1 pipeline.
-        files: LoRA files (diffusers/PEFT or kohya/A1111 ``.safetensors``).
+        files: LoRA files (diffusers/PEFT or kohya/A1111 ``.safetensors``; LyCORIS LoHa/LoKr files of UNet
+            models load as their exact LoRA).
         names: One adapter name per file: letters, digits, ``_`` and ``-`` (a ``.`` would make
             ``f"{lora}.{group}"`` parameter names ambiguous, and peft refuses it).
 
@@ -235,11 +236,13 @@ def load_loras(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> FusedA
     components = lora_components(pipe)
     unet = getattr(pipe, "unet", None)
     width = int(unet.config.cross_attention_dim) if unet is not None else 0
-    for path in files:
-        check_lora_file(path, width, components)
+    kinds = [check_lora_file(path, width, components) for path in files]
     try:
-        for path, name in zip(files, names, strict=True):
-            _load_one(pipe, path, name)
+        for path, name, kind in zip(files, names, kinds, strict=True):
+            if kind == "lycoris":
+                _load_lycoris(pipe, path, name)
+            else:
+                _load_one(pipe, path, name)
         pipe.set_adapters(list(names))  # weights 1.0: from now on only the scales change
         fa = FusedAdapters(pipe=pipe, names=list(names), files=files)
         fa.slots = _slots(pipe, list(names))
@@ -267,8 +270,11 @@ def _check_names(pipe: Any, files: Sequence[Path], names: Sequence[str]) -> None
         raise UserError(f"LoRA names {taken} are already adapters of this pipeline; choose others")
 
 
-def _load_one(pipe: Any, path: Path, name: str) -> None:
+def _load_one(pipe: Any, path: Path, name: str, shown: Path | None = None) -> None:
+    """Load ``path`` as adapter ``name``; errors name ``shown`` (the user's file) when given."""
     import logging
+
+    shown = shown or path
 
     # diffusers logs the whole traceback at ERROR before it raises; the user gets our one line instead.
     diffusers_log = logging.getLogger("diffusers")
@@ -278,12 +284,25 @@ def _load_one(pipe: Any, path: Path, name: str) -> None:
         pipe.load_lora_weights(str(path), adapter_name=name)
     except Exception as e:  # diffusers raises ValueError/KeyError/RuntimeError for files it cannot map
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"LoRA file {path}: diffusers could not load it into this model ({reason})") from None
+        raise UserError(f"LoRA file {shown}: diffusers could not load it into this model ({reason})") from None
     finally:
         diffusers_log.setLevel(level)
     if not any(name in a for a in pipe.get_list_adapters().values()):
         # diffusers only warns when no key matches a module of the model
-        raise UserError(f"LoRA file {path}: none of its modules exists in the base model (made for another model?)")
+        raise UserError(f"LoRA file {shown}: none of its modules exists in the base model (made for another model?)")
+
+
+def _load_lycoris(pipe: Any, path: Path, name: str) -> None:
+    """A LyCORIS LoHa/LoKr file as its exact LoRA (``autolora.loras.lycoris``), written as a diffusers file for
+    diffusers' loader (which maps LoRA factors only) and loaded from there; the written file is gone afterwards."""
+    import tempfile
+
+    from autolora.formats.export import export_all
+    from autolora.loras.lycoris import read_lycoris
+
+    adapter = read_lycoris(path, pipe)
+    with tempfile.TemporaryDirectory(prefix="autolora-lycoris-") as folder:
+        _load_one(pipe, export_all(adapter, Path(folder), path.stem, kohya=False)["diffusers"], name, path)
 
 
 def _slots(pipe: Any, names: list[str]) -> list[Slot]:

@@ -42,13 +42,7 @@ def lora_target(model: ModelRef) -> tuple[int, list[str]]:
     return width, [model.denoiser, "text_encoder", *second]
 
 
-def check_lora_file(
-    path: Path,
-    cross_attention_dim: int,
-    components: Iterable[str] = COMPONENTS,
-    job: str = "fuse",
-    lycoris: bool = False,
-) -> str:
+def check_lora_file(path: Path, cross_attention_dim: int, components: Iterable[str] = COMPONENTS) -> str:
     """Check a LoRA file from its header alone (no tensor is read).
 
     Args:
@@ -56,11 +50,10 @@ def check_lora_file(
         cross_attention_dim: The base model's text-embedding width (``unet.config.cross_attention_dim``; 0 for
             a transformer model, whose LoRAs have no cross-attention to check: diffusers refuses a misfit).
         components: The pipeline's LoRA-loadable components present (``unet``, ``text_encoder``...).
-        job: The command reading it, named in the LyCORIS refusal.
-        lycoris: Accept a LyCORIS LoHa/LoKr file (``autolora.loras.lycoris`` reads it as an exact LoRA).
 
     Returns:
-        ``lora``, or ``lycoris`` for an accepted LyCORIS file.
+        ``lora``, or ``lycoris`` for a LyCORIS LoHa/LoKr file (UNet models only: ``autolora.loras.lycoris`` reads
+        it as an exact LoRA, matched by kohya names, which SD3 and Flux files do not share).
 
     Raises:
         UserError: one line naming the file and what was expected.
@@ -81,13 +74,13 @@ def check_lora_file(
     lora_keys = [k for k in keys if _LORA_KEY.search(k)]
     found_lycoris = sorted({_LYCORIS[m[0]] for k in keys if (m := _LYCORIS_KEY.search(k))})
     if found_lycoris and not lora_keys:
-        if lycoris:
-            _check_known_prefix(path, keys)
-            return "lycoris"
-        raise UserError(
-            f"LoRA file {path}: a LyCORIS {'/'.join(found_lycoris)} file; {job} scales the low-rank factors of LoRAs "
-            "layer by layer and reads LoRA files only"
-        )
+        if not cross_attention_dim:
+            raise UserError(
+                f"LoRA file {path}: a LyCORIS {'/'.join(found_lycoris)} file for a transformer model; LyCORIS files "
+                "are read for SD 1.x/2.x/SDXL (UNet) models"
+            )
+        _check_known_prefix(path, keys)
+        return "lycoris"
     if not lora_keys or not any(k.startswith(_KNOWN_PREFIX) for k in lora_keys):
         raise UserError(
             f"LoRA file {path}: no LoRA weights (expected diffusers keys unet.*/transformer.*/text_encoder*.* or "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from autolora.adapter import KeptAdapter, config_to_dict
+from autolora.adapter import KeptAdapter
 from autolora.errors import UserError
 from autolora.loras.engine import FusedAdapters, Slot
+from autolora.loras.factors import kept
 from autolora.loras.facts import base_facts
 
 if TYPE_CHECKING:
@@ -59,42 +58,3 @@ def _check_plain(slot: Slot, adapter: str) -> None:
     module = slot.module
     if getattr(module, "use_dora", {}).get(adapter) or getattr(module, "lora_bias", {}).get(adapter):
         raise UserError(f"cannot fuse {adapter}: module {slot.name} is DoRA or has a LoRA bias (not low-rank)")
-
-
-def kept(
-    factors: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]], base: dict[str, Any], info: dict[str, Any]
-) -> KeptAdapter:
-    """A ``KeptAdapter`` whose modules apply exactly ``B @ A`` (``factors`` carry any scale in ``B``).
-
-    ``lora_alpha`` is the most common rank R for every module and ``rank_pattern`` lists the other ranks, whose
-    ``B`` is multiplied by ``r / R`` to cancel their scale ``R / r``. One alpha for all modules (rather than
-    ``alpha = r`` per module) because diffusers' kohya loader gives attention projections the file's most
-    common alpha (see ``autolora.formats``), so only a single alpha reloads exactly from both files.
-    """
-    configs: dict[str, dict[str, Any]] = {}
-    state_dicts: dict[str, dict[str, torch.Tensor]] = {}
-    for comp, modules in factors.items():
-        ranks = {name: int(down.shape[0]) for name, (down, _) in modules.items()}
-        common = Counter(ranks.values()).most_common(1)[0][0]
-        state: dict[str, torch.Tensor] = {}
-        for name, (down, up) in modules.items():
-            state[f"{name}.lora_A.weight"] = down.contiguous()
-            state[f"{name}.lora_B.weight"] = (up * (ranks[name] / common)).contiguous()
-        configs[comp] = _config(ranks, common)
-        state_dicts[comp] = state
-    return KeptAdapter(configs=configs, state_dicts=state_dicts, base=dict(base), info=info)
-
-
-def _config(ranks: Mapping[str, int], common: int) -> dict[str, Any]:
-    from peft import LoraConfig
-
-    # Exact names, escaped: peft reads rank_pattern keys as regular expressions matched at the name's end.
-    pattern = {re.escape(name): rank for name, rank in ranks.items() if rank != common}
-    config = LoraConfig(
-        r=common,
-        lora_alpha=common,
-        target_modules=sorted(ranks),
-        rank_pattern=pattern,
-        init_lora_weights=False,
-    )
-    return config_to_dict(config)

@@ -18,8 +18,8 @@ from autolora.adapter import KeptAdapter
 from autolora.errors import UserError
 from autolora.formats.kept import COMPONENTS
 from autolora.formats.kohya import KOHYA_PREFIX, kohya_module
+from autolora.loras.factors import kept
 from autolora.loras.facts import base_facts
-from autolora.loras.folded import kept
 
 if TYPE_CHECKING:
     import torch
@@ -107,8 +107,10 @@ def _factored(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _targets(pipe: Any, facts: dict[str, Any]) -> dict[str, tuple[str, str, tuple[int, ...]]]:
-    """kohya module name -> (component, module name, weight shape) for every Linear/Conv2d of the pipeline."""
+    """kohya module name -> (component, module name, weight shape) for every Linear/Conv2d of the pipeline; a
+    module another adapter wraps already (peft's tuner layer) counts as its base layer, under its own name."""
     import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     probe = KeptAdapter(configs={}, state_dicts={}, base=facts)
     out = {}
@@ -117,7 +119,14 @@ def _targets(pipe: Any, facts: dict[str, Any]) -> dict[str, tuple[str, str, tupl
         prefix = KOHYA_PREFIX[facts["arch"]].get(comp)
         if model is None or prefix is None:
             continue
+        wrapped: set[str] = set()
         for name, module in model.named_modules():
+            parts = name.split(".")
+            if any(".".join(parts[:i]) in wrapped for i in range(1, len(parts))):
+                continue  # inside a wrapper: its base layer and the other adapter's factors
+            if isinstance(module, BaseTunerLayer):
+                wrapped.add(name)
+                module = module.get_base_layer()
             if not isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
                 continue
             try:

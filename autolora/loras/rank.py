@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from autolora.adapter import KeptAdapter
 from autolora.errors import UserError
-from autolora.loras.folded import kept
+from autolora.loras.factors import kept
 
 if TYPE_CHECKING:
     import torch

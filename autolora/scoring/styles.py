@@ -67,6 +67,11 @@ class MultiStyleScorer:
 
     def score(self, samples: list[Image.Image]) -> dict[str, float]:
         """Metrics of one sampling pass (prompt-major, matching the base samples one to one)."""
+        return self.score_and_each(samples)[0]
+
+    def score_and_each(self, samples: list[Image.Image]) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """The metrics of ``score`` and, from the same embeddings, each sample's ``style_gain.<s>`` and
+        ``content_text_delta`` (prompt-major: ``explain.reading.Reading.of`` makes them per-seed readings)."""
         if not self._ready:
             raise RuntimeError("MultiStyleScorer.score called before prepare")
         r = self._ready
@@ -74,13 +79,18 @@ class MultiStyleScorer:
         if emb.shape != r["base"].shape:
             raise ValueError(f"expected {r['base'].shape[0]} samples, got {emb.shape[0]}")
         out: dict[str, float] = {}
+        each: dict[str, list[float]] = {}
         for style, centroid in r["centroids"].items():
-            fidelity = float((emb @ centroid).mean())
+            per_sample = emb @ centroid
+            fidelity = float(per_sample.mean())
             out[f"style_fidelity.{style}"] = fidelity
             out[f"style_base.{style}"] = r["style_base"][style]
             out[f"style_gain.{style}"] = fidelity - r["style_base"][style]
+            each[f"style_gain.{style}"] = (per_sample - r["style_base"][style]).tolist()
         gains = [out[f"style_gain.{s}"] for s in r["centroids"]]
-        content_text = float((emb * r["text"]).sum(-1).mean())
+        text_each = (emb * r["text"]).sum(-1)
+        content_text = float(text_each.mean())
+        each["content_text_delta"] = (text_each - r["content_text_base"]).tolist()
         out.update(
             style_gain_min=min(gains),
             style_gain_mean=sum(gains) / len(gains),
@@ -90,4 +100,4 @@ class MultiStyleScorer:
             content_text_ratio=content_text / max(r["content_text_base"], 1e-6),
             content_base=float((emb * r["base"]).sum(-1).mean()),
         )
-        return out
+        return out, each
