@@ -93,6 +93,13 @@ def test_dlf_starts_from_linear_best_and_baselines_run_once(
                 assert set(t.user_attrs["fusion"]["coefficients"]["water" if lora == "ink" else "ink"].values()) == {
                     0.0
                 }
+    # Each map as explain's document in the summary, explain's heatmap in the run folder and the report.
+    import json
+
+    doc = json.loads((run_dir / "fusion_summary.json").read_text())["fixed"]
+    assert set(doc["maps"]) == {"ink", "water"} and doc["maps"]["ink"]["style_metric"] == "style_gain.ink"
+    assert (run_dir / "maps" / "ink.png").is_file() and (run_dir / "maps" / "water.png").is_file()
+    assert "The measured block prior: each LoRA" in (run_dir / "report.html").read_text()
     # The measured prior gives each block to the LoRA with the larger share there (text encoders stay at 1).
     owner = assign_blocks(prior_shares(maps))
     assert owner and not any(b.startswith("text_encoder") for b in owner)
