@@ -264,3 +264,67 @@ def test_recommended_budget_grows_with_the_coefficients() -> None:
     assert budget_lines("dlf", big, 1)[1].startswith("WARNING: --trials 1 is below")
     with pytest.raises(ValueError, match="n_coefficients"):
         recommended_trials(0)
+
+
+def test_the_measured_prior_waits_for_probes_other_workers_still_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that takes the prior's trial while another still runs a probe waits for it (the trials are taken in
+    queue order, not finished in it), then reads the finished probe."""
+    import threading
+    import time
+
+    from autolora.fuse import baselines
+    from autolora.fuse.baselines import PARAM, FixedSpace
+    from autolora.fuse.probes import READING_ATTR, probe_names
+    from autolora.fuse.space import Fusion
+
+    keys = {"a": ["down.0", "up.0"], "b": ["down.0", "up.0"]}
+    names = [n for lora in keys for n in probe_names(lora, keys[lora])] + ["block-prior"]
+    space = FixedSpace(names, keys, keys, "sd1", probe_wait=600.0)
+    study = optuna.create_study(directions=["maximize"])
+    style = {"a": {"down.0": 0.0, "up.0": 0.2}, "b": {"down.0": 0.2, "up.0": 0.0}}  # a lives in up.0, b in down.0
+
+    def reading(name: str) -> dict[str, list[float]]:
+        lora, view, *group = name.split(":")[1:]
+        full = sum(style[lora].values())
+        value = {"full": full, "alone": style[lora].get(group[0] if group else "", 0.0)}.get(view)
+        if value is None:  # without
+            value = full - style[lora][group[0]]
+        return {f"style_gain.{lora}": [value], "content_text_delta": [0.0]}
+
+    held = "probe:b:full"  # still running in "another worker"
+    running = None
+    for name in names[:-1]:
+        study.enqueue_trial({PARAM: name})
+        trial = study.ask()
+        assert trial.suggest_categorical(PARAM, names) == name
+        trial.set_user_attr(READING_ATTR, reading(name))
+        if name == held:
+            running = trial
+        else:
+            study.tell(trial, 0.0)
+    assert running is not None
+    waiting = threading.Event()
+
+    class Clock:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waiting.set()  # the prior is waiting: now the other worker may finish
+            time.sleep(0.01)
+
+    monkeypatch.setattr(baselines, "time", Clock)
+
+    def other_worker() -> None:
+        waiting.wait()
+        study.tell(running, 0.0)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    blend = space.blend("block-prior", study)
+    waited = waiting.is_set()
+    waiting.set()  # releases the other worker if the prior did not wait
+    thread.join()
+    assert waited, "the prior read the probes while one was still running"
+    assert isinstance(blend, Fusion)
+    assert blend.early["a"] == {"down.0": 0.0, "up.0": 1.0} and blend.early["b"] == {"down.0": 1.0, "up.0": 0.0}

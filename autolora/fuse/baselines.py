@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,11 +84,16 @@ class FixedSpace:
     """LoRA -> its layer group keys."""
     arch: str
     klora_k: int | None = None
+    probe_wait: float = 60.0
+    """Seconds the measured prior waits for probes other workers still run (a probe left RUNNING by a killed
+    worker would otherwise hold it forever; the prior then reads the probes that finished)."""
     granularity: str = "fixed"
     schedule: str = "constant"
 
     @classmethod
-    def of(cls, fa: FusedAdapters, arch: str, kinds: list[str], klora_k: int | None = None) -> FixedSpace:
+    def of(
+        cls, fa: FusedAdapters, arch: str, kinds: list[str], klora_k: int | None = None, probe_wait: float = 60.0
+    ) -> FixedSpace:
         loras = list(fa.names)
         blocks = {lora: fa.lora_group_keys(lora, "block") for lora in loras}
         layers = {lora: fa.lora_group_keys(lora, "layer") for lora in loras}
@@ -101,7 +107,7 @@ class FixedSpace:
             else:
                 names += [n for lora in loras for n in probe_names(lora, blocks[lora])]
                 names.append("block-prior")
-        return cls(names, blocks, layers, arch, klora_k)
+        return cls(names, blocks, layers, arch, klora_k, probe_wait)
 
     def param_names(self) -> list[str]:
         return [PARAM]
@@ -134,6 +140,7 @@ class FixedSpace:
         if kind == "block-prior":
             if study is None:
                 raise ValueError("the measured block prior needs its study's probe trials")
+            wait_probes(study, self.probe_wait)
             return Fusion(self.measured_prior(prior_shares(probe_maps(study))))
         raise ValueError(f"unknown fixed trial {name!r}; expected one of {self.names}")
 
@@ -159,6 +166,25 @@ class FixedSpace:
             lora: {k: 1.0 if is_text(k) or owner.get(k) == lora else 0.0 for k in keys}
             for lora, keys in self.block_keys.items()
         }
+
+
+def wait_probes(study: optuna.Study, timeout: float, poll: float = 0.5) -> None:
+    """Return when no probe trial of ``study`` is running (workers take the fixed trials in the order they were
+    queued, so the prior's trial starts after every probe has been taken, not after each has finished), or after
+    ``timeout`` seconds."""
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    running = (optuna.trial.TrialState.RUNNING,)
+    while any(_name(t).startswith("probe:") for t in study.get_trials(False, states=running)):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(poll)
+
+
+def _name(trial: optuna.trial.FrozenTrial) -> str:
+    """A fixed trial's name, also before its objective has suggested it (a queued trial's fixed parameters)."""
+    return str(trial.params.get(PARAM, trial.system_attrs.get("fixed_params", {}).get(PARAM, "")))
 
 
 def probe_maps(study: optuna.Study) -> dict[str, StyleMap]:

@@ -59,7 +59,8 @@ def spaces(specs: list[FuseStudy], fa: FusedAdapters, config: FuseRunConfig, arc
     out: dict[str, Space] = {}
     for s in specs:
         if s.label == "fixed":
-            out[s.label] = FixedSpace.of(fa, arch, config.fuse.baselines, config.fuse.klora_k)
+            wait = max(60.0, 3 * config.study.grace_period)  # as DLF waits for linear (``before_study``)
+            out[s.label] = FixedSpace.of(fa, arch, config.fuse.baselines, config.fuse.klora_k, wait)
         else:
             out[s.label] = CoefficientSpace.of(fa, s.granularity, s.schedule, config.fuse)
     return out
