@@ -403,3 +403,32 @@ def test_explain_maps_a_flux_lora_over_its_transformer_blocks(
     assert [g["group"] for g in doc["map"]["groups"]] == ["double.0", "double.1", "single.0", "single.1"]
     assert doc["arch"] == "flux" and doc["rank"]["rank"] == 4
     assert doc["pruned"]["written"] or doc["pruned"]["reason"] in printed
+
+
+def test_explain_maps_an_sd3_lora_and_prunes_it_to_a_file_diffusers_loads(
+    tmp_path: Path, sd3_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    pipe = _load(sd3_folder)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=_every_module(pipe), init_lora_weights="gaussian")
+    adapter, _ = _trained(pipe, config, "sd3", 25)
+    lora = export_all(adapter, tmp_path / "lora", "ink", kohya=False)["diffusers"]
+    out = tmp_path / "map"
+    args = ["explain", str(lora), "--base-model", "builtin:tiny-sd3", "--out", str(out), "--seeds", "0", "--prune",
+            "--set", "eval.inference_steps=2", "--set", "data.resolution=32",
+            "--set", "eval.intro_style=false", "--set", "explain.keep_style=0.5"]  # fmt: skip
+    rc = main(args)
+    printed, err = capsys.readouterr()
+    assert rc == 0, err
+    doc = json.loads((out / "explain.json").read_text())
+    groups = [g["group"] for g in doc["map"]["groups"]]
+    assert doc["arch"] == "sd3" and groups and all(g.startswith("double.") for g in groups), groups
+    # SD3 has no kohya format: the pruned LoRA goes out as the diffusers file alone (it used to fail on the kohya
+    # file), is the file the check sampled, and loads into a fresh pipeline
+    pruned = doc["pruned"]
+    assert pruned["written"], pruned["reason"]
+    assert set(pruned["files"]) == {"diffusers", "info"} and "kohya     skipped: sd3" in printed
+    fresh = _load(sd3_folder)
+    fresh.load_lora_weights(pruned["files"]["diffusers"])
+    assert fresh.get_list_adapters()["transformer"]

@@ -28,7 +28,7 @@ from autolora.explain.config import ExplainSection
 from autolora.explain.groups import constant, subset
 from autolora.explain.measure import NAME, ExplainSession
 from autolora.explain.reading import Reading, StyleMap
-from autolora.formats.export import export_all
+from autolora.formats.export import export_adapter
 from autolora.loras.engine import load_loras, unload
 from autolora.loras.folded import fused_adapter
 from autolora.loras.rank import reduce_rank_to_energy
@@ -139,7 +139,8 @@ def _write_and_check(
     name = f"{session.plan.lora.stem}-pruned"
     staging = staging_folder(out)
     try:
-        files = export_all(adapter, staging, name, kohya=not any(c.get("use_dora") for c in adapter.configs.values()))
+        # the one entry point: no kohya file where the format has none (SD3) or for DoRA, the skip said in a line
+        files = export_adapter(adapter, staging, name, echo=lambda line: echo(f"  {line}"))
         checked = files.get("kohya", files["diffusers"])
         reading = _sample_file(session, checked)
         result.style_kept = style_kept(found, reading)
