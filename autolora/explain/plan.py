@@ -38,8 +38,6 @@ class ExplainPlan:
     device: str
     resolution: int
     clip: tuple[str, str | None]
-    lycoris: bool = False
-    """A LyCORIS LoHa/LoKr file, read as an exact LoRA (``autolora.loras.lycoris``)."""
 
     @property
     def out_dir(self) -> Path:
@@ -67,7 +65,7 @@ def make_explain_plan(config: ExplainRunConfig) -> ExplainPlan:
     model = resolve_model(config.model.base_model, config.model.allow_pickle)
     config.eval.resolve_guidance(model.arch)
     lora = Path(config.explain.lora)
-    kind = check_lora_file(lora, *lora_target(model))
+    check_lora_file(lora, *lora_target(model))  # a LyCORIS file loads as its exact LoRA (``loras.engine``)
     style = load_style_set(Path(config.data.style_images)) if config.data.style_images else None
     prompts = load_prompts(Path(config.data.prompts)) if config.data.prompts else list(BUILTIN_PROMPTS)
     out = config.out_dir.resolve()
@@ -75,4 +73,4 @@ def make_explain_plan(config: ExplainRunConfig) -> ExplainPlan:
         raise UserError(f"--out {out}: exists and is not a folder")
     clip = objective.resolve_clip(model.source, config.eval.clip_model, config.eval.clip_pretrained)
     resolution = config.data.resolution or native_resolution(model)
-    return ExplainPlan(config, model, lora, style, prompts, objective, device, resolution, clip, kind == "lycoris")
+    return ExplainPlan(config, model, lora, style, prompts, objective, device, resolution, clip)
